@@ -1,0 +1,84 @@
+"""tinyops: the ops of the makemore MLP in NumPy, each with a hand-derived backward next to its forward.
+
+Every op is a pair of pure functions, ``<op>_forward(inputs..., *, options) -> (out, cache)`` and
+``<op>_backward(dout, cache) -> grads`` (gradients in the order of the forward's floating inputs),
+plus a plain value function where a value is what one wants.
+"""
+
+from .gradcheck import Comparison, GradcheckResult, InputCheck, compare, format_comparisons, gradcheck
+from .ops.cross_entropy import (
+    CrossEntropyCache,
+    CrossEntropyNaiveCache,
+    cross_entropy,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    cross_entropy_naive,
+    cross_entropy_naive_backward,
+    cross_entropy_naive_forward,
+)
+from .ops.embedding import EmbeddingCache, embedding, embedding_backward, embedding_forward
+from .ops.linear import LinearCache, linear, linear_backward, linear_forward
+from .ops.softmax import (
+    LogSoftmaxCache,
+    LogsumexpCache,
+    SoftmaxCache,
+    log_softmax,
+    log_softmax_backward,
+    log_softmax_forward,
+    logsumexp,
+    logsumexp_backward,
+    logsumexp_forward,
+    softmax,
+    softmax_backward,
+    softmax_forward,
+    softmax_naive,
+    softmax_naive_backward,
+    softmax_naive_forward,
+)
+from .ops.tanh import TanhCache, tanh, tanh_backward, tanh_forward
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Comparison",
+    "CrossEntropyCache",
+    "CrossEntropyNaiveCache",
+    "EmbeddingCache",
+    "GradcheckResult",
+    "InputCheck",
+    "LinearCache",
+    "LogSoftmaxCache",
+    "LogsumexpCache",
+    "SoftmaxCache",
+    "TanhCache",
+    "compare",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "cross_entropy_naive",
+    "cross_entropy_naive_backward",
+    "cross_entropy_naive_forward",
+    "embedding",
+    "embedding_backward",
+    "embedding_forward",
+    "format_comparisons",
+    "gradcheck",
+    "linear",
+    "linear_backward",
+    "linear_forward",
+    "log_softmax",
+    "log_softmax_backward",
+    "log_softmax_forward",
+    "logsumexp",
+    "logsumexp_backward",
+    "logsumexp_forward",
+    "softmax",
+    "softmax_backward",
+    "softmax_forward",
+    "softmax_naive",
+    "softmax_naive_backward",
+    "softmax_naive_forward",
+    "tanh",
+    "tanh_backward",
+    "tanh_forward",
+]

@@ -1,0 +1,135 @@
+"""Primitive forward/backward pairs: the atoms of the seed's naive cross-entropy chain.
+
+Each pair is one line of math, so each backward is one application of the chain rule. They do no
+input checking (the public op that composes them checks once, at its entrance) and they never
+write into their inputs or into ``dout``.
+
+Shapes: N = rows, C = classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from .._checks import REDUCTIONS
+
+Array = npt.NDArray[Any]
+
+
+# ---------------------------------------------------------------- exp: out = exp(x)
+class ExpCache(NamedTuple):
+    out: Array  # exp(x): its own derivative
+
+
+def exp_forward(x: Array) -> tuple[Array, ExpCache]:
+    out = np.exp(x)
+    return out, ExpCache(out)
+
+
+def exp_backward(dout: Array, cache: ExpCache) -> Array:
+    """``d exp(x)/dx = exp(x)``, so ``dx = out * dout``."""
+    return cache.out * dout
+
+
+# ---------------------------------------------------------------- sum_rows: out = x.sum(1, keepdims=True)
+class SumRowsCache(NamedTuple):
+    shape: tuple[int, ...]  # (N, C)
+
+
+def sum_rows_forward(x: Array) -> tuple[Array, SumRowsCache]:
+    return x.sum(axis=1, keepdims=True), SumRowsCache(x.shape)  # (N, 1)
+
+
+def sum_rows_backward(dout: Array, cache: SumRowsCache) -> Array:
+    """Every ``x[n, c]`` enters ``out[n]`` with weight 1, so ``dx = broadcast(dout (N, 1) -> (N, C))``."""
+    return np.broadcast_to(dout, cache.shape).copy()  # (N, C), a fresh writable array
+
+
+# ---------------------------------------------------------------- div_rows: out = a / b, b (N, 1)
+class DivRowsCache(NamedTuple):
+    a: Array  # (N, C)
+    b: Array  # (N, 1)
+
+
+def div_rows_forward(a: Array, b: Array) -> tuple[Array, DivRowsCache]:
+    return a / b, DivRowsCache(a, b)  # (N, C)
+
+
+def div_rows_backward(dout: Array, cache: DivRowsCache) -> tuple[Array, Array]:
+    """``d(a/b)/da = 1/b`` and ``d(a/b)/db = -a/b**2``; b was broadcast along the row, so its
+    gradient sums over the row: ``da = dout / b``, ``db = -(dout * a / b**2).sum(1, keepdims=True)``."""
+    a, b = cache
+    da = dout / b  # (N, C)
+    db = -(dout * a / b**2).sum(axis=1, keepdims=True)  # (N, 1)
+    return da, db
+
+
+# ---------------------------------------------------------------- pick: out[n] = x[n, target[n]]
+class PickCache(NamedTuple):
+    target: npt.NDArray[np.integer[Any]]  # (N,)
+    shape: tuple[int, ...]  # (N, C)
+    dtype: np.dtype[Any]
+
+
+def pick_forward(x: Array, target: npt.NDArray[np.integer[Any]]) -> tuple[Array, PickCache]:
+    rows = np.arange(x.shape[0])
+    return x[rows, target], PickCache(target, x.shape, x.dtype)  # (N,)
+
+
+def pick_backward(dout: Array, cache: PickCache) -> Array:
+    """Only the picked entry of each row reaches the output: ``dx`` is zero except
+    ``dx[n, target[n]] = dout[n]`` (one entry per row, so plain assignment is a correct scatter)."""
+    target, shape, dtype = cache
+    dx = np.zeros(shape, dtype=dtype)  # (N, C)
+    dx[np.arange(shape[0]), target] = dout
+    return dx
+
+
+# ---------------------------------------------------------------- log: out = log(x)
+class LogCache(NamedTuple):
+    x: Array
+
+
+def log_forward(x: Array) -> tuple[Array, LogCache]:
+    return np.log(x), LogCache(x)
+
+
+def log_backward(dout: Array, cache: LogCache) -> Array:
+    """``d log(x)/dx = 1/x``, so ``dx = dout / x``."""
+    return dout / cache.x
+
+
+# ---------------------------------------------------------------- neg_reduce: out = -mean(x) | -sum(x) | -x
+class NegReduceCache(NamedTuple):
+    shape: tuple[int, ...]  # (N,)
+    dtype: np.dtype[Any]
+    reduction: str
+
+
+def reduce_losses(losses: Array, reduction: str) -> Array:
+    """``losses.mean()``, ``losses.sum()`` or ``losses``; the mean of no rows is nan (as torch)."""
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return np.asarray(losses.sum())  # a 0-D array, like torch's 0-D tensor
+    if losses.size == 0:  # torch: the mean of an empty batch is nan
+        return np.array(np.nan, dtype=losses.dtype)
+    return np.asarray(losses.mean())  # pairwise summation
+
+
+def neg_reduce_forward(x: Array, reduction: str) -> tuple[Array, NegReduceCache]:
+    assert reduction in REDUCTIONS
+    return reduce_losses(-x, reduction), NegReduceCache(x.shape, x.dtype, reduction)
+
+
+def neg_reduce_backward(dout: Array, cache: NegReduceCache) -> Array:
+    """``-mean`` spreads ``-1/N`` to each of the N entries, ``-sum`` gives ``-1``, ``'none'`` gives
+    ``-dout`` elementwise: ``dx = -dout / N | -dout | -dout``."""
+    shape, dtype, reduction = cache
+    if reduction == "none":
+        return -dout
+    n = shape[0] if reduction == "mean" else 1
+    return np.full(shape, -dout / max(n, 1), dtype=dtype)  # (N,)
