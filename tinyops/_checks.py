@@ -99,16 +99,18 @@ def normalize_axis(axis: Axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def check_dout(dout: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+def check_dout(
+    dout: Any, shape: tuple[int, ...], dtype: np.dtype[Any], *, name: str = "dout"
+) -> npt.NDArray[Any]:
     """Check the upstream gradient of a backward: same shape and dtype as the forward's output.
 
     A Python number is accepted for a 0-D output (``loss_backward(1.0, cache)``).
     """
     if shape == () and isinstance(dout, (int, float)) and not isinstance(dout, bool):
         return np.asarray(dout, dtype=dtype)
-    arr = as_float_array("dout", dout)
+    arr = as_float_array(name, dout)
     if arr.shape != shape:
-        raise ValueError(f"dout must have the forward output's shape {shape}, got shape {arr.shape}")
+        raise ValueError(f"{name} must have the forward output's shape {shape}, got shape {arr.shape}")
     if arr.dtype != dtype:
-        raise TypeError(f"dout must have the forward output's dtype {dtype}, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must have the forward output's dtype {dtype}, got dtype {arr.dtype}")
     return arr

@@ -63,14 +63,18 @@ def build_dataset(
         ``X`` (M, T) int64 contexts and ``Y`` (M,) int64 targets.
 
     Raises:
-        ValueError: block_size < 1, or a word has a character outside ``stoi`` (the word is named).
+        ValueError: block_size < 1, a word contains '.', or a word has a character outside ``stoi``
+            (the word is named).
     """
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    block_size = int(block_size)
     X: list[list[int]] = []
     Y: list[int] = []
     for w in words:
         context = [0] * block_size
+        if END in w:
+            raise ValueError(f"word {w!r} contains {END!r}, the reserved start/end token")
         for ch in w + END:
             if ch not in stoi:
                 raise ValueError(f"word {w!r} has character {ch!r}, which is not in the vocabulary")

@@ -31,7 +31,8 @@ class Comparison:
     """The makemore ``cmp`` report of one quantity: is ours exactly, or approximately, the reference?
 
     ``approximate`` is ``np.allclose(ours, reference)`` with torch.allclose's defaults
-    (rtol=1e-5, atol=1e-8); ``maxdiff`` is ``max |ours - reference|``.
+    (rtol=1e-5, atol=1e-8); ``maxdiff`` is ``max |ours - reference|``, nan if either holds a nan.
+    Equal infinities differ by 0 (makemore's ``cmp`` would print ``inf - inf = nan`` there).
     """
 
     name: str
@@ -69,8 +70,8 @@ def compare(name: str, ours: npt.ArrayLike, reference: Any) -> Comparison:
     if a.shape != b.shape:
         raise ValueError(f"{name}: ours has shape {a.shape} but reference has shape {b.shape}")
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(invalid="ignore"):  # inf - inf in maxdiff is nan, reported as such
-        diff = np.abs(a64 - b64)
+    with np.errstate(invalid="ignore"):  # equal infinities differ by 0, not by inf - inf = nan
+        diff = np.where(a64 == b64, 0.0, np.abs(a64 - b64))
     maxdiff = float(np.max(diff, initial=0.0)) if not np.isnan(diff).any() else float("nan")
     return Comparison(
         name=name,
@@ -149,7 +150,7 @@ def gradcheck(
     Args:
         forward: ``forward(*inputs, **kwargs) -> (out, cache)``.
         inputs: the forward's positional inputs.
-        backward: ``backward(dout, cache) -> grad`` or a tuple of grads, one per floating input in
+        backward: ``backward(dout, cache) -> grad`` or a tuple (or list) of grads, one per floating input in
             order (a trailing None, e.g. linear's dbias without a bias, is ignored).
         kwargs: keyword options for the forward, e.g. ``{"reduction": "sum"}``.
         eps: relative step, ``h = eps * max(1, |x|)`` per element.
@@ -178,7 +179,7 @@ def gradcheck(
     rng = np.random.default_rng(seed)
     u = np.asarray(rng.standard_normal(out.shape))  # the random upstream gradient, out's shape
     grads = backward(u, cache)
-    grads = list(grads) if isinstance(grads, tuple) else [grads]
+    grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
     while grads and grads[-1] is None and len(grads) > len(wrt):
         grads.pop()
     if len(grads) != len(wrt):

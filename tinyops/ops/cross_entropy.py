@@ -109,7 +109,7 @@ def cross_entropy_naive_backward(dloss: npt.ArrayLike, cache: CrossEntropyNaiveC
     """
     c = cache
     N = c.loss.shape[0]
-    dloss = check_dout(dloss, _loss_shape(N, c.loss.reduction), c.loss.dtype)
+    dloss = check_dout(dloss, _loss_shape(N, c.loss.reduction), c.loss.dtype, name="dloss")
     dlogprobs_target = P.neg_reduce_backward(dloss, c.loss)  # (N,)
     dprobs_target = P.log_backward(dlogprobs_target, c.logprobs_target)  # (N,)
     dprobs = P.pick_backward(dprobs_target, c.probs_target)  # (N, C)
@@ -184,7 +184,7 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
     """
     probs, target, reduction = cache
     N = probs.shape[0]
-    dloss = check_dout(dloss, _loss_shape(N, reduction), probs.dtype)
+    dloss = check_dout(dloss, _loss_shape(N, reduction), probs.dtype, name="dloss")
     if reduction == "none":
         scale = dloss[:, None]  # (N, 1)
     elif reduction == "mean":

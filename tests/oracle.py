@@ -1,0 +1,183 @@
+"""The one oracle helper: run a tinyops forward/backward and torch's forward + autograd on the same inputs.
+
+torch runs in float64 on the (upcast) inputs, so it stands for the exact answer; ours runs in the input
+dtype and must agree within ``k * eps(dtype) * scale`` elementwise, where ``scale`` is the magnitude
+the rounding error of that op actually grows with (given per op in ``OpSpec``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+Array = npt.NDArray[Any]
+
+torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn input: the forward's positional args (floating arrays in one dtype, or index arrays),
+    its keyword options, and the seed of the random upstream gradient."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    dout_seed: int = 0
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return next(a.dtype for a in self.args if isinstance(a, np.ndarray) and a.dtype.kind == "f")
+
+    def __repr__(self) -> str:  # hypothesis prints this for a failing example
+        args = ", ".join(
+            f"np.array({a.tolist()!r}, dtype=np.{a.dtype})" if isinstance(a, np.ndarray) else repr(a)
+            for a in self.args
+        )
+        return f"Case(args=({args},), kwargs={self.kwargs!r}, dout_seed={self.dout_seed})"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """torch's float64 answer for a case, and what the scale functions may read."""
+
+    args64: tuple[Any, ...]  # float inputs upcast to float64 (numpy), others as given
+    kwargs: dict[str, Any]
+    out: Array  # torch forward, float64
+    dout: Array  # the upstream gradient, float64 (the same values ours received)
+    grads: tuple[Array, ...]  # autograd's gradients of the floating inputs, float64
+
+
+Scale = Callable[[Reference], Any]  # -> array broadcastable to the compared array, or a number
+
+
+def rel(ref: Reference) -> Array:
+    """The default forward scale: ``1 + |out|``."""
+    return 1 + np.abs(ref.out)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op in the oracle suite.
+
+    ``fwd_k``/``bwd_k`` are per dtype: an element passes when
+    ``|ours - torch| <= k * (eps(dtype) * scale + tiny(dtype))`` (tiny: the smallest normal number,
+    the absolute error of a result that underflows). ``bwd_scale`` returns one scale per floating input.
+    ``fwd_exact``: the forward only copies (embedding) and must match bit for bit.
+    ``ref_error_grows_with_x``: torch's own float64 answer is off by about ``eps64 * max|x| * scale``
+    (it forms ``x - logsumexp(x)``, which rounds at the magnitude of x): that much is added to the
+    tolerance. It matters only for float64 inputs with large |x|.
+    """
+
+    name: str
+    forward: Callable[..., tuple[Any, Any]]
+    backward: Callable[[Any, Any], Any]
+    torch_fn: Callable[..., torch.Tensor]
+    cases: Any  # a hypothesis strategy of Case
+    fwd_k: dict[str, float]
+    bwd_k: dict[str, float]
+    fwd_scale: Scale = rel
+    bwd_scale: Callable[[Reference], tuple[Any, ...]] = lambda r: tuple(1 + np.abs(g) for g in r.grads)
+    fwd_exact: bool = False
+    ref_error_grows_with_x: bool = False
+    pinned: tuple[Case, ...] = ()
+
+
+def is_float(a: Any) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype.kind == "f"
+
+
+def upstream(shape: tuple[int, ...], dtype: np.dtype[Any], seed: int) -> Array:
+    """A random upstream gradient (never all ones, which hides wrong backwards)."""
+    return np.asarray(np.random.default_rng(seed).standard_normal(shape), dtype=dtype)
+
+
+def as_tuple(grads: Any) -> tuple[Any, ...]:
+    g = tuple(grads) if isinstance(grads, tuple) else (grads,)
+    return g
+
+
+def torch_reference(spec: OpSpec, case: Case, dout: Array) -> Reference:
+    tensors = []
+    for a in case.args:
+        if is_float(a):
+            tensors.append(torch.tensor(a.astype(np.float64), requires_grad=True))
+        elif isinstance(a, np.ndarray):
+            tensors.append(torch.from_numpy(a.astype(np.int64)))
+        else:
+            tensors.append(a)
+    out = spec.torch_fn(*tensors, **case.kwargs)
+    leaves = [t for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad]
+    dout64 = dout.astype(np.float64)
+    grads = torch.autograd.grad(out, leaves, torch.from_numpy(dout64), allow_unused=True)
+    grads64 = tuple(
+        np.zeros(t.shape) if g is None else g.detach().numpy() for t, g in zip(leaves, grads, strict=True)
+    )
+    args64 = tuple(a.astype(np.float64) if is_float(a) else a for a in case.args)
+    return Reference(args64, case.kwargs, out.detach().numpy(), dout64, grads64)
+
+
+def assert_close(what: str, ours: Array, ref: Array, tol: Any) -> None:
+    """``|ours - ref| <= tol`` elementwise where ref is finite; the same infinities and nans elsewhere."""
+    ours64 = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours64.shape == ref.shape, f"{what}: shape {ours64.shape} != torch's {ref.shape}"
+    nan_o, nan_r = np.isnan(ours64), np.isnan(ref)
+    assert np.array_equal(nan_o, nan_r), (
+        f"{what}: nan at {np.argwhere(nan_o != nan_r)[:5].tolist()} differs from torch\n"
+        f"ours={ours64}\ntorch={ref}"
+    )
+    inf_r = np.isinf(ref)
+    assert np.array_equal(ours64[inf_r], ref[inf_r]), f"{what}: infinities differ: {ours64} vs torch {ref}"
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), ref.shape)
+    fin = np.isfinite(ref)
+    with np.errstate(invalid="ignore"):
+        err = np.where(fin, np.abs(ours64 - ref), 0.0)
+    bad = err > np.where(fin, tol, np.inf)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {bad.sum()} of {bad.size} elements out of tolerance; worst err "
+            f"{err.max():.3e}; first at {i}: ours {ours64[i]!r}, torch {ref[i]!r}, tol {tol[i]:.3e}"
+        )
+
+
+def check_op(spec: OpSpec, case: Case) -> None:
+    """The whole oracle check of one case: values, gradients, dtypes, and no writes into inputs or dout."""
+    dtype = case.dtype
+    eps = float(np.finfo(dtype).eps)
+    tiny = float(np.finfo(dtype).smallest_normal)  # below it, results underflow: an absolute floor
+    eps_ref = 0.0
+    if spec.ref_error_grows_with_x:
+        xs = np.concatenate([np.abs(a[np.isfinite(a)]).ravel() for a in case.args if is_float(a)])
+        eps_ref = float(np.finfo(np.float64).eps) * (1 + float(np.max(xs, initial=0.0)))
+    key = np.dtype(dtype).name
+    before = [a.copy() if isinstance(a, np.ndarray) else a for a in case.args]
+
+    out, cache = spec.forward(*case.args, **case.kwargs)
+    out = np.asarray(out)
+    assert out.dtype == dtype, f"{spec.name}: output dtype {out.dtype} != input dtype {dtype}"
+    dout = upstream(out.shape, dtype, case.dout_seed)
+    dout_before = dout.copy()
+    grads = [g for g in as_tuple(spec.backward(dout, cache)) if g is not None]
+
+    for a, b in zip(case.args, before, strict=True):
+        if isinstance(a, np.ndarray):
+            assert np.array_equal(a, b, equal_nan=True), f"{spec.name} wrote into an input"
+    assert np.array_equal(dout, dout_before), f"{spec.name}: backward wrote into dout"
+
+    ref = torch_reference(spec, case, dout)
+    if spec.fwd_exact:
+        assert np.array_equal(out, ref.out.astype(dtype)), f"{spec.name}: forward is not exact"
+    else:
+        assert_close(f"{spec.name} forward", out, ref.out, spec.fwd_k[key] * ((eps + eps_ref) * spec.fwd_scale(ref) + tiny))
+
+    assert len(grads) == len(ref.grads), f"{spec.name}: {len(grads)} gradients, torch has {len(ref.grads)}"
+    for i, (g, g_ref, scale) in enumerate(zip(grads, ref.grads, spec.bwd_scale(ref), strict=True)):
+        g = np.asarray(g)
+        assert g.dtype == dtype, f"{spec.name}: gradient {i} has dtype {g.dtype}, input dtype {dtype}"
+        assert_close(f"{spec.name} gradient {i}", g, g_ref, spec.bwd_k[key] * ((eps + eps_ref) * scale + tiny))

@@ -1,0 +1,303 @@
+"""Bad input stops at the public function with an error that names the argument and the offending value.
+
+Also: no op writes into its inputs (nor a backward into ``dout`` or the cache), and no output shares
+memory with an array the caller holds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import tinyops
+
+Array = npt.NDArray[Any]
+
+_rng = np.random.default_rng(1234)
+
+# N = 5 rows, C = 27 classes (the makemore vocabulary)
+N, C = 5, 27
+LOGITS = _rng.normal(0.0, 2.0, (N, C)).astype(np.float32)
+TARGET = np.array([0, 26, 3, 3, 11])
+
+# embedding: V = 6 rows of D = 4, looked up by a (2, 3) index
+EMB_W = _rng.normal(size=(6, 4)).astype(np.float32)
+EMB_IDX = np.array([[1, 5, 5], [0, 2, 4]])
+
+# linear: (3, 4) @ (4, 2) + (2,)
+LIN_X = _rng.normal(size=(3, 4)).astype(np.float32)
+LIN_W = _rng.normal(size=(4, 2)).astype(np.float32)
+LIN_B = _rng.normal(size=2).astype(np.float32)
+
+# the softmax family and tanh: a (3, 4) input
+SM_X = _rng.normal(0.0, 2.0, (3, 4)).astype(np.float32)
+
+_, TANH_CACHE = tinyops.tanh_forward(SM_X)
+_, EMB_CACHE = tinyops.embedding_forward(EMB_W, EMB_IDX)  # out (2, 3, 4)
+_, LIN_CACHE = tinyops.linear_forward(LIN_X, LIN_W, LIN_B)  # out (3, 2)
+
+LOSSES: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+    "cross_entropy": (tinyops.cross_entropy, tinyops.cross_entropy_forward, tinyops.cross_entropy_backward),
+    "cross_entropy_naive": (
+        tinyops.cross_entropy_naive,
+        tinyops.cross_entropy_naive_forward,
+        tinyops.cross_entropy_naive_backward,
+    ),
+}
+SOFTMAX_FAMILY: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+    "logsumexp": (tinyops.logsumexp, tinyops.logsumexp_forward, tinyops.logsumexp_backward),
+    "softmax": (tinyops.softmax, tinyops.softmax_forward, tinyops.softmax_backward),
+    "softmax_naive": (tinyops.softmax_naive, tinyops.softmax_naive_forward, tinyops.softmax_naive_backward),
+    "log_softmax": (tinyops.log_softmax, tinyops.log_softmax_forward, tinyops.log_softmax_backward),
+}
+
+def _loss_rows() -> Iterator[Any]:
+    """Rows that apply to both cross-entropy ops, one row per op."""
+    for name, (fn, fwd, bwd) in LOSSES.items():
+        _, mean_cache = fwd(LOGITS, TARGET)  # loss is 0-D float32
+        yield from [
+            (f"{name}-target-eq-C", partial(fn, LOGITS, np.array([0, 1, 27, 2, 3])), IndexError,
+             r"^target\b.*got 27$"),
+            (f"{name}-target-negative", partial(fn, LOGITS, np.array([0, 1, -3, 2, 3])), IndexError,
+             r"^target\b.*got -3$"),
+            (f"{name}-target-float", partial(fn, LOGITS, TARGET.astype(np.float64)), TypeError,
+             r"^target\b.*float64"),
+            (f"{name}-target-float-list", partial(fn, LOGITS, [0.0, 1.0, 2.0, 3.0, 4.0]), TypeError,
+             r"^target\b.*float64"),
+            (f"{name}-target-bool", partial(fn, LOGITS, TARGET > 5), TypeError, r"^target\b.*bool"),
+            (f"{name}-target-2d", partial(fn, LOGITS, TARGET[:, None]), ValueError,
+             r"^target\b.*\(5, 1\)"),
+            (f"{name}-logits-1d", partial(fn, LOGITS[0], TARGET), ValueError,
+             r"^logits\b.*1-D.*\(27,\)"),
+            (f"{name}-logits-3d", partial(fn, LOGITS[None], TARGET), ValueError,
+             r"^logits\b.*3-D.*\(1, 5, 27\)"),
+            (f"{name}-batch-mismatch", partial(fn, LOGITS, TARGET[:4]), ValueError,
+             r"^target\b.*\b4\b.*logits\b.*\b5\b"),
+            (f"{name}-logits-int", partial(fn, LOGITS.astype(np.int64), TARGET), TypeError,
+             r"^logits\b.*int64"),
+            (f"{name}-reduction-avg", partial(fn, LOGITS, TARGET, reduction="avg"), ValueError,
+             r"^reduction\b.*'avg'"),
+            pytest.param(
+                f"{name}-backward-dloss-shape", partial(bwd, np.ones(N, np.float32) * 0.5, mean_cache),
+                ValueError, r"\bdloss\b.*\(5,\)",
+            ),
+            pytest.param(
+                f"{name}-backward-dloss-dtype", partial(bwd, np.array(0.5), mean_cache),
+                TypeError, r"\bdloss\b.*float64",
+            ),
+        ]  # fmt: skip
+
+
+def _softmax_family_rows() -> Iterator[Any]:
+    for name, (fn, fwd, bwd) in SOFTMAX_FAMILY.items():
+        out, cache = fwd(SM_X)  # logsumexp: out (3,); the others: out (3, 4)
+        wrong_shape = np.full((*out.shape[::-1], 2), 0.5, np.float32)
+        yield from [
+            (f"{name}-axis-too-big", partial(fn, SM_X, axis=5), ValueError, r"^axis 5\b"),
+            (f"{name}-axis-too-negative", partial(fn, SM_X, axis=-3), ValueError, r"^axis -3\b"),
+            (f"{name}-axis-repeated", partial(fn, SM_X, axis=(1, -1)), ValueError, r"^axis \(1, -1\)"),
+            (f"{name}-axis-str", partial(fn, SM_X, axis="1"), TypeError, r"^axis\b.*'1'"),
+            (f"{name}-axis-float", partial(fn, SM_X, axis=1.5), TypeError, r"^axis\b.*1\.5"),
+            (f"{name}-axis-bool", partial(fn, SM_X, axis=True), TypeError, r"^axis\b.*True"),
+            (f"{name}-x-int", partial(fn, SM_X.astype(np.int32)), TypeError, r"^x\b.*int32"),
+            (f"{name}-backward-dout-shape", partial(bwd, wrong_shape, cache), ValueError,
+             rf"^dout\b.*{re.escape(str(wrong_shape.shape))}"),
+            (f"{name}-backward-dout-dtype", partial(bwd, out.astype(np.float64), cache), TypeError,
+             r"^dout\b.*float64"),
+        ]  # fmt: skip
+
+
+ROWS: list[Any] = [
+    *_loss_rows(),
+    # ---------------------------------------------------------------- embedding (V = 6)
+    ("embedding-idx-eq-V", partial(tinyops.embedding, EMB_W, np.array([[1, 6]])), IndexError,
+     r"^idx\b.*got 6$"),
+    ("embedding-idx-negative", partial(tinyops.embedding, EMB_W, np.array([[1, -2]])), IndexError,
+     r"^idx\b.*got -2$"),
+    ("embedding-idx-float", partial(tinyops.embedding, EMB_W, EMB_IDX.astype(np.float32)), TypeError,
+     r"^idx\b.*float32"),
+    ("embedding-idx-bool", partial(tinyops.embedding, EMB_W, EMB_IDX > 2), TypeError, r"^idx\b.*bool"),
+    ("embedding-idx-bool-scalar", partial(tinyops.embedding, EMB_W, True), TypeError, r"^idx\b.*True"),
+    ("embedding-weight-1d", partial(tinyops.embedding, EMB_W[0], EMB_IDX), ValueError,
+     r"^weight\b.*1-D.*\(4,\)"),
+    ("embedding-weight-3d", partial(tinyops.embedding, EMB_W[None], EMB_IDX), ValueError,
+     r"^weight\b.*3-D.*\(1, 6, 4\)"),
+    ("embedding-weight-int", partial(tinyops.embedding, EMB_W.astype(np.int64), EMB_IDX), TypeError,
+     r"^weight\b.*int64"),
+    ("embedding-backward-dout-shape",
+     partial(tinyops.embedding_backward, np.full((2, 3, 5), 0.5, np.float32), EMB_CACHE), ValueError,
+     r"^dout\b.*\(2, 3, 4\).*\(2, 3, 5\)"),
+    ("embedding-backward-dout-dtype",
+     partial(tinyops.embedding_backward, np.full((2, 3, 4), 0.5), EMB_CACHE), TypeError,
+     r"^dout\b.*float64"),
+    # ---------------------------------------------------------------- linear: (3, 4) @ (4, 2) + (2,)
+    ("linear-feature-mismatch", partial(tinyops.linear, LIN_X, LIN_W[:3]), ValueError,
+     r"^x has 4 features.*weight\b.*\b3\b"),
+    ("linear-bias-length", partial(tinyops.linear, LIN_X, LIN_W, np.ones(3, np.float32) * 0.5), ValueError,
+     r"^bias\b.*\(3,\)"),
+    ("linear-bias-2d", partial(tinyops.linear, LIN_X, LIN_W, LIN_B[None]), ValueError,
+     r"^bias\b.*2-D.*\(1, 2\)"),
+    ("linear-weight-1d", partial(tinyops.linear, LIN_X, LIN_W[:, 0]), ValueError,
+     r"^weight\b.*1-D.*\(4,\)"),
+    ("linear-weight-3d", partial(tinyops.linear, LIN_X, LIN_W[None]), ValueError,
+     r"^weight\b.*3-D.*\(1, 4, 2\)"),
+    ("linear-x-f32-weight-f64", partial(tinyops.linear, LIN_X, LIN_W.astype(np.float64)), TypeError,
+     r"^weight\b.*float64.*\bx\b.*float32"),
+    ("linear-bias-dtype", partial(tinyops.linear, LIN_X, LIN_W, LIN_B.astype(np.float64)), TypeError,
+     r"^bias\b.*float64.*\bx\b.*float32"),
+    ("linear-x-int", partial(tinyops.linear, LIN_X.astype(np.int64), LIN_W), TypeError, r"^x\b.*int64"),
+    ("linear-x-0d", partial(tinyops.linear, np.float32(0.5), LIN_W), ValueError, r"^x\b.*0-D"),
+    ("linear-backward-dout-shape",
+     partial(tinyops.linear_backward, np.full((3, 4), 0.5, np.float32), LIN_CACHE), ValueError,
+     r"^dout\b.*\(3, 2\).*\(3, 4\)"),
+    ("linear-backward-dout-dtype",
+     partial(tinyops.linear_backward, np.full((3, 2), 0.5), LIN_CACHE), TypeError, r"^dout\b.*float64"),
+    # ---------------------------------------------------------------- tanh
+    ("tanh-x-int", partial(tinyops.tanh, SM_X.astype(np.int64)), TypeError, r"^x\b.*int64"),
+    ("tanh-x-bool", partial(tinyops.tanh, SM_X > 0), TypeError, r"^x\b.*bool"),
+    ("tanh-backward-dout-shape",
+     partial(tinyops.tanh_backward, np.full((4, 3), 0.5, np.float32), TANH_CACHE), ValueError,
+     r"^dout\b.*\(3, 4\).*\(4, 3\)"),
+    ("tanh-backward-dout-dtype",
+     partial(tinyops.tanh_backward, np.full((3, 4), 0.5), TANH_CACHE), TypeError, r"^dout\b.*float64"),
+    ("tanh-backward-dout-int",
+     partial(tinyops.tanh_backward, np.full((3, 4), 2, np.int64), TANH_CACHE), TypeError, r"^dout\b.*int64"),
+    # ---------------------------------------------------------------- softmax family
+    *_softmax_family_rows(),
+    # ---------------------------------------------------------------- compare
+    ("compare-shape-mismatch",
+     partial(tinyops.compare, "dW1", np.full((2, 3), 0.5), np.full((3, 2), 0.5)), ValueError,
+     r"^dW1\b.*ours\b.*\(2, 3\).*reference\b.*\(3, 2\)"),
+]  # fmt: skip
+
+
+def _row_id(row: Any) -> str:
+    values = row.values if hasattr(row, "marks") else row  # a pytest.param or a plain tuple
+    return str(values[0])
+
+
+@pytest.mark.parametrize(("case_id", "call", "exc", "pattern"), ROWS, ids=[_row_id(r) for r in ROWS])
+def test_bad_input_raises_naming_argument_and_value(
+    case_id: str, call: Callable[[], object], exc: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_row_ids_are_unique() -> None:
+    ids = [_row_id(r) for r in ROWS]
+    assert len(ids) == len(set(ids))
+
+
+# ============================================================================ no mutation, no aliasing
+
+
+def _arrays(obj: Any) -> list[Array]:
+    """Every ndarray in a (nested) tuple such as a cache."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, tuple):
+        return [a for item in obj for a in _arrays(item)]
+    return []
+
+
+def _f32(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.5) -> Array:
+    return rng.normal(0.0, scale, shape).astype(np.float32)
+
+
+MakeInputs = Callable[[np.random.Generator], list[Any]]
+
+PURE_CASES: list[tuple[str, Callable[..., Any], Callable[..., Any], MakeInputs, dict[str, Any]]] = [
+    ("embedding", tinyops.embedding_forward, tinyops.embedding_backward,
+     lambda r: [_f32(r, (6, 4)), np.array([[1, 5, 5], [0, 2, 5]])], {}),
+    ("linear", tinyops.linear_forward, tinyops.linear_backward,
+     lambda r: [_f32(r, (2, 3, 4)), _f32(r, (4, 5)), _f32(r, (5,))], {}),
+    ("linear-no-bias", tinyops.linear_forward, tinyops.linear_backward,
+     lambda r: [_f32(r, (3, 4)), _f32(r, (4, 5))], {}),
+    ("tanh", tinyops.tanh_forward, tinyops.tanh_backward, lambda r: [_f32(r, (3, 4))], {}),
+    ("logsumexp", tinyops.logsumexp_forward, tinyops.logsumexp_backward, lambda r: [_f32(r, (3, 4))], {}),
+    ("logsumexp-axis0-keepdims", tinyops.logsumexp_forward, tinyops.logsumexp_backward,
+     lambda r: [_f32(r, (3, 4))], {"axis": 0, "keepdims": True}),
+    ("logsumexp-all-axes", tinyops.logsumexp_forward, tinyops.logsumexp_backward,
+     lambda r: [_f32(r, (3, 4))], {"axis": None}),
+    ("softmax", tinyops.softmax_forward, tinyops.softmax_backward, lambda r: [_f32(r, (3, 4))], {}),
+    ("softmax_naive", tinyops.softmax_naive_forward, tinyops.softmax_naive_backward,
+     lambda r: [_f32(r, (3, 4))], {}),
+    ("log_softmax", tinyops.log_softmax_forward, tinyops.log_softmax_backward,
+     lambda r: [_f32(r, (3, 4))], {}),
+    *(
+        (f"{name}-{red}", fwd, bwd, lambda r: [_f32(r, (5, 7), 3.0), np.array([0, 6, 3, 3, 1])],
+         {"reduction": red})
+        for name, (_, fwd, bwd) in LOSSES.items()
+        for red in ("mean", "sum", "none")
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("forward", "backward", "make_inputs", "kwargs"),
+    [c[1:] for c in PURE_CASES],
+    ids=[c[0] for c in PURE_CASES],
+)
+def test_ops_do_not_mutate_or_alias(
+    forward: Callable[..., Any], backward: Callable[..., Any], make_inputs: MakeInputs, kwargs: dict[str, Any]
+) -> None:
+    rng = np.random.default_rng(7)
+    inputs = make_inputs(rng)
+    inputs_before = [np.array(a, copy=True) for a in inputs]
+    in_arrays = [a for a in inputs if isinstance(a, np.ndarray)]
+
+    out, cache = forward(*inputs, **kwargs)
+    for a, before in zip(inputs, inputs_before, strict=True):
+        assert a.dtype == before.dtype
+        assert np.array_equal(a, before)
+    for a in in_arrays:
+        assert not np.shares_memory(out, a)
+
+    # a random upstream gradient in the output's dtype, never all ones
+    dout = np.asarray(rng.normal(0.0, 1.0, np.shape(out)) + 0.25, dtype=out.dtype)
+    assert not np.all(dout == 1)
+    dout_before = dout.copy()
+    cache_arrays = _arrays(cache)
+    cache_before = [a.copy() for a in cache_arrays]
+
+    grads = backward(dout, cache)
+    grads = [g for g in (grads if isinstance(grads, tuple) else (grads,)) if g is not None]
+    assert grads
+
+    assert np.array_equal(dout, dout_before)
+    for a, before in zip(cache_arrays, cache_before, strict=True):
+        assert np.array_equal(a, before, equal_nan=True)
+    for a, before in zip(inputs, inputs_before, strict=True):
+        assert np.array_equal(a, before)
+    held = [out, dout, *in_arrays, *cache_arrays]
+    for g in grads:
+        assert isinstance(g, np.ndarray)
+        assert g.dtype == np.float32
+        for h in held:
+            assert not np.shares_memory(g, h)
+    for i, g in enumerate(grads):  # two gradients of one backward never share memory either
+        for other in grads[i + 1 :]:
+            assert not np.shares_memory(g, other)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_loss_backward_accepts_python_float_without_touching_cache(name: str) -> None:
+    _, fwd, bwd = LOSSES[name]
+    logits = LOGITS.copy()
+    _, cache = fwd(logits, TARGET)
+    before = [a.copy() for a in _arrays(cache)]
+    first = bwd(0.75, cache)
+    second = bwd(0.75, cache)
+    assert first.dtype == np.float32
+    assert np.array_equal(first, second)
+    assert not np.shares_memory(first, second)
+    for a, b in zip(_arrays(cache), before, strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(logits, LOGITS)

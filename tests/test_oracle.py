@@ -1,0 +1,333 @@
+"""Every op against torch (float64 forward + autograd), float32 and float64, plus float64 gradcheck.
+
+One table, ``SPECS``: adding an op adds one entry. For each entry, two hypothesis tests are generated:
+``test_oracle_<op>`` (values, gradients, dtypes, no writes into inputs or dout; pinned ``@example``s for
+ties, -inf entries and the exp overflow thresholds) and ``test_gradcheck_<op>`` (float64 central
+differences on smooth, small inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import tinyops
+from tinyops._checks import normalize_axis
+
+from .oracle import Array, Case, OpSpec, Reference, check_op
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+TH32 = float(np.log(np.finfo(np.float32).max))  # 88.72: exp overflows in float32 just above
+TH64 = float(np.log(np.finfo(np.float64).max))  # 709.78: likewise in float64
+
+# ----------------------------------------------------------------------------- strategies
+
+
+def _floats(dtype: np.dtype[Any], bound: float) -> st.SearchStrategy[float]:
+    return st.floats(-bound, bound, width=dtype.itemsize * 8, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def float_arrays(
+    draw: st.DrawFn, dtype: np.dtype[Any], shape: tuple[int, ...], bounds: tuple[float, ...], neg_inf: bool
+) -> Array:
+    """Values within a drawn bound (so small and wide scales both occur); optionally some -inf entries."""
+    bound = draw(st.sampled_from(bounds))
+    arr: Array = draw(hnp.arrays(dtype, shape, elements=_floats(dtype, bound)))
+    if neg_inf and arr.size and draw(st.integers(0, 3)) == 0:  # a quarter of the cases carry a -inf mask
+        mask = draw(hnp.arrays(np.bool_, shape))
+        arr = np.where(mask, -np.inf, arr).astype(dtype)
+    return arr
+
+
+dtypes = st.sampled_from([F32, F64])
+seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def embedding_cases(draw: st.DrawFn, smooth: bool = False) -> Case:
+    dtype = F64 if smooth else draw(dtypes)
+    V, D = draw(st.integers(1, 12)), draw(st.integers(1, 6))
+    weight = draw(float_arrays(dtype, (V, D), (1.0, 10.0), neg_inf=False))
+    idx_shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
+    idx_dtype = draw(st.sampled_from([np.int64, np.int32, np.uint8]))
+    idx = draw(hnp.arrays(idx_dtype, idx_shape, elements=st.integers(0, V - 1)))
+    return Case((weight, idx), {}, draw(seeds))
+
+
+@st.composite
+def linear_cases(draw: st.DrawFn, smooth: bool = False) -> Case:
+    dtype = F64 if smooth else draw(dtypes)
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4))
+    I, O = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    x = draw(float_arrays(dtype, (*lead, I), (1.0, 10.0), neg_inf=False))
+    weight = draw(float_arrays(dtype, (I, O), (1.0, 10.0), neg_inf=False))
+    args: tuple[Any, ...] = (x, weight)
+    if draw(st.booleans()):
+        args = (*args, draw(float_arrays(dtype, (O,), (1.0, 10.0), neg_inf=False)))
+    return Case(args, {}, draw(seeds))
+
+
+@st.composite
+def elementwise_cases(draw: st.DrawFn, smooth: bool = False) -> Case:
+    dtype = F64 if smooth else draw(dtypes)
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+    x = draw(float_arrays(dtype, shape, (3.0,) if smooth else (1.0, 5.0, 20.0), neg_inf=False))
+    return Case((x,), {}, draw(seeds))
+
+
+@st.composite
+def axis_cases(draw: st.DrawFn, smooth: bool = False, keepdims: bool = False, naive: bool = False) -> Case:
+    """Softmax-family inputs: 1-3 dims, a drawn axis (int, tuple or None); wide scales and -inf masks."""
+    dtype = F64 if smooth else draw(dtypes)
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5 if smooth else 8))
+    ndim = len(shape)
+    axis = draw(
+        st.one_of(
+            st.integers(-ndim, ndim - 1),
+            st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple),
+            st.none(),
+        )
+    )
+    bounds = (3.0,) if smooth else (20.0,) if naive else (1.0, 30.0, 1e3, 1e4)
+    x = draw(float_arrays(dtype, shape, bounds, neg_inf=not (smooth or naive)))
+    kwargs: dict[str, Any] = {"axis": axis}
+    if keepdims:
+        kwargs["keepdims"] = draw(st.booleans())
+    return Case((x,), kwargs, draw(seeds))
+
+
+@st.composite
+def loss_cases(draw: st.DrawFn, smooth: bool = False, naive: bool = False) -> Case:
+    dtype = F64 if smooth else draw(dtypes)
+    N, C = draw(st.integers(1, 8)), draw(st.integers(1, 12))
+    bounds = (3.0,) if smooth else (20.0,) if naive else (1.0, 30.0, 1e3, 1e4)
+    logits = draw(float_arrays(dtype, (N, C), bounds, neg_inf=not (smooth or naive)))
+    target = draw(hnp.arrays(draw(st.sampled_from([np.int64, np.int32])), (N,), elements=st.integers(0, C - 1)))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    return Case((logits, target), {"reduction": reduction}, draw(seeds))
+
+
+# ----------------------------------------------------------------------------- torch references
+
+
+def _dims(x: torch.Tensor, axis: Any) -> tuple[int, ...]:
+    return normalize_axis(axis, x.ndim)
+
+
+def torch_logsumexp(x: torch.Tensor, axis: Any = -1, keepdims: bool = False) -> torch.Tensor:
+    return torch.logsumexp(x, dim=_dims(x, axis), keepdim=keepdims)
+
+
+def torch_softmax(x: torch.Tensor, axis: Any = -1) -> torch.Tensor:
+    dims = _dims(x, axis)
+    if len(dims) == 1:
+        return torch.softmax(x, dim=dims[0])
+    return torch.exp(x - torch.logsumexp(x, dim=dims, keepdim=True))  # torch.softmax takes one dim
+
+
+def torch_log_softmax(x: torch.Tensor, axis: Any = -1) -> torch.Tensor:
+    dims = _dims(x, axis)
+    if len(dims) == 1:
+        return torch.log_softmax(x, dim=dims[0])
+    return x - torch.logsumexp(x, dim=dims, keepdim=True)
+
+
+def torch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    out = x @ weight
+    return out if bias is None else out + bias
+
+
+# ----------------------------------------------------------------------------- error scales
+
+
+def linear_fwd_scale(r: Reference) -> Array:
+    """Rounding error of a dot product grows with ``sum |x_i w_i|``: the op on absolute values."""
+    x, w, *b = r.args64
+    return np.abs(x) @ np.abs(w) + (np.abs(b[0]) if b else 0.0)
+
+
+def linear_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    x, w, *b = r.args64
+    g = np.abs(r.dout)
+    g2, x2 = g.reshape(-1, w.shape[1]), np.abs(x).reshape(-1, w.shape[0])
+    return (g @ np.abs(w).T, x2.T @ g2, *([g2.sum(axis=0)] if b else []))
+
+
+def embedding_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    """A row's gradient is a sum of the upstream rows that picked it: the scatter of |dout|."""
+    weight, idx = r.args64
+    s = np.zeros_like(weight)
+    np.add.at(s, idx.reshape(-1), np.abs(r.dout).reshape(-1, weight.shape[1]))
+    return (s,)
+
+
+def upstream_scale(r: Reference) -> tuple[Array, ...]:
+    """Elementwise and softmax-family backwards: ``max|dout| * (1 + |grad|)``."""
+    m = float(np.max(np.abs(r.dout), initial=0.0))
+    return tuple(m * (1 + np.abs(g)) for g in r.grads)
+
+
+def loss_fwd_scale(r: Reference) -> float:
+    """``lse - logits[target]`` cancels: its error grows with the logits' magnitude, not the loss's."""
+    logits = r.args64[0]
+    finite = np.abs(logits[np.isfinite(logits)])
+    return 1.0 + float(np.max(finite, initial=0.0)) + np.abs(r.out)
+
+
+def loss_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    """``dlogits = (probs - onehot) * dloss / N``: error relative to the per-row factor ``|dloss| / N``."""
+    N = r.args64[0].shape[0]
+    red = r.kwargs.get("reduction", "mean")
+    per_row = np.abs(r.dout)[:, None] if red == "none" else np.abs(r.dout) / (N if red == "mean" else 1)
+    return (np.broadcast_to(per_row, r.args64[0].shape) * (1 + np.abs(r.grads[0])),)
+
+
+# ----------------------------------------------------------------------------- pinned examples
+
+
+def _f(values: Any, dtype: np.dtype[Any]) -> Array:
+    return np.array(values, dtype=dtype)
+
+
+TIES = [[2.5, 2.5, 2.5, 2.5], [-1.0, -1.0, 7.0, 7.0]]
+NEG_INF = [[0.0, -np.inf, 1.0, -np.inf], [-np.inf, -np.inf, -np.inf, 3.0]]
+ALL_NEG_INF = [[-np.inf, -np.inf, -np.inf, -np.inf], [1.0, 2.0, 3.0, 4.0]]
+SEED_CELLS = [[-5.0, -3.0, 0.0, 5.0], [-5.0, -3.0, 0.0, 100.0], [-15.0, -13.0, -10.0, -5.0]]
+
+
+def threshold_rows(dtype: np.dtype[Any]) -> list[list[float]]:
+    t = float(np.log(np.finfo(dtype).max).astype(dtype))  # the largest x with a finite exp, give or take an ulp
+    return [[t, t - 1, 0.0, -t], [t + 1, t, t, 1.0]]
+
+
+def pinned_axis(keepdims: bool = False) -> tuple[Case, ...]:
+    kw: dict[str, Any] = {"axis": -1, **({"keepdims": False} if keepdims else {})}
+    rows = [TIES, NEG_INF, ALL_NEG_INF, SEED_CELLS]
+    cases = [Case((_f(r, d),), kw, 1) for r in rows for d in (F32, F64)]
+    cases += [Case((_f(threshold_rows(d), d),), kw, 2) for d in (F32, F64)]
+    return tuple(cases)
+
+
+def pinned_loss() -> tuple[Case, ...]:
+    cases = []
+    for d in (F32, F64):
+        for rows, target in [
+            (SEED_CELLS, [3, 3, 0]),
+            (TIES, [0, 3]),
+            (NEG_INF, [0, 3]),  # -inf elsewhere: finite loss, zero gradient at the -inf entries
+            (NEG_INF, [1, 3]),  # -inf at the target: loss inf
+            (threshold_rows(d), [0, 3]),
+        ]:
+            for red in ("mean", "none"):
+                cases.append(Case((_f(rows, d), np.array(target)), {"reduction": red}, 3))
+    return tuple(cases)
+
+
+def pinned_naive() -> tuple[Case, ...]:
+    # the seed's first cell (all finite) and ties; the overflowing cells are in test_naive_overflow
+    return tuple(
+        Case((_f(rows, d), np.array(t)), {"reduction": "mean"}, 4)
+        for d in (F32, F64)
+        for rows, t in [([[-5.0, -3.0, 0.0, 5.0]], [3]), (TIES, [0, 3])]
+    )
+
+
+# ----------------------------------------------------------------------------- the table
+
+FWD_SOFTMAX = {"float32": 8, "float64": 8}  # in units of eps(dtype), times the op's scale
+BWD_SOFTMAX = {"float32": 8, "float64": 8}
+
+SPECS: tuple[OpSpec, ...] = (
+    OpSpec("embedding", tinyops.embedding_forward, tinyops.embedding_backward,
+           lambda w, idx: F.embedding(idx, w), embedding_cases(),
+           fwd_k={}, bwd_k={"float32": 4, "float64": 4}, bwd_scale=embedding_bwd_scale, fwd_exact=True),
+    OpSpec("linear", tinyops.linear_forward, tinyops.linear_backward, torch_linear, linear_cases(),
+           fwd_k={"float32": 4, "float64": 4}, bwd_k={"float32": 4, "float64": 4},
+           fwd_scale=linear_fwd_scale, bwd_scale=linear_bwd_scale),
+    OpSpec("tanh", tinyops.tanh_forward, tinyops.tanh_backward, torch.tanh, elementwise_cases(),
+           fwd_k={"float32": 4, "float64": 4}, bwd_k={"float32": 8, "float64": 8}, bwd_scale=upstream_scale),
+    OpSpec("logsumexp", tinyops.logsumexp_forward, tinyops.logsumexp_backward, torch_logsumexp,
+           axis_cases(keepdims=True), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
+           pinned=pinned_axis(keepdims=True), ref_error_grows_with_x=True),
+    OpSpec("softmax", tinyops.softmax_forward, tinyops.softmax_backward, torch_softmax, axis_cases(),
+           fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale, pinned=pinned_axis(),
+           ref_error_grows_with_x=True),
+    OpSpec("softmax_naive", tinyops.softmax_naive_forward, tinyops.softmax_naive_backward, torch_softmax,
+           axis_cases(naive=True), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
+           ref_error_grows_with_x=True),
+    OpSpec("log_softmax", tinyops.log_softmax_forward, tinyops.log_softmax_backward, torch_log_softmax,
+           axis_cases(), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
+           pinned=pinned_axis(), ref_error_grows_with_x=True),
+    OpSpec("cross_entropy", tinyops.cross_entropy_forward, tinyops.cross_entropy_backward, F.cross_entropy,
+           loss_cases(), fwd_k={"float32": 8, "float64": 8}, bwd_k={"float32": 8, "float64": 8},
+           fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale, pinned=pinned_loss(),
+           ref_error_grows_with_x=True),
+    OpSpec("cross_entropy_naive", tinyops.cross_entropy_naive_forward, tinyops.cross_entropy_naive_backward,
+           F.cross_entropy, loss_cases(naive=True), fwd_k={"float32": 16, "float64": 16},
+           bwd_k={"float32": 32, "float64": 32}, fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale,
+           pinned=pinned_naive(), ref_error_grows_with_x=True),
+)  # fmt: skip
+
+SMOOTH: dict[str, st.SearchStrategy[Case]] = {
+    "embedding": embedding_cases(smooth=True),
+    "linear": linear_cases(smooth=True),
+    "tanh": elementwise_cases(smooth=True),
+    "logsumexp": axis_cases(smooth=True, keepdims=True),
+    "softmax": axis_cases(smooth=True),
+    "softmax_naive": axis_cases(smooth=True),
+    "log_softmax": axis_cases(smooth=True),
+    "cross_entropy": loss_cases(smooth=True),
+    "cross_entropy_naive": loss_cases(smooth=True),
+}
+
+
+def _oracle_test(spec: OpSpec) -> Callable[[Case], None]:
+    @given(case=spec.cases)
+    def test(case: Case) -> None:
+        with np.errstate(all="ignore"):  # the naive ops keep NumPy's warnings on purpose
+            check_op(spec, case)
+
+    for pinned in spec.pinned:
+        test = example(case=pinned)(test)
+    test.__name__ = f"test_oracle_{spec.name}"
+    return test
+
+
+def _gradcheck_test(spec: OpSpec) -> Callable[[Case], None]:
+    @given(case=SMOOTH[spec.name])
+    def test(case: Case) -> None:
+        result = tinyops.gradcheck(spec.forward, case.args, spec.backward, kwargs=case.kwargs,
+                                   seed=case.dout_seed)  # fmt: skip
+        assert result.passed, f"{spec.name} gradcheck failed:\n{result}"
+
+    test.__name__ = f"test_gradcheck_{spec.name}"
+    return test
+
+
+for _spec in SPECS:
+    globals()[f"test_oracle_{_spec.name}"] = _oracle_test(_spec)
+    globals()[f"test_gradcheck_{_spec.name}"] = _gradcheck_test(_spec)
+
+
+def test_every_public_op_is_in_the_table() -> None:
+    forwards = {name[: -len("_forward")] for name in tinyops.__all__ if name.endswith("_forward")}
+    assert forwards == {s.name for s in SPECS} == set(SMOOTH)
+
+
+@pytest.mark.parametrize("case", [c.name for c in __import__("tinyops.check").check.CASES])
+def test_check_cli_cases_pass(case: str) -> None:
+    """``tinyops check`` itself: each of its fixed float64 cases passes gradcheck."""
+    from tinyops.check import CASES
+
+    spec = next(c for c in CASES if c.name == case)
+    args = spec.make_inputs(np.random.default_rng(0))
+    assert tinyops.gradcheck(spec.forward, args, spec.backward, kwargs=spec.kwargs).passed
