@@ -35,8 +35,7 @@ class Case:
 
     def __repr__(self) -> str:  # hypothesis prints this for a failing example
         args = ", ".join(
-            f"np.array({a.tolist()!r}, dtype=np.{a.dtype})" if isinstance(a, np.ndarray) else repr(a)
-            for a in self.args
+            f"np.array({a.tolist()!r}, dtype=np.{a.dtype})" if isinstance(a, np.ndarray) else repr(a) for a in self.args
         )
         return f"Case(args=({args},), kwargs={self.kwargs!r}, dout_seed={self.dout_seed})"
 
@@ -114,9 +113,7 @@ def torch_reference(spec: OpSpec, case: Case, dout: Array) -> Reference:
     leaves = [t for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad]
     dout64 = dout.astype(np.float64)
     grads = torch.autograd.grad(out, leaves, torch.from_numpy(dout64), allow_unused=True)
-    grads64 = tuple(
-        np.zeros(t.shape) if g is None else g.detach().numpy() for t, g in zip(leaves, grads, strict=True)
-    )
+    grads64 = tuple(np.zeros(t.shape) if g is None else g.detach().numpy() for t, g in zip(leaves, grads, strict=True))
     args64 = tuple(a.astype(np.float64) if is_float(a) else a for a in case.args)
     return Reference(args64, case.kwargs, out.detach().numpy(), dout64, grads64)
 
@@ -128,8 +125,7 @@ def assert_close(what: str, ours: Array, ref: Array, tol: Any) -> None:
     assert ours64.shape == ref.shape, f"{what}: shape {ours64.shape} != torch's {ref.shape}"
     nan_o, nan_r = np.isnan(ours64), np.isnan(ref)
     assert np.array_equal(nan_o, nan_r), (
-        f"{what}: nan at {np.argwhere(nan_o != nan_r)[:5].tolist()} differs from torch\n"
-        f"ours={ours64}\ntorch={ref}"
+        f"{what}: nan at {np.argwhere(nan_o != nan_r)[:5].tolist()} differs from torch\nours={ours64}\ntorch={ref}"
     )
     inf_r = np.isinf(ref)
     assert np.array_equal(ours64[inf_r], ref[inf_r]), f"{what}: infinities differ: {ours64} vs torch {ref}"
@@ -174,7 +170,9 @@ def check_op(spec: OpSpec, case: Case) -> None:
     if spec.fwd_exact:
         assert np.array_equal(out, ref.out.astype(dtype)), f"{spec.name}: forward is not exact"
     else:
-        assert_close(f"{spec.name} forward", out, ref.out, spec.fwd_k[key] * ((eps + eps_ref) * spec.fwd_scale(ref) + tiny))
+        assert_close(
+            f"{spec.name} forward", out, ref.out, spec.fwd_k[key] * ((eps + eps_ref) * spec.fwd_scale(ref) + tiny)
+        )
 
     assert len(grads) == len(ref.grads), f"{spec.name}: {len(grads)} gradients, torch has {len(ref.grads)}"
     for i, (g, g_ref, scale) in enumerate(zip(grads, ref.grads, spec.bwd_scale(ref), strict=True)):

@@ -57,6 +57,7 @@ SOFTMAX_FAMILY: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable
     "log_softmax": (tinyops.log_softmax, tinyops.log_softmax_forward, tinyops.log_softmax_backward),
 }
 
+
 def _loss_rows() -> Iterator[Any]:
     """Rows that apply to both cross-entropy ops, one row per op."""
     for name, (fn, fwd, bwd) in LOSSES.items():

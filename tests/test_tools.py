@@ -56,16 +56,12 @@ def _embedding_backward_buffered(dout: Array, cache: tinyops.EmbeddingCache) -> 
     return dweight
 
 
-def _linear_backward_dweight_transposed(
-    dout: Array, cache: tinyops.LinearCache
-) -> tuple[Array, Array, Array | None]:
+def _linear_backward_dweight_transposed(dout: Array, cache: tinyops.LinearCache) -> tuple[Array, Array, Array | None]:
     dx, dweight, dbias = tinyops.linear_backward(dout, cache)
     return dx, dweight.T, dbias
 
 
-def _linear_backward_dbias_doubled(
-    dout: Array, cache: tinyops.LinearCache
-) -> tuple[Array, Array, Array | None]:
+def _linear_backward_dbias_doubled(dout: Array, cache: tinyops.LinearCache) -> tuple[Array, Array, Array | None]:
     dx, dweight, dbias = tinyops.linear_backward(dout, cache)
     assert dbias is not None
     return dx, dweight, 2 * dbias
@@ -142,9 +138,7 @@ def test_gradcheck_upstream_gradient_is_random_not_ones() -> None:
         _cross_entropy_backward_ignores_dloss(np.asarray(1.0), ce_cache),
         tinyops.cross_entropy_backward(1.0, ce_cache),
     )
-    assert not tinyops.gradcheck(
-        tinyops.cross_entropy_forward, [logits, target], _cross_entropy_backward_ignores_dloss
-    )
+    assert not tinyops.gradcheck(tinyops.cross_entropy_forward, [logits, target], _cross_entropy_backward_ignores_dloss)
     assert tinyops.gradcheck(tinyops.cross_entropy_forward, [logits, target], tinyops.cross_entropy_backward)
 
 
@@ -334,9 +328,7 @@ def test_comparison_str_is_one_makemore_row() -> None:
     c = tinyops.compare("dlogits", a + 1e-9, a)
     line = str(c)
     assert "\n" not in line
-    assert re.fullmatch(r"dlogits +\| exact: False \| approximate: True  \| maxdiff: \d(\.\d+)?e-09", line), (
-        line
-    )
+    assert re.fullmatch(r"dlogits +\| exact: False \| approximate: True  \| maxdiff: \d(\.\d+)?e-09", line), line
     assert line.split(" | ")[0].rstrip() == "dlogits"
     assert [part.split(":")[0] for part in line.split(" | ")[1:]] == ["exact", "approximate", "maxdiff"]
 
@@ -399,9 +391,7 @@ def test_cli_requires_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "command" in capsys.readouterr().err
 
 
-def test_check_main_reports_a_failing_case(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_main_reports_a_failing_case(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     wrong = CheckCase(
         "tanh (wrong)",
         tinyops.tanh_forward,

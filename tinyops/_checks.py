@@ -37,9 +37,7 @@ def as_float_array(name: str, value: Any, *, ndim: int | tuple[int, ...] | None 
     else:
         raise TypeError(f"{name} must be a floating numpy array, got {_describe(value)}")
     if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name} must have a floating dtype (float16, float32 or float64), got dtype {arr.dtype}"
-        )
+        raise TypeError(f"{name} must have a floating dtype (float16, float32 or float64), got dtype {arr.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
@@ -54,9 +52,7 @@ def as_index_array(name: str, value: Any, size: int, *, size_name: str) -> npt.N
     Negative indices are rejected rather than wrapped (NumPy would read ``x[-1]`` as the last
     row; torch raises). Bools are rejected (NumPy would treat them as a mask).
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (np.ndarray, list, tuple, int, np.integer)
-    ):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
         raise TypeError(f"{name} must be an integer numpy array, got {_describe(value)}")
     arr = np.asarray(value)
     if arr.dtype.kind not in "iu":
@@ -99,9 +95,7 @@ def normalize_axis(axis: Axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def check_dout(
-    dout: Any, shape: tuple[int, ...], dtype: np.dtype[Any], *, name: str = "dout"
-) -> npt.NDArray[Any]:
+def check_dout(dout: Any, shape: tuple[int, ...], dtype: np.dtype[Any], *, name: str = "dout") -> npt.NDArray[Any]:
     """Check the upstream gradient of a backward: same shape and dtype as the forward's output.
 
     A Python number is accepted for a 0-D output (``loss_backward(1.0, cache)``).

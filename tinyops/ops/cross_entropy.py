@@ -102,7 +102,7 @@ def cross_entropy_naive_backward(dloss: npt.ArrayLike, cache: CrossEntropyNaiveC
     Derivation (each line is the backward of one primitive, see :mod:`tinyops.primitives`):
         ``dlogprobs_target = -dloss / N`` (mean), ``dprobs_target = dlogprobs_target / probs_target``,
         ``dprobs`` is zero but ``dprobs[n, target[n]] = dprobs_target[n]``,
-        ``dcounts = dprobs / counts_sum`` and ``dcounts_sum = -(dprobs * counts / counts_sum**2).sum(1)``,
+        ``dcounts = dprobs / counts_sum`` and ``dcounts_sum = -(dprobs * probs / counts_sum).sum(1)``,
         then ``dcounts += dcounts_sum`` (broadcast: counts reaches the loss through both
         ``probs`` and ``counts_sum``), and ``dlogits = counts * dcounts``. Simplified, this is the
         fused op's ``(softmax - onehot) / N`` -- computed the long way, with its rounding.

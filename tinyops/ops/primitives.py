@@ -50,20 +50,25 @@ def sum_rows_backward(dout: Array, cache: SumRowsCache) -> Array:
 
 # ---------------------------------------------------------------- div_rows: out = a / b, b (N, 1)
 class DivRowsCache(NamedTuple):
-    a: Array  # (N, C)
+    out: Array  # (N, C) a / b
     b: Array  # (N, 1)
 
 
 def div_rows_forward(a: Array, b: Array) -> tuple[Array, DivRowsCache]:
-    return a / b, DivRowsCache(a, b)  # (N, C)
+    out = a / b  # (N, C)
+    return out, DivRowsCache(out, b)
 
 
 def div_rows_backward(dout: Array, cache: DivRowsCache) -> tuple[Array, Array]:
-    """``d(a/b)/da = 1/b`` and ``d(a/b)/db = -a/b**2``; b was broadcast along the row, so its
-    gradient sums over the row: ``da = dout / b``, ``db = -(dout * a / b**2).sum(1, keepdims=True)``."""
-    a, b = cache
+    """``d(a/b)/da = 1/b`` and ``d(a/b)/db = -a/b**2 = -out/b``; b was broadcast along the row, so
+    its gradient sums over the row: ``da = dout / b``, ``db = -(dout * out / b).sum(1, keepdims=True)``.
+
+    Written with ``out`` so that nothing is squared: ``b**2`` overflows once b > 1.8e19 in float32
+    (a logit above 44.4; 354.9 in float64) while the forward is still finite, and the gradient through
+    b would silently become 0."""
+    out, b = cache
     da = dout / b  # (N, C)
-    db = -(dout * a / b**2).sum(axis=1, keepdims=True)  # (N, 1)
+    db = -(dout * out / b).sum(axis=1, keepdims=True)  # (N, 1)
     return da, db
 
 
