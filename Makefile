@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 # Reinstall when pyproject.toml changes (the stamp is older than it).
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python

@@ -415,3 +415,16 @@ def test_console_script_check() -> None:
     proc = subprocess.run([str(script), "check"], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == f"{len(_expected_rows())} passed, 0 failed"
+
+
+def test_package_and_check_run_without_torch() -> None:
+    """``tinyops`` never imports torch, and ``tinyops check`` works where torch cannot be imported."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now raises ImportError
+        "import tinyops, tinyops.data, tinyops.check\n"
+        "from tinyops.cli import main\n"
+        "sys.exit(main(['check']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 failed" in proc.stdout

@@ -139,7 +139,9 @@ def cross_entropy_forward(
     """Fused cross-entropy: ``loss_n = logsumexp(logits_n) - logits[n, target[n]]``, then reduced.
 
     Fused: one max-shifted exp pass gives both the log-sum-exp and the softmax the backward needs;
-    no ``log`` of a probability is ever taken, so the loss is finite for any finite logits.
+    no ``log`` of a probability is ever taken, so no exp overflows and a tiny probability never turns
+    the loss into ``inf``: the loss is finite for finite logits (unless the true loss itself exceeds
+    the dtype's range).
 
     Args:
         logits: (N, C) float array.
