@@ -166,3 +166,18 @@ def test_stable_ops_raise_no_floating_point_error(case: tuple[Array, Array], see
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         outs = _stable_ops(x, target, seed)
     assert all(np.all(np.isfinite(o)) for o in outs)
+
+
+@given(losses(bound=10.0, dtype=np.dtype(np.float16)))
+def test_float16_stays_float16(case: tuple[Array, Array]) -> None:
+    """float16 is accepted (for overflow demonstrations: exp overflows past 11.09) and kept."""
+    logits, target = case
+    x64 = logits.astype(np.float64)
+    e16 = eps(logits.dtype)
+    for op in (tinyops.softmax, tinyops.log_softmax):
+        y = op(logits, axis=1)
+        assert y.dtype == np.float16
+        assert np.all(np.abs(y - op(x64, axis=1)) <= 8 * e16 * (1 + np.abs(x64).max()))
+    loss = tinyops.cross_entropy(logits, target)
+    assert loss.dtype == np.float16
+    assert abs(float(loss) - float(tinyops.cross_entropy(x64, target))) <= 16 * e16 * (1 + np.abs(x64).max())

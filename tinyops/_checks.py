@@ -7,13 +7,14 @@ public function with a one-line reason instead of a NumPy traceback from deep in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 REDUCTIONS = ("mean", "sum", "none")
+Reduction = Literal["mean", "sum", "none"]
 
 Axis = int | tuple[int, ...] | None
 
@@ -71,7 +72,7 @@ def check_same_dtype(name: str, arr: npt.NDArray[Any], ref_name: str, ref: npt.N
         raise TypeError(f"{name} has dtype {arr.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
 
 
-def check_reduction(reduction: str) -> None:
+def check_reduction(reduction: object) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
 

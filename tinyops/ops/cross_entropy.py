@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import as_float_array, as_index_array, check_dout, check_reduction
+from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction
 from . import primitives as P
 from .softmax import _shifted_exp
 
@@ -19,7 +19,7 @@ Array = npt.NDArray[Any]
 
 
 def _check_logits_target(
-    logits: npt.ArrayLike, target: npt.ArrayLike, reduction: str
+    logits: npt.ArrayLike, target: npt.ArrayLike, reduction: Reduction
 ) -> tuple[Array, npt.NDArray[np.integer[Any]]]:
     logits = as_float_array("logits", logits, ndim=2)
     N, C = logits.shape
@@ -32,7 +32,7 @@ def _check_logits_target(
     return logits, target
 
 
-def _loss_shape(N: int, reduction: str) -> tuple[int, ...]:
+def _loss_shape(N: int, reduction: Reduction) -> tuple[int, ...]:
     return (N,) if reduction == "none" else ()
 
 
@@ -51,7 +51,7 @@ class CrossEntropyNaiveCache(NamedTuple):
 
 
 def cross_entropy_naive_forward(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: str = "mean"
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean"
 ) -> tuple[Array, CrossEntropyNaiveCache]:
     """The seed's loss, one primitive at a time, with no max shift:
 
@@ -119,7 +119,7 @@ def cross_entropy_naive_backward(dloss: npt.ArrayLike, cache: CrossEntropyNaiveC
     return dlogits
 
 
-def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: str = "mean") -> Array:
+def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean") -> Array:
     """The seed's overflowing loss; see :func:`cross_entropy_naive_forward`."""
     return cross_entropy_naive_forward(logits, target, reduction=reduction)[0]
 
@@ -130,11 +130,11 @@ def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reducti
 class CrossEntropyCache(NamedTuple):
     probs: Array  # (N, C) softmax(logits), already computed by the forward
     target: npt.NDArray[np.integer[Any]]  # (N,)
-    reduction: str
+    reduction: Reduction
 
 
 def cross_entropy_forward(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: str = "mean"
+    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean"
 ) -> tuple[Array, CrossEntropyCache]:
     """Fused cross-entropy: ``loss_n = logsumexp(logits_n) - logits[n, target[n]]``, then reduced.
 
@@ -199,6 +199,6 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
     return dlogits
 
 
-def cross_entropy(logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: str = "mean") -> Array:
+def cross_entropy(logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean") -> Array:
     """Fused, stable cross-entropy; see :func:`cross_entropy_forward`."""
     return cross_entropy_forward(logits, target, reduction=reduction)[0]

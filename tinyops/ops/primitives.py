@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import REDUCTIONS
+from .._checks import REDUCTIONS, Reduction
 
 Array = npt.NDArray[Any]
 
@@ -111,10 +111,10 @@ def log_backward(dout: Array, cache: LogCache) -> Array:
 class NegReduceCache(NamedTuple):
     shape: tuple[int, ...]  # (N,)
     dtype: np.dtype[Any]
-    reduction: str
+    reduction: Reduction
 
 
-def reduce_losses(losses: Array, reduction: str) -> Array:
+def reduce_losses(losses: Array, reduction: Reduction) -> Array:
     """``losses.mean()``, ``losses.sum()`` or ``losses``; the mean of no rows is nan (as torch)."""
     if reduction == "none":
         return losses
@@ -125,7 +125,7 @@ def reduce_losses(losses: Array, reduction: str) -> Array:
     return np.asarray(losses.mean())  # pairwise summation
 
 
-def neg_reduce_forward(x: Array, reduction: str) -> tuple[Array, NegReduceCache]:
+def neg_reduce_forward(x: Array, reduction: Reduction) -> tuple[Array, NegReduceCache]:
     assert reduction in REDUCTIONS
     return reduce_losses(-x, reduction), NegReduceCache(x.shape, x.dtype, reduction)
 
