@@ -149,24 +149,30 @@ def torch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def linear_fwd_scale(r: Reference) -> Array:
-    """Rounding error of a dot product grows with ``sum |x_i w_i|``: the op on absolute values."""
+    """A sum of K products is off by at most ``K * eps/2 * sum |x_i w_i|`` (the classic dot-product
+    bound): the op on absolute values, times the length of the sum (+1 for the bias)."""
     x, w, *b = r.args64
-    return np.abs(x) @ np.abs(w) + (np.abs(b[0]) if b else 0.0)
+    K = w.shape[0] + 1
+    return K * (np.abs(x) @ np.abs(w) + (np.abs(b[0]) if b else 0.0))
 
 
 def linear_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    """The same bound for ``dout @ W.T`` (sums of O terms) and ``x.T @ dout``, ``dout.sum(0)`` (N terms)."""
     x, w, *b = r.args64
     g = np.abs(r.dout)
     g2, x2 = g.reshape(-1, w.shape[1]), np.abs(x).reshape(-1, w.shape[0])
-    return (g @ np.abs(w).T, x2.T @ g2, *([g2.sum(axis=0)] if b else []))
+    O, N = w.shape[1] + 1, g2.shape[0] + 1
+    return (O * (g @ np.abs(w).T), N * (x2.T @ g2), *([N * g2.sum(axis=0)] if b else []))
 
 
 def embedding_bwd_scale(r: Reference) -> tuple[Array, ...]:
-    """A row's gradient is a sum of the upstream rows that picked it: the scatter of |dout|."""
+    """A row's gradient is a sum of the upstream rows that picked it: the scatter of |dout|, times the
+    number of terms in that sum (the dot-product bound again)."""
     weight, idx = r.args64
     s = np.zeros_like(weight)
     np.add.at(s, idx.reshape(-1), np.abs(r.dout).reshape(-1, weight.shape[1]))
-    return (s,)
+    count = np.bincount(idx.reshape(-1), minlength=weight.shape[0])[:, None]
+    return ((count + 1) * s,)
 
 
 def upstream_scale(r: Reference) -> tuple[Array, ...]:
@@ -248,9 +254,9 @@ BWD_SOFTMAX = {"float32": 8, "float64": 8}
 SPECS: tuple[OpSpec, ...] = (
     OpSpec("embedding", tinyops.embedding_forward, tinyops.embedding_backward,
            lambda w, idx: F.embedding(idx, w), embedding_cases(),
-           fwd_k={}, bwd_k={"float32": 4, "float64": 4}, bwd_scale=embedding_bwd_scale, fwd_exact=True),
+           fwd_k={}, bwd_k={"float32": 1, "float64": 1}, bwd_scale=embedding_bwd_scale, fwd_exact=True),
     OpSpec("linear", tinyops.linear_forward, tinyops.linear_backward, torch_linear, linear_cases(),
-           fwd_k={"float32": 4, "float64": 4}, bwd_k={"float32": 4, "float64": 4},
+           fwd_k={"float32": 1, "float64": 1}, bwd_k={"float32": 1, "float64": 1},
            fwd_scale=linear_fwd_scale, bwd_scale=linear_bwd_scale),
     OpSpec("tanh", tinyops.tanh_forward, tinyops.tanh_backward, torch.tanh, elementwise_cases(),
            fwd_k={"float32": 4, "float64": 4}, bwd_k={"float32": 8, "float64": 8}, bwd_scale=upstream_scale),
