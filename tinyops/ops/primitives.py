@@ -115,14 +115,25 @@ class NegReduceCache(NamedTuple):
 
 
 def reduce_losses(losses: Array, reduction: Reduction) -> Array:
-    """``losses.mean()``, ``losses.sum()`` or ``losses``; the mean of no rows is nan (as torch)."""
+    """``losses.mean()``, ``losses.sum()`` or ``losses``, as a 0-D array (like torch's 0-D tensor).
+
+    The mean of no rows is nan (as torch). The mean never overflows when the losses do not: float16
+    and float32 losses are summed in float64 (which also keeps the mean to within an ulp); for float64,
+    a sum that overflows although every loss is finite is redone as ``sum(losses / N)``.
+    """
     if reduction == "none":
         return losses
     if reduction == "sum":
-        return np.asarray(losses.sum())  # a 0-D array, like torch's 0-D tensor
+        return np.asarray(losses.sum())
     if losses.size == 0:  # torch: the mean of an empty batch is nan
         return np.array(np.nan, dtype=losses.dtype)
-    return np.asarray(losses.mean())  # pairwise summation
+    if losses.dtype.itemsize < 8:
+        return np.asarray(losses.mean(dtype=np.float64), dtype=losses.dtype)
+    with np.errstate(over="ignore"):
+        mean = losses.mean()  # pairwise summation
+    if np.isinf(mean) and np.isfinite(losses).all():  # the sum overflowed, the mean does not
+        mean = (losses / losses.size).sum()
+    return np.asarray(mean)
 
 
 def neg_reduce_forward(x: Array, reduction: Reduction) -> tuple[Array, NegReduceCache]:
