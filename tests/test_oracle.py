@@ -175,25 +175,46 @@ def embedding_bwd_scale(r: Reference) -> tuple[Array, ...]:
     return ((count + 1) * s,)
 
 
-def upstream_scale(r: Reference) -> tuple[Array, ...]:
-    """Elementwise and softmax-family backwards: ``max|dout| * (1 + |grad|)``."""
+def tanh_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    """``(1 - out**2) * dout``: ``1 - out**2`` is off by a few eps absolute: ``max|dout| * (1 + |dx|)``."""
     m = float(np.max(np.abs(r.dout), initial=0.0))
-    return tuple(m * (1 + np.abs(g)) for g in r.grads)
+    return (m * (1 + np.abs(r.grads[0])),)
 
 
-def loss_fwd_scale(r: Reference) -> float:
-    """``lse - logits[target]`` cancels: its error grows with the logits' magnitude, not the loss's."""
+def slice_size(r: Reference) -> int:
+    """How many terms each sum over the reduced axes adds up (n)."""
+    x = r.args64[0]
+    axes = normalize_axis(r.kwargs.get("axis", -1), x.ndim)
+    return int(np.prod([x.shape[a] for a in axes]))
+
+
+def axis_fwd_scale(r: Reference) -> Array:
+    """A sum of n terms is off by up to ``n * eps/2`` relative; through the log (logsumexp, log_softmax)
+    that is ``n * eps/2`` absolute, through the division (softmax) at most that: ``1 + |out| + n``."""
+    return 1 + np.abs(r.out) + slice_size(r)
+
+
+def axis_bwd_scale(r: Reference) -> tuple[Array, ...]:
+    """The backwards reduce too (``sum(dy * y)``, ``sum(dy)``): ``max|dout| * (1 + |dx| + n)``."""
+    m = float(np.max(np.abs(r.dout), initial=0.0))
+    return (m * (1 + np.abs(r.grads[0]) + slice_size(r)),)
+
+
+def loss_fwd_scale(r: Reference) -> Array:
+    """``lse - logits[target]`` cancels: its error grows with the logits' magnitude, not the loss's;
+    plus the C-term sum inside lse."""
     logits = r.args64[0]
     finite = np.abs(logits[np.isfinite(logits)])
-    return 1.0 + float(np.max(finite, initial=0.0)) + np.abs(r.out)
+    return 1.0 + float(np.max(finite, initial=0.0)) + np.abs(r.out) + logits.shape[1]
 
 
 def loss_bwd_scale(r: Reference) -> tuple[Array, ...]:
-    """``dlogits = (probs - onehot) * dloss / N``: error relative to the per-row factor ``|dloss| / N``."""
-    N = r.args64[0].shape[0]
+    """``dlogits = (probs - onehot) * dloss / N``: error relative to the per-row factor ``|dloss| / N``,
+    with the softmax's C-term sum."""
+    N, C = r.args64[0].shape
     red = r.kwargs.get("reduction", "mean")
     per_row = np.abs(r.dout)[:, None] if red == "none" else np.abs(r.dout) / (N if red == "mean" else 1)
-    return (np.broadcast_to(per_row, r.args64[0].shape) * (1 + np.abs(r.grads[0])),)
+    return (np.broadcast_to(per_row, r.args64[0].shape) * (1 + np.abs(r.grads[0]) + C),)
 
 
 # ----------------------------------------------------------------------------- pinned examples
@@ -248,8 +269,11 @@ def pinned_naive() -> tuple[Case, ...]:
 
 # ----------------------------------------------------------------------------- the table
 
-FWD_SOFTMAX = {"float32": 8, "float64": 8}  # in units of eps(dtype), times the op's scale
-BWD_SOFTMAX = {"float32": 8, "float64": 8}
+K8 = {"float32": 8, "float64": 8}  # in units of eps(dtype), times the op's scale
+# logsumexp, softmax, softmax_naive, log_softmax: reductions over the axis, torch's own error grows with |x|
+SOFTMAX_FAMILY: dict[str, Any] = dict(
+    fwd_k=K8, bwd_k=K8, fwd_scale=axis_fwd_scale, bwd_scale=axis_bwd_scale, ref_error_grows_with_x=True
+)
 
 SPECS: tuple[OpSpec, ...] = (
     OpSpec("embedding", tinyops.embedding_forward, tinyops.embedding_backward,
@@ -259,23 +283,18 @@ SPECS: tuple[OpSpec, ...] = (
            fwd_k={"float32": 1, "float64": 1}, bwd_k={"float32": 1, "float64": 1},
            fwd_scale=linear_fwd_scale, bwd_scale=linear_bwd_scale),
     OpSpec("tanh", tinyops.tanh_forward, tinyops.tanh_backward, torch.tanh, elementwise_cases(),
-           fwd_k={"float32": 4, "float64": 4}, bwd_k={"float32": 8, "float64": 8}, bwd_scale=upstream_scale),
+           fwd_k={"float32": 4, "float64": 4}, bwd_k=K8, bwd_scale=tanh_bwd_scale),
     OpSpec("logsumexp", tinyops.logsumexp_forward, tinyops.logsumexp_backward, torch_logsumexp,
-           axis_cases(keepdims=True), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
-           pinned=pinned_axis(keepdims=True), ref_error_grows_with_x=True),
-    OpSpec("softmax", tinyops.softmax_forward, tinyops.softmax_backward, torch_softmax, axis_cases(),
-           fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale, pinned=pinned_axis(),
-           ref_error_grows_with_x=True),
+           axis_cases(keepdims=True), pinned=pinned_axis(keepdims=True), **SOFTMAX_FAMILY),
+    OpSpec("softmax", tinyops.softmax_forward, tinyops.softmax_backward, torch_softmax,
+           axis_cases(), pinned=pinned_axis(), **SOFTMAX_FAMILY),
     OpSpec("softmax_naive", tinyops.softmax_naive_forward, tinyops.softmax_naive_backward, torch_softmax,
-           axis_cases(naive=True), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
-           ref_error_grows_with_x=True),
+           axis_cases(naive=True), **SOFTMAX_FAMILY),
     OpSpec("log_softmax", tinyops.log_softmax_forward, tinyops.log_softmax_backward, torch_log_softmax,
-           axis_cases(), fwd_k=FWD_SOFTMAX, bwd_k=BWD_SOFTMAX, bwd_scale=upstream_scale,
-           pinned=pinned_axis(), ref_error_grows_with_x=True),
+           axis_cases(), pinned=pinned_axis(), **SOFTMAX_FAMILY),
     OpSpec("cross_entropy", tinyops.cross_entropy_forward, tinyops.cross_entropy_backward, F.cross_entropy,
-           loss_cases(), fwd_k={"float32": 8, "float64": 8}, bwd_k={"float32": 8, "float64": 8},
-           fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale, pinned=pinned_loss(),
-           ref_error_grows_with_x=True),
+           loss_cases(), fwd_k=K8, bwd_k=K8, fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale,
+           pinned=pinned_loss(), ref_error_grows_with_x=True),
     OpSpec("cross_entropy_naive", tinyops.cross_entropy_naive_forward, tinyops.cross_entropy_naive_backward,
            F.cross_entropy, loss_cases(naive=True), fwd_k={"float32": 16, "float64": 16},
            bwd_k={"float32": 32, "float64": 32}, fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale,
