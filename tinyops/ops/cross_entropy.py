@@ -58,7 +58,8 @@ def cross_entropy_naive_forward(
     ``counts = exp(logits)``, ``probs = counts / counts.sum(1, keepdims=True)``,
     ``loss = -log(probs[range(N), target]).mean()``.
 
-    Equal to :func:`cross_entropy_forward` wherever it is finite, and it overflows as the seed shows:
+    Equal to :func:`cross_entropy_forward` wherever it is finite (to rounding, as long as the target's
+    count and probability are normal numbers, not subnormal), and it overflows as the seed shows:
     once a logit passes the exp threshold (88.72 in float32, 709.78 in float64) its count is ``inf``,
     its probability ``inf / inf = nan`` and every other probability in the row ``0`` (so a loss of
     ``inf`` or ``nan``). NumPy's RuntimeWarnings are left on. Index targets and the three reductions
@@ -99,7 +100,7 @@ def cross_entropy_naive_backward(dloss: npt.ArrayLike, cache: CrossEntropyNaiveC
     Returns:
         dlogits: (N, C).
 
-    Derivation (each line is the backward of one primitive, see :mod:`tinyops.primitives`):
+    Derivation (each line is the backward of one primitive, see :mod:`tinyops.ops.primitives`):
         ``dlogprobs_target = -dloss / N`` (mean), ``dprobs_target = dlogprobs_target / probs_target``,
         ``dprobs`` is zero but ``dprobs[n, target[n]] = dprobs_target[n]``,
         ``dcounts = dprobs / counts_sum`` and ``dcounts_sum = -(dprobs * probs / counts_sum).sum(1)``,
