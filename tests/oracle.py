@@ -63,6 +63,7 @@ def rel(ref: Reference) -> Array:
 class OpSpec:
     """One op in the oracle suite.
 
+    ``cases`` draw inputs for the comparison with torch, ``grad_cases`` smooth float64 inputs for gradcheck.
     ``fwd_k``/``bwd_k`` are per dtype: an element passes when
     ``|ours - torch| <= k * (eps(dtype) * scale + tiny(dtype))`` (tiny: the smallest normal number,
     the absolute error of a result that underflows). ``bwd_scale`` returns one scale per floating input.
@@ -76,11 +77,12 @@ class OpSpec:
     forward: Callable[..., tuple[Any, Any]]
     backward: Callable[[Any, Any], Any]
     torch_fn: Callable[..., torch.Tensor]
-    cases: Any  # a hypothesis strategy of Case
+    cases: Any  # a hypothesis strategy of Case, for the torch comparison
+    grad_cases: Any  # a strategy of smooth, small float64 Cases, for gradcheck
     fwd_k: dict[str, float]
     bwd_k: dict[str, float]
+    bwd_scale: Callable[[Reference], tuple[Any, ...]]
     fwd_scale: Scale = rel
-    bwd_scale: Callable[[Reference], tuple[Any, ...]] = lambda r: tuple(1 + np.abs(g) for g in r.grads)
     fwd_exact: bool = False
     ref_error_grows_with_x: bool = False
     pinned: tuple[Case, ...] = ()
@@ -95,9 +97,13 @@ def upstream(shape: tuple[int, ...], dtype: np.dtype[Any], seed: int) -> Array:
     return np.asarray(np.random.default_rng(seed).standard_normal(shape), dtype=dtype)
 
 
-def as_tuple(grads: Any) -> tuple[Any, ...]:
-    g = tuple(grads) if isinstance(grads, tuple) else (grads,)
-    return g
+def arrays_in(obj: Any) -> list[Array]:
+    """Every ndarray in a (nested) tuple such as a cache."""
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, tuple):
+        return [a for item in obj for a in arrays_in(item)]
+    return []
 
 
 def torch_reference(spec: OpSpec, case: Case, dout: Array) -> Reference:
@@ -143,7 +149,8 @@ def assert_close(what: str, ours: Array, ref: Array, tol: Any) -> None:
 
 
 def check_op(spec: OpSpec, case: Case) -> None:
-    """The whole oracle check of one case: values, gradients, dtypes, and no writes into inputs or dout."""
+    """The whole oracle check of one case: values, gradients and dtypes against torch; no writes into
+    the inputs, ``dout`` or the cache; no output or gradient sharing memory with an array the caller holds."""
     dtype = case.dtype
     eps = float(np.finfo(dtype).eps)
     tiny = float(np.finfo(dtype).smallest_normal)  # below it, results underflow: an absolute floor
@@ -159,12 +166,23 @@ def check_op(spec: OpSpec, case: Case) -> None:
     assert out.dtype == dtype, f"{spec.name}: output dtype {out.dtype} != input dtype {dtype}"
     dout = upstream(out.shape, dtype, case.dout_seed)
     dout_before = dout.copy()
-    grads = [g for g in as_tuple(spec.backward(dout, cache)) if g is not None]
+    cache_arrays = arrays_in(cache)
+    cache_before = [a.copy() for a in cache_arrays]
+    grads = spec.backward(dout, cache)
+    grads = [g for g in (grads if isinstance(grads, tuple) else (grads,)) if g is not None]
 
+    inputs = [a for a in case.args if isinstance(a, np.ndarray)]
     for a, b in zip(case.args, before, strict=True):
         if isinstance(a, np.ndarray):
             assert np.array_equal(a, b, equal_nan=True), f"{spec.name} wrote into an input"
     assert np.array_equal(dout, dout_before), f"{spec.name}: backward wrote into dout"
+    for a, b in zip(cache_arrays, cache_before, strict=True):
+        assert np.array_equal(a, b, equal_nan=True), f"{spec.name}: backward wrote into the cache"
+    assert not any(np.shares_memory(out, a) for a in inputs), f"{spec.name}: output aliases an input"
+    held = [out, dout, *inputs, *cache_arrays]
+    for i, g in enumerate(grads):
+        others = held + grads[i + 1 :]
+        assert not any(np.shares_memory(g, h) for h in others), f"{spec.name}: gradient {i} aliases an array"
 
     ref = torch_reference(spec, case, dout)
     if spec.fwd_exact:

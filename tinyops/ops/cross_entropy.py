@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction
 from . import primitives as P
-from .softmax import _shifted_exp
+from .softmax import logsumexp_forward
 
 Array = npt.NDArray[Any]
 
@@ -139,7 +139,8 @@ def cross_entropy_forward(
 ) -> tuple[Array, CrossEntropyCache]:
     """Fused cross-entropy: ``loss_n = logsumexp(logits_n) - logits[n, target[n]]``, then reduced.
 
-    Fused: one max-shifted exp pass gives both the log-sum-exp and the softmax the backward needs;
+    Fused: one max-shifted exp pass (:func:`logsumexp_forward`) gives both the log-sum-exp and the
+    softmax the backward needs;
     no ``log`` of a probability is ever taken, so no exp overflows and a tiny probability never turns
     the loss into ``inf``: the loss is finite for finite logits (unless the true loss itself exceeds
     the dtype's range).
@@ -157,15 +158,11 @@ def cross_entropy_forward(
         TypeError, ValueError, IndexError: as :func:`cross_entropy_naive_forward`.
     """
     logits, target = _check_logits_target(logits, target, reduction)
-    e, m = _shifted_exp(logits, (1,))  # (N, C), (N, 1): e = exp(logits - m)
-    s = e.sum(axis=1, keepdims=True)  # (N, 1), >= 1 for finite rows
-    with np.errstate(divide="ignore", invalid="ignore"):  # only for rows with -inf/+inf/nan, as torch
-        lse = (np.log(s) + m)[:, 0]  # (N,)
-        probs = e / s  # (N, C)
+    lse, lse_cache = logsumexp_forward(logits, axis=1)  # (N,); its cache holds softmax(logits) (N, C)
     rows = np.arange(logits.shape[0])
     losses = lse - logits[rows, target]  # (N,)
     loss = P.reduce_losses(losses, reduction)  # () or (N,)
-    return loss, CrossEntropyCache(probs, target, reduction)
+    return loss, CrossEntropyCache(lse_cache.probs, target, reduction)
 
 
 def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Array:

@@ -27,7 +27,7 @@ def embedding_forward(weight: npt.ArrayLike, idx: npt.ArrayLike) -> tuple[npt.ND
         idx: integer array of any shape ``...`` with values in ``[0, V)``.
 
     Returns:
-        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, V and the dtype.
+        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, (V, D) and the dtype.
 
     Raises:
         TypeError: weight is not floating, or idx is not integer (floats and bools are rejected).

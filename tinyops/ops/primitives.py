@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import REDUCTIONS, Reduction
+from .._checks import Reduction
 
 Array = npt.NDArray[Any]
 
@@ -137,7 +137,6 @@ def reduce_losses(losses: Array, reduction: Reduction) -> Array:
 
 
 def neg_reduce_forward(x: Array, reduction: Reduction) -> tuple[Array, NegReduceCache]:
-    assert reduction in REDUCTIONS
     return reduce_losses(-x, reduction), NegReduceCache(x.shape, x.dtype, reduction)
 
 
