@@ -10,7 +10,7 @@ $(BIN)/python:
 
 # Reinstall when pyproject.toml changes (the stamp is older than it).
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,dev]'
 	touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
