@@ -1,0 +1,219 @@
+"""Accuracy in ULPs: the exact reference and the ULP measure themselves, then the ULP bounds of the ops.
+
+The reference (``tinyops.testing.exact``) is checked against independent mpmath formulas, against float64
+on benign inputs and against the identities it must satisfy; ``ulp_error`` against hand-worked cases
+(powers of two, subnormals, infinities, nan, double rounding). The bounds below then pin the accuracy of
+the default kernels on the hard regions of ``tinyops.testing.strategies``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.special
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyops.testing import exact
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+Array = Any
+
+
+def mp(v: float) -> Any:
+    return mpmath.mpf(float(v))
+
+
+def naive_lse(row: Array) -> Any:
+    """``log(sum(exp(x)))`` straight from the definition, at 300 digits (fine for benign rows)."""
+    with mpmath.workdps(300):
+        return mpmath.log(mpmath.fsum(mpmath.exp(mp(v)) for v in row))
+
+
+def rel_diff(a: Any, b: Any) -> float:
+    with mpmath.workdps(300):
+        return float(abs(a - b) / abs(b)) if b != 0 else float(abs(a))
+
+
+# ----------------------------------------------------------------------------- the reference
+
+
+def test_reference_known_values() -> None:
+    with mpmath.workdps(100):
+        log2, log3 = mpmath.log(2), mpmath.log(3)
+        ref = exact.reference(np.array([[0.0, 0.0], [5.5, -np.inf]], dtype=np.float32), np.array([1, 0]))
+        assert rel_diff(ref.lse[0], log2) < 1e-70
+        assert ref.lse[1] == 5.5 and ref.loss[1] == 0  # one finite class: probability 1 exactly
+        assert rel_diff(ref.loss[0], log2) < 1e-70
+        assert ref.softmax[0, 0] == mpmath.mpf(0.5) and ref.grad[0, 1] == -0.5 and ref.grad[0, 0] == 0.5
+        assert ref.softmax[1, 1] == 0 and ref.log_softmax[1, 1] == -mpmath.inf and ref.grad[1, 1] == 0
+        # softmax of (0, ln 3) is (1/4, 3/4) up to the rounding of ln 3 to float64
+        x = np.array([0.0, float(log3)])
+        sm = exact.softmax(x)
+        expected = mpmath.exp(mp(x[1])) / (1 + mpmath.exp(mp(x[1])))
+        assert rel_diff(sm[1], expected) < 1e-70
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("gap", [1.0, 20.0, 87.0, 103.0, 300.0, 700.0, 740.0])
+def test_reference_confident_loss_keeps_every_digit(dtype: np.dtype[Any], gap: float) -> None:
+    """loss and target gradient of ``(x_t, x_t - gap, x_t - gap - 1)``: log1p / expm1 of tiny sums."""
+    x = np.array([[3.25, 3.25 - gap, 2.25 - gap]], dtype=dtype)
+    ref = exact.reference(x, np.array([0]))
+    with mpmath.workdps(150):
+        a, b, c = (mp(v) for v in x[0])
+        s = mpmath.exp(b - a) + mpmath.exp(c - a)
+        loss = mpmath.log1p(s)
+        assert rel_diff(ref.loss[0], loss) < 1e-70
+        assert rel_diff(ref.grad[0, 0], -s / (1 + s)) < 1e-70
+        assert rel_diff(ref.grad[0, 1], mpmath.exp(b - a) / (1 + s)) < 1e-70
+        assert rel_diff(ref.log_softmax[0, 0], -loss) < 1e-70
+
+
+def test_reference_target_not_the_max() -> None:
+    x = np.array([[0.5, 40.0, -3.0], [2.0, 2.0, 1.0]])
+    ref = exact.reference(x, np.array([0, 1]))  # second row: a tie at the max, target the second copy
+    for n, t in enumerate([0, 1]):
+        lse = naive_lse(x[n])
+        assert rel_diff(ref.lse[n], lse) < 1e-70
+        with mpmath.workdps(300):
+            assert rel_diff(ref.loss[n], lse - mp(x[n, t])) < 1e-70
+            p_t = mpmath.exp(mp(x[n, t]) - lse)
+            assert rel_diff(ref.grad[n, t], p_t - 1) < 1e-70
+
+
+@settings(max_examples=30)
+@given(
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([F32, F64]),
+    st.sampled_from([1e-3, 1.0, 30.0]),
+)
+def test_reference_matches_definition_and_float64(V: int, seed: int, dtype: np.dtype[Any], scale: float) -> None:
+    """Benign rows: the definition at 300 digits agrees to 1e-70, scipy's float64 to 1e-13."""
+    rng = np.random.default_rng(seed)
+    x = (scale * rng.standard_normal((2, V))).astype(dtype)
+    target = rng.integers(0, V, size=2)
+    ref = exact.reference(x, target)
+    x64 = x.astype(np.float64)
+    for n in range(2):
+        assert rel_diff(ref.lse[n], naive_lse(x[n])) < 1e-70
+    np.testing.assert_allclose(ref.lse.astype(np.float64), scipy.special.logsumexp(x64, axis=1), rtol=1e-13)
+    np.testing.assert_allclose(ref.softmax.astype(np.float64), scipy.special.softmax(x64, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        ref.log_softmax.astype(np.float64), scipy.special.log_softmax(x64, axis=1), rtol=1e-12, atol=1e-12
+    )
+    loss64 = scipy.special.logsumexp(x64, axis=1) - x64[np.arange(2), target]
+    np.testing.assert_allclose(ref.loss.astype(np.float64), loss64, rtol=1e-10, atol=1e-13)
+    # identities, to far below float64: softmax sums to 1, gradient rows sum to 0, exp(log_softmax) = softmax
+    with mpmath.workdps(80):
+        for n in range(2):
+            assert abs(mpmath.fsum(ref.softmax[n]) - 1) < 1e-70
+            assert abs(mpmath.fsum(ref.grad[n])) < 1e-70
+            pairs = zip(ref.log_softmax[n], ref.softmax[n], strict=True)
+            assert all(rel_diff(mpmath.exp(a), b) < 1e-70 for a, b in pairs)
+    # the single-quantity functions are the same numbers
+    assert np.array_equal(exact.logsumexp(x), ref.lse)
+    assert np.array_equal(exact.cross_entropy(x, target), ref.loss)
+    assert np.array_equal(exact.cross_entropy_grad(x, target), ref.grad)
+
+
+def test_reference_nonfinite_rows() -> None:
+    inf, nan = np.inf, np.nan
+    x = np.array([[-inf, -inf], [1.0, inf], [nan, 1.0], [-inf, 2.0]])
+    ref = exact.reference(x, np.array([0, 0, 1, 0]))
+    assert ref.lse[0] == -mpmath.inf and ref.lse[1] == mpmath.inf and mpmath.isnan(ref.lse[2])
+    assert ref.lse[3] == 2
+    for n in range(3):
+        assert mpmath.isnan(ref.loss[n])
+        assert all(mpmath.isnan(v) for v in [*ref.softmax[n], *ref.log_softmax[n], *ref.grad[n]])
+    assert ref.loss[3] == mpmath.inf and ref.grad[3, 0] == -1 and ref.grad[3, 1] == 1  # masked target
+    assert ref.softmax[3, 0] == 0 and ref.log_softmax[3, 0] == -mpmath.inf and ref.log_softmax[3, 1] == 0
+
+
+def test_reference_dloss_and_mean() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    target = rng.integers(0, 4, size=5)
+    dloss = rng.uniform(-2, 2, size=5).astype(np.float32)
+    g = exact.cross_entropy_grad(x, target)
+    gw = exact.cross_entropy_grad(x, target, dloss)
+    with mpmath.workdps(80):
+        for n in range(5):
+            for c in range(4):
+                assert rel_diff(gw[n, c], g[n, c] * mp(dloss[n])) < 1e-70
+        loss = exact.cross_entropy(x, target)
+        assert rel_diff(exact.cross_entropy_mean(x, target), mpmath.fsum(loss) / 5) < 1e-70
+    assert mpmath.isnan(exact.cross_entropy_mean(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)))
+
+
+def test_reference_bad_input() -> None:
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        exact.logsumexp(np.arange(3))
+    with pytest.raises(ValueError, match="x must be 1 or 2-D"):
+        exact.softmax(np.zeros((2, 2, 2)))
+    with pytest.raises(IndexError, match=r"target must be in \[0, 3\)"):
+        exact.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"target must have shape \(2,\)"):
+        exact.cross_entropy(np.zeros((2, 3)), np.array([0]))
+    with pytest.raises(ValueError, match="dloss must have shape"):
+        exact.cross_entropy_grad(np.zeros((2, 3)), np.array([0, 1]), np.ones(3))
+    with pytest.raises(TypeError, match="dtype must be a float dtype"):
+        exact.ulp_error(np.ones(2), np.ones(2), np.int32)
+
+
+# ----------------------------------------------------------------------------- ulp_error and round_to
+
+
+def test_ulp_error_hand_worked() -> None:
+    one = np.array([mpmath.mpf(1)], dtype=object)
+    below_one = np.nextafter(np.float32(1), np.float32(0))
+    assert exact.ulp_error(np.float32(1), one, F32)[0] == 0
+    assert exact.ulp_error(np.nextafter(np.float32(1), np.float32(2)), one, F32)[0] == 1  # ulp(1) = 2**-23
+    assert exact.ulp_error(below_one, one, F32)[0] == 0.5  # the gap below a power of two is half an ulp
+    with mpmath.workprec(200):
+        third = np.array([mpmath.mpf(1) / 3], dtype=object)
+        quarter_ulp = np.array([1 + mpmath.mpf(2) ** -25], dtype=object)
+        tiny = np.array([mpmath.mpf(2) ** -140 * mpmath.mpf(1.3)], dtype=object)  # float32 subnormal range
+    # a correctly rounded third is within half an ulp, its neighbour within 1.5
+    y = np.float32(1 / 3)
+    err = exact.ulp_error(np.array([y, np.nextafter(y, np.float32(1))]), third, F32)
+    assert 0 < err[0] <= 0.5 and 0.5 <= err[1] <= 1.5
+    assert exact.ulp_error(np.float32(1), quarter_ulp, F32)[0] == 0.25
+    assert exact.ulp_error(np.float64(1), quarter_ulp, F64)[0] == pytest.approx(2.0**-25 / 2.0**-52)
+    # subnormals: the unit is the smallest subnormal, 2**-149 in float32
+    sub = np.float32(2.0**-140 * 1.3)
+    assert exact.ulp_error(sub, tiny, F32)[0] <= 0.5
+    assert exact.ulp_error(np.float32(0), tiny, F32)[0] == pytest.approx(1.3 * 2.0**9)
+    zero = np.array([mpmath.mpf(0)], dtype=object)
+    assert exact.ulp_error(np.float32(0), zero, F32)[0] == 0
+    assert exact.ulp_error(np.float32(2.0**-149), zero, F32)[0] == 1
+    # plain float64 "exact" values are accepted too
+    assert exact.ulp_error(np.float32(1), np.float64(1 + 2.0**-23), F32) == 1
+
+
+def test_ulp_error_special_values() -> None:
+    with mpmath.workprec(100):
+        ex = np.array([mpmath.inf, -mpmath.inf, mpmath.nan, mpmath.mpf("1e39"), mpmath.mpf("1e39"), 2], dtype=object)
+    got = np.array([np.inf, np.inf, np.nan, np.inf, 3.0e38, np.nan], dtype=np.float32)
+    err = exact.ulp_error(got, ex, F32)
+    assert err[0] == 0 and err[1] == np.inf and err[2] == 0 and err[3] == 0 and err[5] == np.inf
+    top_ulp = 2.0**104  # the gap below float32's max
+    assert err[4] == pytest.approx((1e39 - float(np.float32(3.0e38))) / top_ulp)
+    assert exact.ulp_error(np.float32(1), np.array([mpmath.nan], dtype=object), F32)[0] == np.inf
+    assert exact.ulp_error(np.float32(np.inf), np.array([mpmath.mpf(1)], dtype=object), F32)[0] == np.inf
+
+
+def test_round_to_double_rounding() -> None:
+    """1 + 2**-24 + 2**-80 rounds up in float32, though its float64 value (1 + 2**-24) is a tie that rounds down."""
+    with mpmath.workprec(200):
+        v = np.array([1 + mpmath.mpf(2) ** -24 + mpmath.mpf(2) ** -80, 1 + mpmath.mpf(2) ** -24], dtype=object)
+        w = np.array([-(1 + mpmath.mpf(2) ** -24 + mpmath.mpf(2) ** -80)], dtype=object)
+    r = exact.round_to(v, F32)
+    assert r.dtype == F32
+    assert r[0] == np.float32(1 + 2.0**-23) and r[1] == np.float32(1)
+    assert exact.round_to(w, F32)[0] == -np.float32(1 + 2.0**-23)
+    assert exact.round_to(v, F64)[0] == 1 + 2.0**-24
