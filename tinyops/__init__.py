@@ -16,7 +16,7 @@ from .ops.cross_entropy import (
     cross_entropy_naive_backward,
     cross_entropy_naive_forward,
 )
-from .ops.embedding import EmbeddingCache, embedding, embedding_backward, embedding_forward
+from .ops.embedding import EmbeddingCache, embedding, embedding_backward, embedding_forward, embedding_renorm
 from .ops.linear import LinearCache, linear, linear_backward, linear_forward
 from .ops.softmax import (
     LogSoftmaxCache,
@@ -61,6 +61,7 @@ __all__ = [
     "embedding",
     "embedding_backward",
     "embedding_forward",
+    "embedding_renorm",
     "format_comparisons",
     "gradcheck",
     "linear",

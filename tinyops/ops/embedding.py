@@ -1,6 +1,7 @@
 """Embedding lookup: ``out = weight[idx]``.
 
-Shapes: V = vocabulary size, D = embedding size, ``...`` = any index shape (the seed's is N, T).
+Shapes: V = vocabulary size (num_embeddings), D = embedding size, ``...`` = any index shape (the seed's
+is N, T).
 """
 
 from __future__ import annotations
@@ -17,28 +18,57 @@ class EmbeddingCache(NamedTuple):
     idx: npt.NDArray[np.integer[Any]]  # (...)   the looked-up rows
     weight_shape: tuple[int, int]  # (V, D)
     dtype: np.dtype[Any]  # the weight's dtype
+    padding_idx: int | None  # in [0, V): the row that gets no gradient
+    scale_grad_by_freq: bool
 
 
-def embedding_forward(weight: npt.ArrayLike, idx: npt.ArrayLike) -> tuple[npt.NDArray[Any], EmbeddingCache]:
+def _check_padding_idx(padding_idx: object, V: int) -> int | None:
+    """Return ``padding_idx`` in [0, V) (a negative one counts from the end, as torch), or raise."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+        raise TypeError(f"padding_idx must be an int or None, got {type(padding_idx).__name__} {padding_idx!r}")
+    if not -V <= padding_idx < V:
+        raise ValueError(f"padding_idx must be in [-{V}, {V}) (num_embeddings = {V}), got {padding_idx}")
+    return int(padding_idx) % V
+
+
+def embedding_forward(
+    weight: npt.ArrayLike,
+    idx: npt.ArrayLike,
+    *,
+    padding_idx: int | None = None,
+    scale_grad_by_freq: bool = False,
+) -> tuple[npt.NDArray[Any], EmbeddingCache]:
     """Look up rows of ``weight``: ``out[..., :] = weight[idx[...], :]``.
+
+    ``max_norm`` (torch's option) is left out on purpose: torch renormalizes the looked-up rows of
+    ``weight`` *in place* during the forward, and no tinyops op writes into its inputs. Its effect is
+    available as a separate step, :func:`embedding_renorm`, which returns the renormalized weight.
 
     Args:
         weight: (V, D) float array.
         idx: integer array of any shape ``...`` with values in ``[0, V)``.
+        padding_idx: a row that receives no gradient (the forward still returns it as it is, as torch);
+            negative values count from the end. None (default) for none.
+        scale_grad_by_freq: divide each row's gradient by how many times it was looked up in ``idx``.
 
     Returns:
-        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, (V, D) and the dtype.
+        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, (V, D), the dtype
+        and the two options.
 
     Raises:
-        TypeError: weight is not floating, or idx is not integer (floats and bools are rejected).
-        ValueError: weight is not 2-D.
+        TypeError: weight is not floating, idx is not integer (floats and bools are rejected), or
+            padding_idx is not an int.
+        ValueError: weight is not 2-D, or padding_idx is outside [-V, V).
         IndexError: an index is negative or >= V (NumPy would wrap a negative index silently).
     """
     weight = as_float_array("weight", weight, ndim=2)
     V, D = weight.shape
+    pad = _check_padding_idx(padding_idx, V)
     idx = as_index_array("idx", idx, V, size_name="num_embeddings")
     out = weight[idx]  # (..., D)  fancy indexing copies, so out never aliases weight
-    return out, EmbeddingCache(idx, (V, D), weight.dtype)
+    return out, EmbeddingCache(idx, (V, D), weight.dtype, pad, bool(scale_grad_by_freq))
 
 
 def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArray[Any]:
@@ -58,14 +88,66 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
         k times receives the sum of its k upstream gradients. ``dweight[idx] += dout`` would be
         wrong (buffered fancy assignment keeps only one of the repeated rows), so the sum is done
         with the unbuffered ``np.add.at(dweight, idx, dout)``.
+        With ``scale_grad_by_freq`` the row's sum is divided by its count k (torch's option: the
+        forward is unchanged, so this is not the gradient of the forward but a rescaled one):
+        ``dweight[v, :] /= count[v]``. With ``padding_idx`` that row is set to zero:
+        ``dweight[padding_idx, :] = 0``.
     """
-    idx, (V, D), dtype = cache
+    idx, (V, D), dtype, padding_idx, scale_grad_by_freq = cache
     dout = check_dout(dout, (*idx.shape, D), dtype)  # (..., D)
+    flat = idx.reshape(-1)  # (M,)
     dweight = np.zeros((V, D), dtype=dtype)  # (V, D)
-    np.add.at(dweight, idx.reshape(-1), dout.reshape(-1, D))  # scatter-add: repeated rows are summed
+    np.add.at(dweight, flat, dout.reshape(-1, D))  # scatter-add: repeated rows are summed
+    if scale_grad_by_freq:
+        count = np.bincount(flat, minlength=V)  # (V,)
+        dweight /= np.maximum(count, 1)[:, None].astype(dtype)  # rows never looked up stay 0
+    if padding_idx is not None:
+        dweight[padding_idx] = 0
     return dweight
 
 
-def embedding(weight: npt.ArrayLike, idx: npt.ArrayLike) -> npt.NDArray[Any]:
+def embedding(
+    weight: npt.ArrayLike, idx: npt.ArrayLike, *, padding_idx: int | None = None, scale_grad_by_freq: bool = False
+) -> npt.NDArray[Any]:
     """``weight[idx]`` with checked indices; see :func:`embedding_forward`."""
-    return embedding_forward(weight, idx)[0]
+    return embedding_forward(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)[0]
+
+
+def embedding_renorm(
+    weight: npt.ArrayLike, idx: npt.ArrayLike, max_norm: float, *, norm_type: float = 2.0
+) -> npt.NDArray[Any]:
+    """torch's ``max_norm`` as a pure function: a copy of ``weight`` with every row looked up in ``idx``
+    whose ``norm_type``-norm exceeds ``max_norm`` rescaled by ``max_norm / (norm + 1e-7)`` (torch's
+    formula, ``embedding_renorm_``). Rows not in ``idx`` are left as they are.
+
+    ``torch.nn.functional.embedding(idx, w, max_norm=m)`` equals
+    ``embedding(embedding_renorm(w, idx, m), idx)``, and torch's in-place update of ``w`` is
+    ``w = embedding_renorm(w, idx, m)``. No gradient flows through the renormalization (torch runs it
+    under no_grad), so the backward of the lookup is unchanged.
+
+    Args:
+        weight: (V, D) float array.
+        idx: integer array of any shape with values in [0, V).
+        max_norm: a positive number.
+        norm_type: the p of the p-norm (> 0, may be inf). Default 2.
+
+    Returns:
+        (V, D) new array of weight's dtype.
+
+    Raises:
+        TypeError, IndexError: as :func:`embedding_forward`.
+        ValueError: weight not 2-D, max_norm not > 0, norm_type not > 0.
+    """
+    weight = as_float_array("weight", weight, ndim=2)
+    V, _ = weight.shape
+    idx = as_index_array("idx", idx, V, size_name="num_embeddings")
+    for name, value in (("max_norm", max_norm), ("norm_type", norm_type)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    rows = np.unique(idx)  # (K,)
+    out = weight.copy()  # (V, D)
+    norms = np.linalg.norm(weight[rows].astype(np.float64), ord=float(norm_type), axis=1)  # (K,)
+    big = norms > max_norm
+    scale = max_norm / (norms[big] + 1e-7)  # (K',)
+    out[rows[big]] = (weight[rows[big]] * scale[:, None]).astype(weight.dtype)
+    return out
