@@ -6,13 +6,15 @@ Per row ``loss_n = -log softmax(logits_n)[target_n]``; ``reduction`` is 'mean' (
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction
+from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
 from . import primitives as P
+from .ce_kernels import PRECISIONS, Precision, RowsState, ce_rows_backward, ce_rows_forward
 from .softmax import logsumexp_forward
 
 Array = npt.NDArray[Any]
@@ -129,74 +131,288 @@ def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reducti
 
 
 class CrossEntropyCache(NamedTuple):
-    probs: Array  # (N, C) softmax(logits), already computed by the forward
-    target: npt.NDArray[np.integer[Any]]  # (N,)
+    """What the fused backward needs. Rows are the M = N * d1 * ... positions, classes last."""
+
+    state: RowsState | None  # index targets, no smoothing: the row kernel's state
+    probs: Array | None  # (M, C) softmax, for label smoothing and probability targets
+    coef: Array | None  # (M, C) the target distribution times the class weights (0 on ignored rows)
+    row_weight: Array | None  # (M,) weight[target] * (target != ignore_index), or None when all are 1
+    denom: float  # the divisor of the mean
     reduction: Reduction
+    logits_shape: tuple[int, ...]  # (C,), (N, C) or (N, C, d1, ...)
+    dtype: np.dtype[Any]  # the logits' dtype
+
+
+def _check_options(
+    reduction: object, label_smoothing: object, ignore_index: object, precision: object, threads: object
+) -> float:
+    check_reduction(reduction)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
+        raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    if not 0.0 <= label_smoothing <= 1.0:  # also rejects nan
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    return float(label_smoothing)
+
+
+def _loss_shape_of(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-position loss shape: the logits' shape without the class axis (axis 1, or 0 when 1-D)."""
+    return () if len(shape) == 1 else shape[:1] + shape[2:]
+
+
+def _rows(a: Array, C: int) -> Array:
+    """(C,) -> (1, C); (N, C) as it is; (N, C, d1, ...) -> (N * d1 * ..., C) with the class axis last."""
+    if a.ndim == 1:
+        return a[None, :]
+    if a.ndim > 2:
+        a = np.moveaxis(a, 1, -1)
+    return np.ascontiguousarray(a.reshape(-1, C))
+
+
+def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
+    """The inverse of :func:`_rows`: (M, C) back to the logits' layout, as a new C-contiguous array."""
+    if len(shape) <= 2:
+        return a.reshape(shape)
+    N, C, *spatial = shape
+    return np.ascontiguousarray(np.moveaxis(a.reshape(N, *spatial, C), -1, 1))
+
+
+def _reduce(losses: Array, reduction: Reduction, denom: float, loss_shape: tuple[int, ...]) -> Array:
+    """Sum or mean (``sum / denom``) of the per-row losses, accumulated in float64 (an exact-enough sum
+    for float16/float32; pairwise summation for float64, redone as ``sum(losses / denom)`` if only the
+    sum overflows); 'none' reshapes them to the loss shape."""
+    if reduction == "none":
+        return losses.reshape(loss_shape)
+    if losses.dtype.itemsize < 8:  # float16/float32 losses: the float64 sum cannot overflow
+        total = float(losses.sum(dtype=np.float64))
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(losses.sum())  # pairwise summation
+    if reduction == "sum":
+        return np.asarray(total, dtype=losses.dtype)
+    if denom == 0:  # no row counted (all ignored, or none): 0 / 0 = nan, as torch
+        return np.asarray(np.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total), losses.dtype)
+    mean = total / denom
+    if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
+        mean = float((losses / denom).sum())
+    return np.asarray(mean, dtype=losses.dtype)
 
 
 def cross_entropy_forward(
-    logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean"
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    precision: Precision = "accurate",
+    threads: int | None = None,
 ) -> tuple[Array, CrossEntropyCache]:
-    """Fused cross-entropy: ``loss_n = logsumexp(logits_n) - logits[n, target[n]]``, then reduced.
+    """Fused cross-entropy with torch's signature and semantics (``F.cross_entropy``).
 
-    Fused: one max-shifted exp pass (:func:`logsumexp_forward`) gives both the log-sum-exp and the
-    softmax the backward needs;
-    no ``log`` of a probability is ever taken, so no exp overflows and a tiny probability never turns
-    the loss into ``inf``: the loss is finite for finite logits (unless the true loss itself exceeds
-    the dtype's range).
+    Per row (the class axis is 1, or 0 for an unbatched (C,) input), with ``lse = logsumexp(logits_n)``:
+
+    - class-index targets: ``loss_n = w[t_n] * (lse - logits[n, t_n])``, computed by the row kernel
+      (:mod:`tinyops.ops.ce_kernels`) as ``lse - logits[n, t_n]`` with no ``log`` of a probability,
+      so no exp overflows; rows whose target equals ``ignore_index`` have loss 0 and gradient 0;
+    - label smoothing ``eps``: ``(1 - eps) * w[t_n] * (lse - logits[n, t_n])
+      + eps / C * sum_c w[c] * (lse - logits[n, c])`` (torch's formula: the smoothing term is weighted
+      by the class weights too);
+    - probability targets ``q`` (a float array of the logits' shape):
+      ``loss_n = -sum_c w[c] * q'[n, c] * log_softmax(logits_n)[c]`` with ``q' = (1 - eps) q + eps / C``.
+
+    Reduction 'mean' divides the sum by ``sum_n w[t_n]`` over the non-ignored rows (index targets;
+    the count of those rows without weights) or by the number of rows N * d1 * ... (probability
+    targets, as torch); all rows ignored (or no rows) gives a mean of nan with a zero gradient and a
+    sum of 0. 'sum' and the mean accumulate in float64.
+
+    Infinities as torch: a ``+inf`` logit gives nan; ``-inf`` at the target gives ``+inf``; ``-inf``
+    elsewhere gives a finite loss and a zero gradient there (with label smoothing, or a probability
+    target, ``-inf`` anywhere gives ``+inf``, or nan where its weight or probability is 0:
+    ``0 * -inf``); nan propagates.
+
+    Differences from torch, on purpose: a negative ``label_smoothing`` is rejected (torch silently
+    treats it as 0); ``weight`` and probability targets must have the logits' dtype (no silent cast);
+    float16 logits are computed in float32 and rounded back.
 
     Args:
-        logits: (N, C) float array.
-        target: (N,) integer array with values in [0, C).
-        reduction: 'mean' (average over rows; nan for N == 0, as torch) | 'sum' | 'none'.
+        logits: (C,), (N, C) or (N, C, d1, ..., dk) float array.
+        target: class indices, integers of shape (), (N,) or (N, d1, ..., dk) with values in [0, C) or
+            equal to ``ignore_index``; or probabilities, a float array of the logits' shape and dtype.
+        weight: (C,) class weights of the logits' dtype, or None.
+        ignore_index: the target value that marks a row to skip (index targets only).
+        reduction: 'mean' | 'sum' | 'none' ('none': the loss per position, shape (), (N,) or (N, d1, ...)).
+        label_smoothing: eps in [0, 1].
+        precision: 'accurate' (default: a few ULP, see :mod:`tinyops.ops.ce_kernels`) or 'fast'.
+        threads: threads for the row kernel (None: one).
 
     Returns:
-        ``(loss, cache)``: loss is 0-D (mean, sum) or (N,) (none), logits' dtype; the cache holds the
-        softmax (N, C), the targets and the reduction.
+        ``(loss, cache)``: loss of the logits' dtype, 0-D for 'mean'/'sum'.
 
     Raises:
-        TypeError, ValueError, IndexError: as :func:`cross_entropy_naive_forward`.
+        TypeError: logits not floating; target neither integer nor floating; weight or probability
+            target of another dtype; a non-int ignore_index; a non-number label_smoothing.
+        ValueError: logits 0-D; target or weight of the wrong shape; label_smoothing outside [0, 1];
+            unknown reduction or precision; ignore_index given with probability targets; bad threads.
+        IndexError: a class index outside [0, C) that is not ``ignore_index``.
     """
-    logits, target = _check_logits_target(logits, target, reduction)
-    lse, lse_cache = logsumexp_forward(logits, axis=1)  # (N,); its cache holds softmax(logits) (N, C)
-    rows = np.arange(logits.shape[0])
-    losses = lse - logits[rows, target]  # (N,)
-    loss = P.reduce_losses(losses, reduction)  # () or (N,)
-    return loss, CrossEntropyCache(lse_cache.probs, target, reduction)
+    eps = _check_options(reduction, label_smoothing, ignore_index, precision, threads)
+    logits = as_float_array("logits", logits)
+    if logits.ndim == 0:
+        raise ValueError("logits must be (C,), (N, C) or (N, C, d1, ...), got a 0-D array")
+    dtype = logits.dtype
+    C = logits.shape[0] if logits.ndim == 1 else logits.shape[1]
+    loss_shape = _loss_shape_of(logits.shape)
+    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (np.ndarray, list, tuple, int, np.integer)):
+        raise TypeError(f"target must be an integer or floating numpy array, got {type(target).__name__}")
+    target = np.asarray(target)
+    w = None
+    if weight is not None:
+        w = as_float_array("weight", weight, ndim=1)
+        check_same_dtype("weight", w, "logits", logits)
+        if w.shape[0] != C:
+            raise ValueError(f"weight must have one entry per class (C = {C}), got shape {w.shape}")
+    x = _rows(logits, C)  # (M, C)
+    work = x.astype(np.float32) if dtype == np.float16 else x  # float16 is computed in float32
+    wk = None if w is None else w.astype(work.dtype)
+
+    if target.dtype.kind == "f":  # ------------------------------------------- probability targets
+        if ignore_index != -100:
+            raise ValueError(f"ignore_index ({ignore_index}) is not supported with probability targets")
+        if target.shape != logits.shape:
+            raise ValueError(f"probability target must have the logits' shape {logits.shape}, got {target.shape}")
+        check_same_dtype("target", target, "logits", logits)
+        q = _rows(target, C).astype(work.dtype)  # (M, C)
+        coef = q if eps == 0 else q * (1 - eps) + eps / C  # (M, C)
+        if wk is not None:
+            coef = coef * wk  # (M, C)
+        return _soft_forward(work, coef, None, reduction, float(x.shape[0]), loss_shape, logits.shape, dtype)
+
+    if target.dtype.kind not in "iu":  # --------------------------------------- class-index targets
+        raise TypeError(f"target must have an integer (class indices) or floating (probabilities) dtype, "
+                        f"got dtype {target.dtype}")  # fmt: skip
+    if target.shape != loss_shape:
+        raise ValueError(f"target must have shape {loss_shape} (the logits' {logits.shape} without the class "
+                         f"axis), got {target.shape}")  # fmt: skip
+    t = target.reshape(-1)  # (M,)
+    valid = None  # None: no row is ignored
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if lo <= ignore_index <= hi:
+            valid = t != ignore_index  # (M,)
+            kept = t[valid]
+            lo, hi = (int(kept.min()), int(kept.max())) if kept.size else (0, 0)
+        for v in (lo, hi):
+            if not 0 <= v < C:
+                raise IndexError(f"target must be in [0, {C}) (C = {C}) or equal ignore_index ({ignore_index}), "
+                                 f"got {v}")  # fmt: skip
+    t = t.astype(np.intp) if valid is None else np.where(valid, t, 0).astype(np.intp)  # (M,), ignored -> 0
+    row_weight = None if valid is None else valid.astype(work.dtype)  # (M,)
+    if wk is not None:
+        row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
+    denom = float(t.shape[0]) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
+
+    if eps > 0:  # label smoothing: a dense target distribution, computed like probability targets
+        coef = np.full(work.shape, eps / C, dtype=work.dtype) if wk is None else np.tile(wk * (eps / C), (len(t), 1))
+        coef[np.arange(len(t)), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
+        if valid is not None:
+            coef *= valid[:, None]
+        return _soft_forward(work, coef, valid, reduction, denom, loss_shape, logits.shape, dtype)
+
+    losses, _, state = ce_rows_forward(work, t, precision=precision, threads=threads)  # (M,)
+    if row_weight is not None:
+        with np.errstate(invalid="ignore"):
+            losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
+        if valid is not None:
+            losses[~valid] = 0  # ignored rows: loss 0 whatever their logits
+    loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
+    return loss, CrossEntropyCache(state, None, None, row_weight, denom, reduction, logits.shape, dtype)
+
+
+def _soft_forward(
+    x: Array,
+    coef: Array,
+    valid: npt.NDArray[np.bool_] | None,
+    reduction: Reduction,
+    denom: float,
+    loss_shape: tuple[int, ...],
+    logits_shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+) -> tuple[Array, CrossEntropyCache]:
+    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef``."""
+    lse, lse_cache = logsumexp_forward(x, axis=1, keepdims=True)  # (M, 1); the cache holds softmax(x)
+    probs = lse_cache.probs  # (M, C)
+    if np.isposinf(lse).any():  # a +inf logit: torch's whole gradient row is nan (softmax(inf - inf))
+        probs = np.where(np.isposinf(lse), np.nan, probs).astype(x.dtype)
+    with np.errstate(invalid="ignore"):
+        logp = x - lse  # (M, C) log_softmax
+        losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
+    if valid is not None:
+        losses[~valid] = 0
+    loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
+    return loss, CrossEntropyCache(None, probs, coef, None, denom, reduction, logits_shape, dtype)
 
 
 def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Array:
     """Gradient of the fused loss with respect to the logits.
 
     Args:
-        dloss: the loss's shape: 0-D (a Python float is fine) or (N,) for 'none'.
+        dloss: the loss's shape: 0-D (a Python float is fine) for 'mean'/'sum', else the per-position shape.
         cache: from :func:`cross_entropy_forward`.
 
     Returns:
-        dlogits: (N, C), the logits' dtype.
+        dlogits: the logits' shape and dtype.
 
     Derivation:
         ``loss_n = logsumexp(logits_n) - logits[n, t_n]``. The gradient of logsumexp is softmax,
         and ``d logits[n, t_n] / d logits[n, c] = [c == t_n]``, so
         ``d loss_n / d logits[n, c] = softmax(logits_n)_c - [c == t_n]``. The mean scales each row by
-        ``1/N`` (the sum by 1; 'none' by ``dloss_n``):
-        ``dlogits = (probs - onehot(target)) * dloss / N``. Each row sums to 0.
+        ``1/N`` (the sum by 1; 'none' by ``dloss_n``), a class weight by ``w[t_n]`` (and the mean's
+        divisor becomes ``sum_n w[t_n]``); ignored rows by 0. So per row
+        ``g_n = dloss * w[t_n] / denom`` and ``dlogits = g * (softmax - onehot(target))``
+        (unweighted mean: ``(softmax - onehot) / N``), in :func:`tinyops.ops.ce_kernels.ce_rows_backward`.
+
+        For a dense target distribution ``a_n = w * q'_n`` (label smoothing, probability targets),
+        ``loss_n = -sum_c a_c (logits_c - lse)`` and ``d loss_n / d logits_j = p_j sum_c a_c - a_j``:
+        ``dlogits = g * (probs * a.sum(1) - a)``. Each row of the unweighted gradient sums to 0.
     """
-    probs, target, reduction = cache
-    N = probs.shape[0]
-    dloss = check_dout(dloss, _loss_shape(N, reduction), probs.dtype, name="dloss")
+    state, probs, coef, row_weight, denom, reduction, shape, dtype = cache
+    loss_shape = _loss_shape_of(shape)
+    dloss = check_dout(dloss, loss_shape if reduction == "none" else (), dtype, name="dloss")
+    M = math.prod(loss_shape)
+    work = np.float32 if dtype == np.float16 else dtype
     if reduction == "none":
-        scale = dloss[:, None]  # (N, 1)
-    elif reduction == "mean":
-        scale = dloss / max(N, 1)  # ()
+        g = dloss.reshape(M).astype(work)  # (M,)
+    else:  # the mean's divisor; no row counted (all ignored, or none): a zero gradient, as torch
+        scale = float(dloss) / denom if reduction == "mean" and denom != 0 else 0.0 if reduction == "mean" else dloss
+        g = np.full(M, scale, dtype=work)  # (M,)
+    if row_weight is not None:
+        g *= row_weight  # (M,)
+    if state is not None:
+        dx = ce_rows_backward(g, state)  # (M, C) = g * (softmax - onehot)
     else:
-        scale = dloss  # ()
-    dlogits = probs.copy()  # (N, C)  (never write into the cache)
-    dlogits[np.arange(N), target] -= 1  # probs - onehot: p - 1 is exact for p >= 1/2
-    dlogits *= scale
-    return dlogits
+        assert probs is not None and coef is not None
+        dx = g[:, None] * (probs * coef.sum(axis=1, keepdims=True) - coef)  # (M, C)
+    return _unrows(dx.astype(dtype, copy=False), shape)
 
 
-def cross_entropy(logits: npt.ArrayLike, target: npt.ArrayLike, *, reduction: Reduction = "mean") -> Array:
-    """Fused, stable cross-entropy; see :func:`cross_entropy_forward`."""
-    return cross_entropy_forward(logits, target, reduction=reduction)[0]
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    precision: Precision = "accurate",
+    threads: int | None = None,
+) -> Array:
+    """Fused, stable cross-entropy with torch's options; see :func:`cross_entropy_forward`."""
+    return cross_entropy_forward(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                                 label_smoothing=label_smoothing, precision=precision, threads=threads)[0]  # fmt: skip
