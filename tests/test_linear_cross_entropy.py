@@ -1,0 +1,292 @@
+"""Fused linear + cross-entropy against torch's ``F.linear_cross_entropy`` and the unfused tinyops chain.
+
+Every chunk path is drawn or pinned: one chunk (``chunk_size >= N``, the weight gradient written
+directly), chunks that divide N, a remainder chunk, chunks of one row; for each reduction (the 'none'
+backward recomputes the chunks, 'mean'/'sum' scale the forward's gradients), with and without a bias,
+float32 and float64.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from functools import partial
+from typing import Any
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import tinyops
+from tinyops.ops.linear_cross_entropy import (
+    default_chunk_size,
+    linear_cross_entropy,
+    linear_cross_entropy_backward,
+    linear_cross_entropy_forward,
+)
+
+from .oracle import Array, Case, OpSpec, Reference, check_op
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+# ----------------------------------------------------------------------------- the oracle
+
+
+def torch_linear_cross_entropy(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    chunk_size: int | None = None,
+    reduction: str = "mean",
+    precision: str = "accurate",
+) -> torch.Tensor:
+    """torch's op on our layout: it takes the weight as (V, D). With a chunk size, torch's own chunked
+    path runs with the same number of rows per chunk."""
+    options = None
+    if chunk_size is not None:
+        options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk_size, chunking_method=None)
+    return F.linear_cross_entropy(x, weight.T, target, linear_bias=bias, reduction=reduction, options=options)
+
+
+def _numpy_reference(r: Reference) -> tuple[Array, Array, Array]:
+    """For the error scales: the logits' dot-product bound S (N, V), the per-row factor |g| (N,) of
+    dlogits, and |dlogits| (N, V), in float64."""
+    x, w, t, *b = r.args64
+    bias = b[0] if b and b[0] is not None else np.zeros(w.shape[1])
+    S = np.abs(x) @ np.abs(w) + np.abs(bias)  # (N, V)
+    z = x @ w + bias
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    N = x.shape[0]
+    red = r.kwargs.get("reduction", "mean")
+    g = np.abs(r.dout) if red == "none" else np.full(N, float(np.abs(r.dout)) / (N if red == "mean" else 1))
+    onehot = np.zeros_like(p)
+    onehot[np.arange(N), t] = 1
+    return S, g, g[:, None] * np.abs(p - onehot)
+
+
+def lce_fwd_scale(r: Reference) -> Any:
+    """The logits are off by the dot-product bound ``K * S`` (K = D + 1 terms); the loss
+    ``lse(z) - z[t]`` moves by at most twice the largest logit error; plus the cross-entropy's own
+    rounding (``1 + max|z| + V``, as the fused loss's scale)."""
+    x, w = r.args64[0], r.args64[1]
+    S = _numpy_reference(r)[0]
+    K, V = w.shape[0] + 1, w.shape[1]
+    zmax = float(np.max(np.abs(x @ w), initial=0.0)) + float(np.max(S, initial=0.0))
+    return 2 * K * float(np.max(S, initial=0.0)) + 1 + zmax + V + np.abs(r.out)
+
+
+def lce_bwd_scale(r: Reference) -> tuple[Any, ...]:
+    """dlogits is off by ``|g| * E`` with ``E = 2 K max S + 1 + V`` (in eps: the logits' error moves the
+    softmax by at most ``2 p max|dz|``) plus its own rounding; each gradient then sums V (dx) or N
+    (dweight, dbias) such terms: the same bound pushed through ``|.| @ |.|``, plus the sums' length."""
+    x, w, _, *b = r.args64
+    S, g, dl = _numpy_reference(r)
+    N, D = x.shape
+    V = w.shape[1]
+    K = D + 1
+    E = g * (2 * K * np.max(S, axis=1, initial=0.0) + 1 + V)  # (N,)  per-row error of dlogits, in eps
+    dx = E[:, None] * np.abs(w).sum(axis=1)[None, :] + (V + 1) * (dl @ np.abs(w).T)  # (N, D)
+    dw = np.abs(x).T @ np.broadcast_to(E[:, None], (N, V)) + (N + 1) * (np.abs(x).T @ dl)  # (D, V)
+    scales: list[Any] = [dx, dw]
+    if b and b[0] is not None:
+        scales.append(np.full(V, E.sum()) + (N + 1) * dl.sum(axis=0))  # (V,)
+    return tuple(scales)
+
+
+@st.composite
+def lce_cases(draw: st.DrawFn, smooth: bool = False) -> Case:
+    dtype = F64 if smooth else draw(st.sampled_from([F32, F64]))
+    N, D, V = draw(st.integers(1, 12)), draw(st.integers(1, 6)), draw(st.integers(1, 12))
+    bound = 2.0 if smooth else draw(st.sampled_from([1.0, 4.0]))
+    el = st.floats(-bound, bound, width=dtype.itemsize * 8, allow_nan=False, allow_infinity=False)
+    x = draw(hnp.arrays(dtype, (N, D), elements=el))
+    weight = draw(hnp.arrays(dtype, (D, V), elements=el))
+    target = draw(hnp.arrays(draw(st.sampled_from([np.int64, np.int32])), (N,), elements=st.integers(0, V - 1)))
+    args: tuple[Any, ...] = (x, weight, target)
+    if draw(st.booleans()):
+        args = (*args, draw(hnp.arrays(dtype, (V,), elements=el)))
+    chunk = draw(st.one_of(st.none(), st.integers(1, N + 2)))
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    return Case(args, {"chunk_size": chunk, "reduction": reduction}, draw(st.integers(0, 2**32 - 1)))
+
+
+def _pinned() -> list[Case]:
+    """Every chunk path at N = 10 rows, both dtypes, every reduction, with a bias."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for dtype in (F32, F64):
+        x = rng.normal(0.0, 1.5, (10, 4)).astype(dtype)
+        w = rng.normal(0.0, 1.5, (4, 9)).astype(dtype)
+        b = rng.normal(0.0, 1.0, 9).astype(dtype)
+        t = rng.integers(0, 9, 10)
+        for chunk in (1, 3, 5, 10, 11):  # rows, remainder of 1, divides, exactly one, more than N
+            for red in ("mean", "sum", "none"):
+                cases.append(Case((x, w, t, b), {"chunk_size": chunk, "reduction": red}, chunk))
+    return cases
+
+
+K4 = {"float32": 4, "float64": 4}
+SPEC = OpSpec(
+    "linear_cross_entropy", linear_cross_entropy_forward, linear_cross_entropy_backward,
+    torch_linear_cross_entropy, lce_cases(), lce_cases(smooth=True), fwd_k=K4, bwd_k=K4,
+    fwd_scale=lce_fwd_scale, bwd_scale=lce_bwd_scale,
+)  # fmt: skip
+
+
+@given(case=SPEC.cases)
+def test_oracle_linear_cross_entropy(case: Case) -> None:
+    check_op(SPEC, case)
+
+
+for _case in _pinned():
+    test_oracle_linear_cross_entropy = example(case=_case)(test_oracle_linear_cross_entropy)
+
+
+@given(case=SPEC.grad_cases)
+def test_gradcheck_linear_cross_entropy(case: Case) -> None:
+    result = tinyops.gradcheck(SPEC.forward, case.args, SPEC.backward, kwargs=case.kwargs, seed=case.dout_seed)
+    assert result.passed, f"linear_cross_entropy gradcheck failed:\n{result}"
+
+
+# ----------------------------------------------------------------------------- against the unfused chain
+
+
+def _unfused(x: Array, w: Array, t: Array, b: Array | None, red: Any, dloss: Any) -> tuple[Any, ...]:
+    logits, lin_cache = tinyops.linear_forward(x, w, b)
+    loss, ce_cache = tinyops.cross_entropy_forward(logits, t, reduction=red)
+    dlogits = tinyops.cross_entropy_backward(dloss, ce_cache)
+    return (loss, *tinyops.linear_backward(dlogits, lin_cache))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 16, 64, 100, None])
+def test_equals_unfused_chain(dtype: np.dtype[Any], reduction: Any, chunk_size: int | None) -> None:
+    """Every chunk path (N = 64: chunks of 1, 7 with a remainder of 1, 16 dividing N, exactly N, more
+    than N, the default) gives the unfused linear + cross_entropy's loss and gradients."""
+    rng = np.random.default_rng(11)
+    N, D, V = 64, 12, 300
+    x = rng.normal(0.0, 1.0, (N, D)).astype(dtype)
+    w = rng.normal(0.0, 0.5, (D, V)).astype(dtype)
+    b = rng.normal(0.0, 0.5, V).astype(dtype)
+    t = rng.integers(0, V, N)
+    loss, cache = linear_cross_entropy_forward(x, w, t, b, chunk_size=chunk_size, reduction=reduction)
+    dloss = rng.normal(size=loss.shape).astype(dtype)
+    got = (loss, *linear_cross_entropy_backward(dloss, cache))
+    want = _unfused(x, w, t, b, reduction, dloss)
+    tol = {F32: 2e-5, F64: 1e-12}[dtype]
+    for name, g, r in zip(("loss", "dx", "dweight", "dbias"), got, want, strict=True):
+        assert g.dtype == dtype and g.shape == r.shape, name
+        scale = float(np.max(np.abs(r)))
+        np.testing.assert_allclose(g, r, rtol=0, atol=tol * scale, err_msg=name)
+    np.testing.assert_allclose(linear_cross_entropy(x, w, t, b, chunk_size=chunk_size, reduction=reduction),
+                               loss, rtol=0, atol=tol * float(np.max(np.abs(loss))))  # fmt: skip
+
+
+def test_no_bias_and_torch_at_float32() -> None:
+    """No bias: dbias is None; torch's float32 chunked path agrees at float32 accuracy."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    w = rng.normal(0.0, 0.4, (8, 1000)).astype(np.float32)
+    t = rng.integers(0, 1000, 50)
+    loss, cache = linear_cross_entropy_forward(x, w, t, chunk_size=16)
+    dx, dw, db = linear_cross_entropy_backward(np.float32(1.3), cache)
+    assert db is None
+    xt, wt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(w).requires_grad_(True)
+    ref = torch_linear_cross_entropy(xt, wt, torch.from_numpy(t), chunk_size=16)
+    (ref * 1.3).backward()
+    assert xt.grad is not None and wt.grad is not None
+    np.testing.assert_allclose(loss, ref.item(), rtol=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-5 * float(np.abs(dx).max()))
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=0, atol=1e-5 * float(np.abs(dw).max()))
+
+
+def test_fast_precision_agrees() -> None:
+    """The row kernel's 'fast' mode is passed through and stays within float32 accuracy of the default."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(40, 6))
+    w = rng.normal(0.0, 0.5, (6, 500))
+    t = rng.integers(0, 500, 40)
+    la, ca = linear_cross_entropy_forward(x, w, t, chunk_size=9)
+    lf, cf = linear_cross_entropy_forward(x, w, t, chunk_size=9, precision="fast")
+    np.testing.assert_allclose(lf, la, rtol=1e-5)
+    for ga, gf in zip(linear_cross_entropy_backward(0.7, ca)[:2], linear_cross_entropy_backward(0.7, cf)[:2],
+                      strict=True):  # fmt: skip
+        np.testing.assert_allclose(gf, ga, rtol=0, atol=1e-5 * float(np.abs(ga).max()))
+
+
+def test_empty_batch() -> None:
+    """No rows: the mean is nan (as torch), the gradients are zero."""
+    x, w = np.empty((0, 3)), np.full((3, 4), 0.25)
+    loss, cache = linear_cross_entropy_forward(x, w, np.empty(0, np.int64))
+    assert np.isnan(loss)
+    dx, dw, _ = linear_cross_entropy_backward(1.0, cache)
+    assert dx.shape == (0, 3) and not dw.any()
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def test_never_holds_the_logits() -> None:
+    """Peak extra memory of forward + backward stays well below one (N, V) logits array, while the
+    unfused chain holds several."""
+    rng = np.random.default_rng(14)
+    N, D, V = 1024, 16, 2048
+    x = rng.normal(size=(N, D))
+    w = rng.normal(0.0, 0.3, (D, V))
+    t = rng.integers(0, V, N)
+    logits_bytes = N * V * 8  # 16 MiB
+
+    def peak(f: Any) -> int:
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        f()
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return p
+
+    fused = peak(lambda: linear_cross_entropy_backward(1.0, linear_cross_entropy_forward(x, w, t, chunk_size=64)[1]))
+    unfused = peak(lambda: _unfused(x, w, t, None, "mean", 1.0))
+    assert fused < logits_bytes / 2, f"fused peak {fused / 2**20:.1f} MiB"
+    assert unfused > 2 * logits_bytes, f"unfused peak {unfused / 2**20:.1f} MiB"
+
+
+def test_default_chunk_size() -> None:
+    assert default_chunk_size(32768, F32) >= 256
+    assert default_chunk_size(27, F32) * 27 * 4 >= 2**20  # small V: few, large chunks
+
+
+# ----------------------------------------------------------------------------- bad input
+
+X, W, T = np.full((3, 4), 0.5), np.full((4, 5), 0.25), np.array([0, 4, 2])
+_, CACHE = linear_cross_entropy_forward(X, W, T)
+
+BAD = [
+    (partial(linear_cross_entropy, X, W[:3], T), ValueError, r"^x has 4 features"),
+    (partial(linear_cross_entropy, X[0], W, T[:1]), ValueError, r"^x must be 2-D"),
+    (partial(linear_cross_entropy, X, W.astype(np.float32), T), TypeError, r"^weight has dtype float32"),
+    (partial(linear_cross_entropy, X.astype(np.int64), W, T), TypeError, r"^x\b.*int64"),
+    (partial(linear_cross_entropy, X, W, T, np.full(4, 0.5)), ValueError, r"^bias must have shape \(5,\)"),
+    (partial(linear_cross_entropy, X, W, np.array([0, 5, 1])), IndexError, r"^target.*got 5"),
+    (partial(linear_cross_entropy, X, W, np.array([0, -1, 1])), IndexError, r"^target.*got -1"),
+    (partial(linear_cross_entropy, X, W, T[:2]), ValueError, r"^target has 2 rows but x has 3"),
+    (partial(linear_cross_entropy, X, W, T.astype(np.float64)), TypeError, r"^target\b.*float64"),
+    (partial(linear_cross_entropy, X, W, T, chunk_size=0), ValueError, r"^chunk_size.*got 0"),
+    (partial(linear_cross_entropy, X, W, T, chunk_size=2.0), TypeError, r"^chunk_size.*float 2.0"),
+    (partial(linear_cross_entropy, X, W, T, reduction="avg"), ValueError, r"^reduction.*'avg'"),
+    (partial(linear_cross_entropy, X, W, T, precision="exact"), ValueError, r"^precision.*'exact'"),
+    (partial(linear_cross_entropy_backward, np.ones(3), CACHE), ValueError, r"^dloss must have.*shape \(\)"),
+    (partial(linear_cross_entropy_backward, np.float32(1.0), CACHE), TypeError, r"^dloss.*float32"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "exc", "pattern"), BAD)
+def test_bad_input(call: Any, exc: type[Exception], pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        call()
