@@ -137,6 +137,7 @@ class CrossEntropyCache(NamedTuple):
     probs: Array | None  # (M, C) softmax, for label smoothing and probability targets
     coef: Array | None  # (M, C) the target distribution times the class weights (0 on ignored rows)
     row_weight: Array | None  # (M,) weight[target] * (target != ignore_index), or None when all are 1
+    ignored: npt.NDArray[np.bool_] | None  # (M,) target == ignore_index, or None when no row is
     denom: float  # the divisor of the mean
     reduction: Reduction
     logits_shape: tuple[int, ...]  # (C,), (N, C) or (N, C, d1, ...)
@@ -301,19 +302,19 @@ def cross_entropy_forward(
         raise ValueError(f"target must have shape {loss_shape} (the logits' {logits.shape} without the class "
                          f"axis), got {target.shape}")  # fmt: skip
     t = target.reshape(-1)  # (M,)
-    valid = None  # None: no row is ignored
+    ignored = None  # None: no row is ignored
     if t.size:
         lo, hi = int(t.min()), int(t.max())
         if lo <= ignore_index <= hi:
-            valid = t != ignore_index  # (M,)
-            kept = t[valid]
+            ignored = t == ignore_index  # (M,)
+            kept = t[~ignored]
             lo, hi = (int(kept.min()), int(kept.max())) if kept.size else (0, 0)
         for v in (lo, hi):
             if not 0 <= v < C:
                 raise IndexError(f"target must be in [0, {C}) (C = {C}) or equal ignore_index ({ignore_index}), "
                                  f"got {v}")  # fmt: skip
-    t = t.astype(np.intp) if valid is None else np.where(valid, t, 0).astype(np.intp)  # (M,), ignored -> 0
-    row_weight = None if valid is None else valid.astype(work.dtype)  # (M,)
+    t = t.astype(np.intp) if ignored is None else np.where(ignored, 0, t).astype(np.intp)  # (M,), ignored -> 0
+    row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
     if wk is not None:
         row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
     denom = float(t.shape[0]) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
@@ -321,24 +322,24 @@ def cross_entropy_forward(
     if eps > 0:  # label smoothing: a dense target distribution, computed like probability targets
         coef = np.full(work.shape, eps / C, dtype=work.dtype) if wk is None else np.tile(wk * (eps / C), (len(t), 1))
         coef[np.arange(len(t)), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
-        if valid is not None:
-            coef *= valid[:, None]
-        return _soft_forward(work, coef, valid, reduction, denom, loss_shape, logits.shape, dtype)
+        if ignored is not None:
+            coef[ignored] = 0
+        return _soft_forward(work, coef, ignored, reduction, denom, loss_shape, logits.shape, dtype)
 
     losses, _, state = ce_rows_forward(work, t, precision=precision, threads=threads)  # (M,)
     if row_weight is not None:
         with np.errstate(invalid="ignore"):
             losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
-        if valid is not None:
-            losses[~valid] = 0  # ignored rows: loss 0 whatever their logits
+        if ignored is not None:
+            losses[ignored] = 0  # ignored rows: loss 0 whatever their logits
     loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
-    return loss, CrossEntropyCache(state, None, None, row_weight, denom, reduction, logits.shape, dtype)
+    return loss, CrossEntropyCache(state, None, None, row_weight, ignored, denom, reduction, logits.shape, dtype)
 
 
 def _soft_forward(
     x: Array,
     coef: Array,
-    valid: npt.NDArray[np.bool_] | None,
+    ignored: npt.NDArray[np.bool_] | None,
     reduction: Reduction,
     denom: float,
     loss_shape: tuple[int, ...],
@@ -353,10 +354,10 @@ def _soft_forward(
     with np.errstate(invalid="ignore"):
         logp = x - lse  # (M, C) log_softmax
         losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
-    if valid is not None:
-        losses[~valid] = 0
+    if ignored is not None:
+        losses[ignored] = 0
     loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
-    return loss, CrossEntropyCache(None, probs, coef, None, denom, reduction, logits_shape, dtype)
+    return loss, CrossEntropyCache(None, probs, coef, None, ignored, denom, reduction, logits_shape, dtype)
 
 
 def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Array:
@@ -382,18 +383,23 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
         ``loss_n = -sum_c a_c (logits_c - lse)`` and ``d loss_n / d logits_j = p_j sum_c a_c - a_j``:
         ``dlogits = g * (probs * a.sum(1) - a)``. Each row of the unweighted gradient sums to 0.
     """
-    state, probs, coef, row_weight, denom, reduction, shape, dtype = cache
+    state, probs, coef, row_weight, ignored, denom, reduction, shape, dtype = cache
     loss_shape = _loss_shape_of(shape)
     dloss = check_dout(dloss, loss_shape if reduction == "none" else (), dtype, name="dloss")
     M = math.prod(loss_shape)
     work = np.float32 if dtype == np.float16 else dtype
     if reduction == "none":
         g = dloss.reshape(M).astype(work)  # (M,)
-    else:  # the mean's divisor; no row counted (all ignored, or none): a zero gradient, as torch
-        scale = float(dloss) / denom if reduction == "mean" and denom != 0 else 0.0 if reduction == "mean" else dloss
-        g = np.full(M, scale, dtype=work)  # (M,)
-    if row_weight is not None:
-        g *= row_weight  # (M,)
+    elif reduction == "sum":
+        g = np.full(M, dloss, dtype=work)  # (M,)
+    else:  # the mean's divisor; if it is 0 the kept rows get dloss / 0 (inf or nan), as torch's
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.full(M, np.float64(dloss) / np.float64(denom), dtype=work)  # (M,)
+    with np.errstate(invalid="ignore"):
+        if row_weight is not None:
+            g *= row_weight  # (M,)
+    if ignored is not None:
+        g[ignored] = 0  # ignored rows: a zero gradient, whatever the rest (all ignored: zeros, as torch)
     if state is not None:
         dx = ce_rows_backward(g, state)  # (M, C) = g * (softmax - onehot)
     else:
