@@ -29,6 +29,14 @@ def _logits(rng: np.random.Generator) -> list[Any]:
     return [rng.normal(0.0, 3.0, (5, 7)), np.array([0, 6, 3, 3, 1])]
 
 
+_WEIGHT = np.linspace(0.5, 2.0, 7)  # (C,) class weights, none equal to 1
+_PROBS = np.random.default_rng(7).dirichlet(np.ones(7), size=(2, 3)).transpose(0, 2, 1)  # (N, C, d1) = (2, 7, 3)
+
+
+def _logits_ignored(rng: np.random.Generator) -> list[Any]:
+    return [rng.normal(0.0, 3.0, (5, 7)), np.array([0, 6, -100, 3, 1])]
+
+
 CASES: tuple[CheckCase, ...] = (
     # repeated indices (1 twice, 4 three times) exercise the scatter-add
     CheckCase("embedding", emb.embedding_forward, emb.embedding_backward,
@@ -52,6 +60,11 @@ CASES: tuple[CheckCase, ...] = (
                   {"reduction": red})
         for red in ("mean", "sum", "none")
     ),
+    CheckCase("cross_entropy (weight, ignore_index, label_smoothing)", ce.cross_entropy_forward,
+              ce.cross_entropy_backward, _logits_ignored, {"weight": _WEIGHT, "label_smoothing": 0.2}),
+    CheckCase("cross_entropy (probability targets, (N, C, d1))", ce.cross_entropy_forward,
+              ce.cross_entropy_backward, lambda r: [r.normal(0.0, 3.0, (2, 7, 3))],
+              {"target": _PROBS, "weight": _WEIGHT, "label_smoothing": 0.1}),
     *(
         CheckCase(f"cross_entropy_naive ({red})", ce.cross_entropy_naive_forward,
                   ce.cross_entropy_naive_backward, _logits, {"reduction": red})
