@@ -87,6 +87,8 @@ CE_CASES: list[Any] = [
     ("zero-weight-on-minus-inf-target", np.array([[-inf, 0.0, 1.0]]), np.array([0]),
      {"weight": np.array([0.0, 1.0, 1.0]), "reduction": "sum"}),  # 0 * inf = nan
     ("weights-sum-to-zero", ROWS3, np.array([0, 0, 0]), {"weight": np.array([0.0, 1.0, 1.0])}),
+    ("weights-sum-to-zero-smoothing", ROWS3, np.array([0, -100, 0]),
+     {"weight": np.array([0.0, 1.0, 1.0]), "label_smoothing": 0.2}),
     ("smoothing-one", ROWS3, np.array([0, 1, 2]), {"label_smoothing": 1.0}),
     ("unbatched", np.array([0.5, -1.0, 2.0]), np.array(2), {}),
     ("unbatched-ignored", np.array([0.5, -1.0, 2.0]), np.array(-100), {}),

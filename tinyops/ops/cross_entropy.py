@@ -196,8 +196,8 @@ def _reduce(losses: Array, reduction: Reduction, denom: float, loss_shape: tuple
             total = float(losses.sum())  # pairwise summation
     if reduction == "sum":
         return np.asarray(total, dtype=losses.dtype)
-    if denom == 0:  # no row counted (all ignored, or none): 0 / 0 = nan, as torch
-        return np.asarray(np.nan if total == 0 or math.isnan(total) else math.copysign(math.inf, total), losses.dtype)
+    if denom == 0:  # no row counted (all ignored, none, or all of weight 0): nan, as torch's 0 / 0
+        return np.asarray(np.nan, dtype=losses.dtype)
     mean = total / denom
     if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
         mean = float((losses / denom).sum())
@@ -392,9 +392,8 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
         g = dloss.reshape(M).astype(work)  # (M,)
     elif reduction == "sum":
         g = np.full(M, dloss, dtype=work)  # (M,)
-    else:  # the mean's divisor; if it is 0 the kept rows get dloss / 0 (inf or nan), as torch's
-        with np.errstate(divide="ignore", invalid="ignore"):
-            g = np.full(M, np.float64(dloss) / np.float64(denom), dtype=work)  # (M,)
+    else:  # the mean's divisor; if it is 0 (the loss is nan) the kept rows get a nan gradient, as torch's
+        g = np.full(M, float(dloss) / denom if denom != 0 else np.nan, dtype=work)  # (M,)
     with np.errstate(invalid="ignore"):
         if row_weight is not None:
             g *= row_weight  # (M,)
