@@ -231,7 +231,8 @@ def cross_entropy_forward(
     Reduction 'mean' divides the sum by ``sum_n w[t_n]`` over the non-ignored rows (index targets;
     the count of those rows without weights) or by the number of rows N * d1 * ... (probability
     targets, as torch); all rows ignored (or no rows) gives a mean of nan with a zero gradient and a
-    sum of 0. 'sum' and the mean accumulate in float64.
+    sum of 0; kept rows whose weights sum to 0 give a mean of nan and a nan gradient on those rows (torch's
+    ``0 / 0``). 'sum' and the mean accumulate in float64.
 
     Infinities as torch: a ``+inf`` logit gives nan; ``-inf`` at the target gives ``+inf``; ``-inf``
     elsewhere gives a finite loss and a zero gradient there (with label smoothing, or a probability
