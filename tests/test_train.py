@@ -1,0 +1,207 @@
+"""The train / eval / sample commands: a run end to end on a small names file, and every error path
+(one line on stderr, exit status 2, no traceback), no silent overwrite, Ctrl-C, atomic model files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tinyops import mlp
+from tinyops import train as T
+from tinyops.cli import main
+
+STEPS = "200"
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 made-up names of a..z (the vocabulary is the lecture's whatever letters occur)."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list(T.LETTERS))
+    words = ["".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(300)]
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(names: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "pt4"
+    assert main(["train", "--data", str(names), "--config", "pt4", "--steps", STEPS, "--seed", "3",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    return out
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], rc: int, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert rc == 2, f"exit status {rc}, stderr: {err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinyops: error: "), err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_train_saves_the_run(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sorted(p.name for p in run.iterdir()) == ["embedding.png", "loss.png", "losses.json", "model.npz"]
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    losses = json.loads((run / "losses.json").read_text())
+    assert losses["config"] == "pt4" and losses["steps"] == int(STEPS) and losses["interrupted"] is False
+    model = T.load_model(run)
+    assert model.config == mlp.CONFIGS["pt4"] and model.stats is not None
+    assert model.meta["seed"] == 3 and model.itos == T.ITOS
+    assert main(["eval", "--model", str(run), "--data", str(_names_of(run))]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0::2] == ["train", "dev", "test"]
+    assert [float(v) for v in printed[1::2]] == [round(losses[k], 4) for k in ("train", "dev", "test")]
+
+
+def _names_of(run: Path) -> Path:
+    return next(run.parent.parent.glob("data*/names.txt"))
+
+
+def test_saved_parameters_reproduce_bit_for_bit(run: Path) -> None:
+    config = mlp.CONFIGS["pt4"]
+    split = T.splits(T.load_words(_names_of(run)), config.block_size)
+    res = T.train(config, *split["train"], seed=3, steps=int(STEPS))
+    model = T.load_model(run / "model.npz")
+    for k in config.param_names:
+        assert np.array_equal(model.params[k], res.params[k]), k
+    stats = mlp.calibrate(res.params, split["train"][0], config, res.stats)
+    assert model.stats is not None and stats is not None
+    assert np.array_equal(model.stats.mean, stats.mean) and np.array_equal(model.stats.var, stats.var)
+
+
+def test_sample_is_deterministic(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for seed in ("1", "1", "2"):
+        assert main(["sample", "--model", str(run), "-n", "8", "--seed", seed]) == 0
+        outs.append(capsys.readouterr().out.splitlines())
+    assert outs[0] == outs[1] != outs[2]
+    assert len(outs[0]) == 8 and all(set(name) <= set(T.LETTERS) for name in outs[0])
+
+
+def test_an_existing_run_is_not_overwritten(run: Path, names: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (run / "model.npz").read_bytes()
+    rc = main(["train", "--data", str(names), "--steps", "10", "--out", str(run), "--no-progress", "--no-plots"])
+    one_error_line(capsys, rc, "already holds a run", "--force")
+    assert (run / "model.npz").read_bytes() == before
+    out = run.parent / "forced"
+    args = ["train", "--data", str(names), "--steps", "10", "--out", str(out), "--no-progress", "--no-plots"]
+    assert main(args) == 0
+    assert main([*args, "--force", "--seed", "1"]) == 0
+    assert json.loads((out / "losses.json").read_text())["seed"] == 1
+
+
+def _bad_data(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    (tmp / "accent.txt").write_text("anna\nzoé\n", encoding="utf-8")
+    (tmp / "upper.txt").write_text("anna\nBob\n")
+    (tmp / "latin1.txt").write_bytes("anna\nzo\xe9\n".encode("latin-1"))
+    (tmp / "empty.txt").write_text("\n\n")
+    (tmp / "adir").mkdir(exist_ok=True)
+    return {
+        "missing": (tmp / "nope.txt", ("cannot read data file", "nope.txt", "No such file")),
+        "directory": (tmp / "adir", ("cannot read data file", "adir")),
+        "outside-vocabulary": (tmp / "accent.txt", ("word 2 'zoé'", "'é'", "outside the vocabulary")),
+        "uppercase": (tmp / "upper.txt", ("word 2 'Bob'", "'B'")),
+        "not-utf8": (tmp / "latin1.txt", ("latin1.txt", "is not UTF-8")),
+        "empty": (tmp / "empty.txt", ("holds no words",)),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "outside-vocabulary", "uppercase", "not-utf8", "empty"])
+def test_bad_data_file(case: str, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, fragments = _bad_data(tmp_path)[case]
+    rc = main(["train", "--data", str(path), "--steps", "5", "--out", str(tmp_path / "r"), "--no-progress"])
+    one_error_line(capsys, rc, *fragments)
+    assert not (tmp_path / "r").exists()  # nothing created for a run that could not start
+    one_error_line(capsys, main(["eval", "--model", str(run), "--data", str(path)]), *fragments)
+
+
+def _write_npz(path: Path, **arrays: Any) -> Path:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def test_bad_model_file(run: Path, names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = dict(np.load(run / "model.npz"))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all")
+    other_shape = _write_npz(tmp_path / "shape.npz", **{**good, "param_W1": np.zeros((30, 100), np.float32)})
+    no_config = _write_npz(tmp_path / "noconfig.npz", **{k: v for k, v in good.items() if k != "config"})
+    no_stats = _write_npz(tmp_path / "nostats.npz", **{k: v for k, v in good.items() if not k.startswith("bn_")})
+    pt2 = dict(
+        good, config=np.array(json.dumps({**json.loads(str(good["config"])), "name": "pt2", "batchnorm": False}))
+    )
+    extra = _write_npz(tmp_path / "extra.npz", **pt2)
+    cases = [
+        (tmp_path / "missing.npz", ("cannot read model file", "missing.npz")),
+        (garbage, ("is not a tinyops model file",)),
+        (other_shape, ("parameter 'W1' has shape (30, 100)", "needs a floating array of shape (30, 200)")),
+        (no_config, ("is not a tinyops model file", "config")),
+        (no_stats, ("batchnorm statistics", "missing")),
+        (extra, ("parameters ['bnbias', 'bngain'] do not belong to config pt2",)),
+    ]
+    for path, fragments in cases:
+        one_error_line(capsys, main(["sample", "--model", str(path)]), *fragments)
+        one_error_line(capsys, main(["eval", "--model", str(path), "--data", str(names)]), *fragments)
+
+
+def test_bad_arguments(names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one_error_line(capsys, T.cmd_train(str(names), "pt3", out=str(tmp_path / "a")), "unknown config 'pt3'")
+    rc = main(["train", "--data", str(names), "--steps", "-1", "--out", str(tmp_path / "b"), "--no-progress"])
+    one_error_line(capsys, rc, "steps must be >= 0, got -1")
+    (tmp_path / "file").write_text("x")
+    rc = main(["train", "--data", str(names), "--out", str(tmp_path / "file"), "--no-progress"])
+    one_error_line(capsys, rc, "exists and is not a directory")
+
+
+def test_ctrl_c_saves_the_parameters_so_far(
+    names: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGINT during step 50 lets that step finish, stops the loop, and saves a complete run."""
+    calls = {"n": 0}
+    step = mlp.train_step
+
+    def interrupted_step(*args: Any) -> Any:
+        if calls["n"] == 50:
+            os.kill(os.getpid(), signal.SIGINT)
+        calls["n"] += 1
+        return step(*args)
+
+    monkeypatch.setattr(mlp, "train_step", interrupted_step)
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(names), "--steps", "1000", "--out", str(out), "--no-progress", "--no-plots"])
+    assert rc == 130
+    assert "interrupted after 51 steps" in capsys.readouterr().err
+    losses = json.loads((out / "losses.json").read_text())
+    assert losses["interrupted"] is True and losses["steps"] == 51
+    assert np.isfinite([losses["train"], losses["dev"], losses["test"]]).all()
+    T.load_model(out)  # a complete, loadable model
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+
+
+def test_model_files_are_written_atomically(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash while writing leaves the previous file intact and no temporary file behind."""
+    model = T.load_model(run)
+    path = tmp_path / "model.npz"
+    T.save_model(path, model.config, model.params, model.stats, {"seed": 3})
+    before = path.read_bytes()
+
+    def crash(f: Any, **arrays: Any) -> None:
+        f.write(b"PK\x03\x04 half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="No space left"):
+        T.save_model(path, model.config, model.params, model.stats, {"seed": 4})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
