@@ -2,14 +2,31 @@
 
 Shapes: ``x`` has any shape; ``axis`` (int, tuple of ints, or None for all axes; default -1) is
 reduced. In the loss these are (N, C) with axis 1. ``R`` below stands for the reduced shape:
-``x``'s shape with the reduced axes set to 1.
+``x``'s shape with the reduced axes set to 1. A 0-D ``x`` counts as one element along axis 0 (or -1),
+as in torch.
 
-Every stable op here shifts by the maximum ``m`` before exponentiating. The shift is exact in
-exact arithmetic (``logsumexp(x) = m + log(sum(exp(x - m)))``) and keeps every ``exp`` argument
-<= 0, so nothing overflows. A non-finite maximum (all ``-inf``, or a ``+inf``) would turn the shift
-into ``-inf - -inf = nan``, so it is replaced by 0 (guarded explicitly, no sentinel values):
-an all ``-inf`` slice then gives ``logsumexp = -inf`` and ``softmax = nan``, a ``+inf`` gives
-``logsumexp = +inf``, and nan propagates -- as in torch.
+**Accuracy.** Every stable op here works on rows: the reduced axes are moved last and flattened, so
+each slice is a row ``x_1..x_n`` with its largest entry ``m = x_a`` (the first one, on ties). Then
+
+    logsumexp(x) = m + log1p(r),   r = sum_{j != a} exp(x_j - m)     (0 <= r <= n - 1)
+
+The largest term, ``exp(0) = 1``, is kept out of the sum: when it dominates (a confident row),
+``log(1 + r)`` of a rounded ``1 + r`` would lose the bits of ``r`` that the result depends on, while
+``log1p(r)`` keeps them. From the same pieces: ``softmax_j = exp(x_j - m) / (1 + r)`` (``1 / (1 + r)``
+at ``a``) and ``log_softmax_j = (x_j - m) - log1p(r)``, a sum of two terms <= 0, so nothing cancels.
+
+float32 (and float16) inputs are computed in float64: ``x_j - m`` is then exact (two float32 values
+differ by a float64 number, unless one is so much smaller that the difference rounds far below what
+matters), and one rounding to float32 at the end leaves the result within about 1 ULP. float64 inputs
+have no wider type, so ``x_j - m`` is formed exactly as a sum of two float64 numbers ``hi + lo``
+(TwoSum) and ``exp(hi + lo) = exp(hi) * (1 + lo)`` to first order: without it, ``x_j - m`` of size
+700 would carry a rounding error of up to 700 * eps / 2 into ``exp`` and so into a tiny probability.
+
+**Edge cases**, as torch: a slice of all ``-inf`` gives ``logsumexp = -inf`` and nan softmax and
+log_softmax; a ``+inf`` gives ``logsumexp = +inf`` and nan softmax and log_softmax; nan propagates;
+an empty reduction gives ``logsumexp = -inf`` (and empty softmax); ``-inf`` entries elsewhere have
+probability 0 and log-probability ``-inf``. Such slices (a non-finite maximum) are never shifted by
+their maximum (``-inf - -inf`` is nan); their outputs are set by the rules above, explicitly.
 """
 
 from __future__ import annotations
@@ -21,32 +38,114 @@ import numpy.typing as npt
 
 from .._checks import Axis, as_float_array, check_dout, normalize_axis
 
+Array = npt.NDArray[Any]
 
-def _shifted_exp(x: npt.NDArray[Any], axes: tuple[int, ...]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """Return ``(e, m)`` with ``m`` the (guarded) max over ``axes`` (shape R) and ``e = exp(x - m)``."""
-    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)  # R; an empty reduction gives -inf
-    m = np.where(np.isfinite(m), m, x.dtype.type(0))  # R; guard: all -inf, +inf or nan -> shift by 0
-    with np.errstate(over="ignore"):  # x - m may round to -inf (x near -max, m near +max): exp -> 0, exact
-        e = np.exp(x - m)  # x.shape, every argument <= 0 where the max is finite
-    return e, m
+
+# ----------------------------------------------------------------------------- the row core
+
+
+class ShiftedRows(NamedTuple):
+    """The pieces of ``logsumexp`` of each row of an (R, n) array, n >= 1, in float64.
+
+    ``d = x - m`` is ``d_hi + d_lo`` exactly (``d_lo`` is None for float32/float16 rows, where
+    ``d_hi`` is exact); ``e = exp(d)`` except ``e[a] = 0``; ``r = sum(e)``; the rows whose maximum is
+    not finite (``bad``, None when there is none) were shifted by 0 and need the explicit rules.
+    """
+
+    m: Array  # (R,) float64: x[row, a], the row max as is (nan, +inf or -inf on bad rows)
+    a: npt.NDArray[np.intp]  # (R,) the index of the max (first on ties; first nan if any)
+    d_hi: Array  # (R, n) float64: x - m (x - 0 on bad rows)
+    d_lo: Array | None  # (R, n) float64 for float64 rows: the rounding error of d_hi, else None
+    e: Array  # (R, n) float64: exp(d), with e[a] = 0
+    r: Array  # (R,) float64: sum_{j != a} exp(x_j - m)
+    log1p_r: Array  # (R,) float64: log1p(r)
+    bad: npt.NDArray[np.bool_] | None  # (R,) rows with a non-finite max, or None
+
+
+def shifted_rows(x: Array) -> ShiftedRows:
+    """Compute :class:`ShiftedRows` of the rows of ``x`` (R, n), n >= 1, float16/32/64; x is not written."""
+    rows = np.arange(x.shape[0])
+    a = np.argmax(x, axis=1)  # (R,)  numpy's argmax returns the first nan, so a nan row has m = nan
+    m = x[rows, a].astype(np.float64)  # (R,)
+    bad = None
+    shift = m
+    if not np.isfinite(m).all():
+        bad = ~np.isfinite(m)  # (R,)
+        shift = np.where(bad, 0.0, m)  # guard: a non-finite max is not subtracted (inf - inf = nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        d_hi = np.subtract(x, shift[:, None], dtype=np.float64)  # (R, n), <= 0 on good rows
+        d_lo = None
+        if x.dtype == np.float64:  # TwoSum: d_hi + d_lo == x - shift exactly
+            bb = d_hi - x  # (R, n)
+            d_lo = (x - (d_hi - bb)) + (-shift[:, None] - bb)  # (R, n)
+            np.nan_to_num(d_lo, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # from infinite x: no correction
+        e = np.exp(d_hi)  # (R, n); on bad rows exp(x) may overflow: their outputs are set apart
+        if d_lo is not None:
+            e += e * d_lo  # exp(hi + lo) = exp(hi) * (1 + lo) + O(lo^2), |lo| <= ulp(hi) / 2
+    e[rows, a] = 0.0  # the largest term, exp(0) = 1, is kept out of the sum
+    r = e.sum(axis=1)  # (R,)
+    log1p_r = np.log1p(r)  # (R,)
+    return ShiftedRows(m, a, d_hi, d_lo, e, r, log1p_r, bad)
+
+
+def softmax_rows(s: ShiftedRows) -> Array:
+    """(R, n) float64 softmax of the rows: ``e / (1 + r)`` and ``1 / (1 + r)`` at the max; nan on bad rows."""
+    denom = 1.0 + s.r  # (R,)
+    p = s.e / denom[:, None]  # (R, n)
+    p[np.arange(p.shape[0]), s.a] = 1.0 / denom
+    if s.bad is not None:
+        p[s.bad] = np.nan  # all -inf: 0/0; a +inf: inf/inf (torch: the whole row is nan)
+    return p
+
+
+def _to_rows(x: Array, axes: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
+    """Move ``axes`` last and flatten them: (R, n) rows and the moved shape (to undo it)."""
+    k = len(axes)
+    moved = np.moveaxis(x, axes, tuple(range(x.ndim - k, x.ndim)))
+    n = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+    return moved.reshape(-1, n), moved.shape
+
+
+def _from_rows(y: Array, moved_shape: tuple[int, ...], axes: tuple[int, ...], ndim: int) -> Array:
+    """Undo :func:`_to_rows` for an (R, n) result."""
+    k = len(axes)
+    return np.moveaxis(y.reshape(moved_shape), tuple(range(ndim - k, ndim)), axes)
+
+
+def _prepare(x: npt.ArrayLike, axis: Axis) -> tuple[Array, tuple[int, ...], tuple[int, ...]]:
+    """Validate: ``(x, axes, shape)``; a 0-D x is viewed as shape (1,) (axis 0, -1 or None, as torch)."""
+    x = as_float_array("x", x)
+    shape = x.shape
+    if x.ndim == 0:
+        x = x.reshape(1)
+    return x, normalize_axis(axis, x.ndim), shape
+
+
+def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axes)
 
 
 # ----------------------------------------------------------------------------- logsumexp
 
 
 class LogsumexpCache(NamedTuple):
-    probs: npt.NDArray[Any]  # x.shape: softmax(x) over the axes, the gradient of logsumexp
+    probs: Array  # x.shape: softmax(x) over the axes, the gradient of logsumexp
     axes: tuple[int, ...]  # the reduced axes, non-negative and sorted
     keepdims: bool
+    out_shape: tuple[int, ...]  # the forward output's shape
 
 
-def logsumexp_forward(
-    x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = False
-) -> tuple[npt.NDArray[Any], LogsumexpCache]:
-    """``out = log(sum(exp(x), axis))``, computed as ``m + log(sum(exp(x - m)))``.
+def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = False) -> tuple[Array, LogsumexpCache]:
+    """``out = log(sum(exp(x), axis))``, computed as ``m + log1p(sum_{j != a} exp(x_j - m))``.
+
+    Within 1 ULP of the exact value for float32 inputs wherever ``|out|`` is not far below ``|m|``
+    (``m + log1p(r)`` cancels only when ``m < 0`` and ``log1p(r)`` is close to ``-m``); see the module
+    docstring for how.
 
     Args:
-        x: float array of any shape.
+        x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None (all axes). Default -1.
         keepdims: keep the reduced axes with size 1.
 
@@ -59,18 +158,27 @@ def logsumexp_forward(
         TypeError: x is not floating, or axis is not an int/tuple/None.
         ValueError: an axis is out of range or repeated.
     """
-    x = as_float_array("x", x)
-    axes = normalize_axis(axis, x.ndim)
-    e, m = _shifted_exp(x, axes)  # x.shape, R
-    s = e.sum(axis=axes, keepdims=True)  # R, >= 1 wherever the max is finite
-    with np.errstate(divide="ignore", invalid="ignore"):  # s == 0 only for all -inf slices: log -> -inf
-        lse = np.log(s) + m  # R
-        probs = e / s  # x.shape; 0/0 = nan for an all -inf slice (torch's gradient there is nan too)
-    out = lse if keepdims else np.squeeze(lse, axis=axes)
-    return out, LogsumexpCache(probs, axes, keepdims)
+    x, axes, shape = _prepare(x, axis)
+    rows, moved = _to_rows(x, axes)  # (R, n)
+    R, n = rows.shape
+    if n == 0:  # an empty sum is 0: log 0 = -inf; no probabilities
+        lse = np.full(R, -np.inf)
+        probs = rows.astype(np.float64)  # (R, 0)
+    else:
+        s = shifted_rows(rows)
+        lse = s.m + s.log1p_r  # (R,)
+        probs = softmax_rows(s)  # (R, n)
+        if s.bad is not None:  # the max as is: nan, +inf, or -inf (an all -inf row)
+            lse[s.bad] = s.m[s.bad]
+            with np.errstate(invalid="ignore", over="ignore"):  # torch's gradient: exp(x - lse)
+                probs[s.bad] = np.exp(rows[s.bad].astype(np.float64) - lse[s.bad, None])  # nan at inf - inf
+    out_shape = () if len(shape) == 0 else _reduced_shape(x.shape, axes, keepdims)
+    out = lse.astype(x.dtype).reshape(out_shape)
+    probs_x = _from_rows(probs.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
+    return out, LogsumexpCache(probs_x, axes if len(shape) else (), keepdims, out_shape)
 
 
-def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> npt.NDArray[Any]:
+def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
     """Gradient of ``out = logsumexp(x, axis)`` with respect to x.
 
     Args:
@@ -78,24 +186,22 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> npt.NDArra
         cache: from :func:`logsumexp_forward`.
 
     Returns:
-        dx: x's shape.
+        dx: x's shape. A slice of all ``-inf`` gets a nan gradient, and a ``+inf`` entry nan (0 at its
+        finite neighbours): torch's ``exp(x - out)``.
 
     Derivation:
         ``d/dx_j log(sum_k exp(x_k)) = exp(x_j) / sum_k exp(x_k) = softmax(x)_j`` -- the gradient of
         logsumexp is softmax (the max shift cancels: it is a constant in the quotient). Each output
         element broadcasts back over its reduced slice, so ``dx = dout[R] * probs``.
     """
-    probs, axes, keepdims = cache
-    out_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))
-    if not keepdims:
-        out_shape = tuple(n for i, n in enumerate(out_shape) if i not in axes)
+    probs, axes, _, out_shape = cache
     dout = check_dout(dout, out_shape, probs.dtype)
-    dout_r = dout if keepdims else np.expand_dims(dout, axes)  # R
-    dx: npt.NDArray[Any] = dout_r * probs  # x.shape
+    r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
+    dx: Array = dout.reshape(r_shape) * probs  # x.shape
     return dx
 
 
-def logsumexp(x: npt.ArrayLike, axis: Axis = -1, keepdims: bool = False) -> npt.NDArray[Any]:
+def logsumexp(x: npt.ArrayLike, axis: Axis = -1, keepdims: bool = False) -> Array:
     """``log(sum(exp(x), axis))`` without overflow; see :func:`logsumexp_forward`."""
     return logsumexp_forward(x, axis=axis, keepdims=keepdims)[0]
 
@@ -104,15 +210,18 @@ def logsumexp(x: npt.ArrayLike, axis: Axis = -1, keepdims: bool = False) -> npt.
 
 
 class SoftmaxCache(NamedTuple):
-    out: npt.NDArray[Any]  # x.shape: the softmax itself, all its backward needs
+    out: Array  # x.shape: the softmax itself, all its backward needs
     axes: tuple[int, ...]
 
 
-def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[npt.NDArray[Any], SoftmaxCache]:
+def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, SoftmaxCache]:
     """``out = exp(x - m) / sum(exp(x - m), axis)``, the max-subtracted (stable) softmax.
 
+    Computed as ``exp(x_j - m) / (1 + r)`` in float64 for float32 inputs (see the module docstring):
+    within 1 ULP of the exact value.
+
     Args:
-        x: float array of any shape.
+        x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None. Default -1.
 
     Returns:
@@ -122,15 +231,14 @@ def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[npt.NDArray[A
     Raises:
         TypeError, ValueError: as :func:`logsumexp_forward`.
     """
-    x = as_float_array("x", x)
-    axes = normalize_axis(axis, x.ndim)
-    e, _ = _shifted_exp(x, axes)  # x.shape
-    with np.errstate(invalid="ignore"):  # 0/0 (all -inf) and inf/inf (+inf present) -> nan, as torch
-        out = e / e.sum(axis=axes, keepdims=True)  # x.shape
-    return out, SoftmaxCache(out, axes)
+    x, axes, shape = _prepare(x, axis)
+    rows, moved = _to_rows(x, axes)  # (R, n)
+    p = softmax_rows(shifted_rows(rows)) if rows.shape[1] else rows  # (R, n)
+    out = _from_rows(p.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
+    return out, SoftmaxCache(out, axes if len(shape) else ())
 
 
-def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> npt.NDArray[Any]:
+def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> Array:
     """Gradient of ``y = softmax(x, axis)`` with respect to x.
 
     Args:
@@ -138,7 +246,7 @@ def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> npt.NDArray[An
         cache: from :func:`softmax_forward` or :func:`softmax_naive_forward`.
 
     Returns:
-        dx: x's shape.
+        dx: x's shape (nan on the slices whose softmax is nan, as torch).
 
     Derivation:
         ``dy_i/dx_j = y_i ([i == j] - y_j)``. The vector-Jacobian product, without forming the
@@ -147,16 +255,16 @@ def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> npt.NDArray[An
     """
     y, axes = cache
     dy = check_dout(dout, y.shape, y.dtype)
-    dx: npt.NDArray[Any] = y * (dy - (dy * y).sum(axis=axes, keepdims=True))  # x.shape
+    dx: Array = y * (dy - (dy * y).sum(axis=axes, keepdims=True))  # x.shape
     return dx
 
 
-def softmax(x: npt.ArrayLike, axis: Axis = -1) -> npt.NDArray[Any]:
+def softmax(x: npt.ArrayLike, axis: Axis = -1) -> Array:
     """Stable softmax; see :func:`softmax_forward`."""
     return softmax_forward(x, axis=axis)[0]
 
 
-def softmax_naive_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[npt.NDArray[Any], SoftmaxCache]:
+def softmax_naive_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, SoftmaxCache]:
     """The seed's softmax, ``counts = exp(x); out = counts / counts.sum(axis)``, with no max shift.
 
     It is here to be compared with :func:`softmax_forward`: equal wherever it is finite, it breaks
@@ -175,7 +283,7 @@ def softmax_naive_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[npt.NDA
 softmax_naive_backward = softmax_backward  # the softmax gradient depends only on y = softmax(x)
 
 
-def softmax_naive(x: npt.ArrayLike, axis: Axis = -1) -> npt.NDArray[Any]:
+def softmax_naive(x: npt.ArrayLike, axis: Axis = -1) -> Array:
     """The seed's overflowing softmax; see :func:`softmax_naive_forward`."""
     return softmax_naive_forward(x, axis=axis)[0]
 
@@ -184,33 +292,44 @@ def softmax_naive(x: npt.ArrayLike, axis: Axis = -1) -> npt.NDArray[Any]:
 
 
 class LogSoftmaxCache(NamedTuple):
-    out: npt.NDArray[Any]  # x.shape: log_softmax(x); exp(out) is the softmax the backward needs
+    out: Array  # x.shape: log_softmax(x); exp(out) is the softmax the backward needs
     axes: tuple[int, ...]
 
 
-def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[npt.NDArray[Any], LogSoftmaxCache]:
-    """``out = x - logsumexp(x, axis)``, never ``log(softmax)`` (which is ``-inf`` once softmax underflows).
+def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, LogSoftmaxCache]:
+    """``out = (x - m) - log1p(r)`` = ``x - logsumexp(x, axis)``, never ``log(softmax)`` (which is
+    ``-inf`` once softmax underflows).
+
+    Both terms are <= 0, so nothing cancels: within 1 ULP of the exact value for float32 inputs (see
+    the module docstring).
 
     Args:
-        x: float array of any shape.
+        x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None. Default -1.
 
     Returns:
-        ``(out, cache)``: out has x's shape and dtype, every entry <= 0.
+        ``(out, cache)``: out has x's shape and dtype, every entry <= 0. A slice of all ``-inf``, or
+        with a ``+inf``, gives nan (as torch); a ``-inf`` entry elsewhere gives ``-inf``.
 
     Raises:
         TypeError, ValueError: as :func:`logsumexp_forward`.
     """
-    x = as_float_array("x", x)
-    axes = normalize_axis(axis, x.ndim)
-    e, m = _shifted_exp(x, axes)  # x.shape, R
-    # an all -inf slice: log 0 = -inf, then -inf - -inf = nan (as torch)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (x - m) - np.log(e.sum(axis=axes, keepdims=True))  # x.shape
-    return out, LogSoftmaxCache(out, axes)
+    x, axes, shape = _prepare(x, axis)
+    rows, moved = _to_rows(x, axes)  # (R, n)
+    if rows.shape[1] == 0:
+        y = rows.astype(np.float64)
+    else:
+        s = shifted_rows(rows)
+        y = s.d_hi - s.log1p_r[:, None]  # (R, n)
+        if s.d_lo is not None:
+            y += s.d_lo  # (x - m) = d_hi + d_lo exactly
+        if s.bad is not None:
+            y[s.bad] = np.nan  # all -inf: -inf - -inf; a +inf: inf - inf (torch: the whole row is nan)
+    out = _from_rows(y.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
+    return out, LogSoftmaxCache(out, axes if len(shape) else ())
 
 
-def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> npt.NDArray[Any]:
+def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> Array:
     """Gradient of ``y = log_softmax(x, axis)`` with respect to x.
 
     Args:
@@ -218,7 +337,7 @@ def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> npt.NDA
         cache: from :func:`log_softmax_forward`.
 
     Returns:
-        dx: x's shape.
+        dx: x's shape (nan on the slices whose log_softmax is nan, as torch).
 
     Derivation:
         ``y_i = x_i - logsumexp(x)``, and the gradient of logsumexp is softmax, so
@@ -228,10 +347,10 @@ def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> npt.NDA
     """
     y, axes = cache
     dy = check_dout(dout, y.shape, y.dtype)
-    dx: npt.NDArray[Any] = dy - np.exp(y) * dy.sum(axis=axes, keepdims=True)  # x.shape
+    dx: Array = dy - np.exp(y) * dy.sum(axis=axes, keepdims=True)  # x.shape
     return dx
 
 
-def log_softmax(x: npt.ArrayLike, axis: Axis = -1) -> npt.NDArray[Any]:
+def log_softmax(x: npt.ArrayLike, axis: Axis = -1) -> Array:
     """``x - logsumexp(x, axis)``; see :func:`log_softmax_forward`."""
     return log_softmax_forward(x, axis=axis)[0]
