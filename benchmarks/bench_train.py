@@ -1,0 +1,391 @@
+"""One training step of the makemore MLP: tinyops against the identical model in torch eager, side by side.
+
+For each configuration (pt2, pt4), float32, one thread each (OMP/OpenBLAS/MKL threads are set to 1 before
+NumPy and torch are imported, and ``torch.set_num_threads(1)``):
+
+1. check: from the same parameters, both implementations train the same batches for a few steps; their
+   losses and final parameters must agree (float32 rounding only) before anything is timed;
+2. time: blocks of steps, tinyops and torch alternating (so both see the same machine load), on the same
+   batches; the median microseconds per step of each and their ratio;
+3. profile: each op call of the tinyops step timed alone on the step's own inputs (median), beside the
+   bare NumPy arithmetic it performs: the difference is the op's per-call input checks and bookkeeping;
+4. full run (without ``--quick``): the wall time of ``tinyops train`` for the config's 200,000 steps
+   (the training loop of :mod:`tinyops.train`, batch sampling included).
+
+The torch step is the lecture's: ``loss.backward()`` then ``p.data -= lr * p.grad`` (pt4: part 4's
+batchnorm with the Bessel-corrected variance, the running statistics updated under ``no_grad``).
+
+    python benchmarks/bench_train.py [--quick] [--data names.txt] [--out results]
+
+Without ``--data`` (or ``TINYOPS_NAMES``) the batches come from random contexts and the full run is skipped.
+Prints a markdown table and writes ``<out>/bench_train.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy / torch load
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import tinyops  # noqa: E402
+from tinyops import mlp  # noqa: E402
+from tinyops import train as T  # noqa: E402
+
+torch.set_num_threads(1)
+Array = np.ndarray[Any, Any]
+
+
+# ============================================================================ the torch model
+
+
+class TorchMLP:
+    """The lecture's model in torch eager with autograd, from tinyops' parameters (copied)."""
+
+    def __init__(self, params: mlp.Params, config: mlp.Config) -> None:
+        self.config = config
+        self.P = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        H = config.n_hidden
+        self.running_mean = torch.zeros(H)
+        self.running_var = torch.ones(H)
+
+    def step(self, Xb: torch.Tensor, Yb: torch.Tensor, lr: float) -> float:
+        P, c = self.P, self.config
+        emb = P["C"][Xb]  # (N, T, D)
+        hpre = emb.view(emb.shape[0], -1) @ P["W1"] + P["b1"]  # (N, H)
+        if c.batchnorm:
+            bnmean = hpre.mean(0, keepdim=True)
+            bnvar = hpre.var(0, keepdim=True, unbiased=True)
+            hpre = P["bngain"] * (hpre - bnmean) * (bnvar + c.bn_eps) ** -0.5 + P["bnbias"]
+            with torch.no_grad():
+                self.running_mean.mul_(1 - c.bn_momentum).add_(c.bn_momentum * bnmean[0])
+                self.running_var.mul_(1 - c.bn_momentum).add_(c.bn_momentum * bnvar[0])
+        h = torch.tanh(hpre)
+        logits = h @ P["W2"] + P["b2"]
+        loss = F.cross_entropy(logits, Yb)
+        for p in P.values():
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in P.values():
+                p -= lr * p.grad  # type: ignore[operator]
+        return loss.item()
+
+    def params(self) -> dict[str, Array]:
+        return {k: v.detach().numpy().copy() for k, v in self.P.items()}
+
+
+# ============================================================================ check, time
+
+
+def batches(n_rows: int, steps: int, batch_size: int, seed: int) -> Array:
+    return np.random.default_rng(seed).integers(0, n_rows, (steps, batch_size))
+
+
+def check_agreement(config: mlp.Config, X: Array, Y: Array, steps: int = 20) -> dict[str, float]:
+    """Train both from the same parameters on the same batches; return the largest differences."""
+    params = mlp.init_params(config, np.random.default_rng(0))
+    model = TorchMLP(params, config)
+    stats = mlp.initial_stats(config)
+    ix = batches(len(X), steps, config.batch_size, 1)
+    ours, theirs = [], []
+    for i in range(steps):
+        loss, stats = mlp.train_step(params, X[ix[i]], Y[ix[i]], config, config.lr, stats)
+        ours.append(loss)
+        theirs.append(model.step(torch.from_numpy(X[ix[i]]), torch.from_numpy(Y[ix[i]]), config.lr))
+    loss_diff = max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
+    tp = model.params()
+    param_diff = max(float(np.abs(params[k] - tp[k]).max() / (np.abs(tp[k]).max())) for k in params)
+    if not (loss_diff < 1e-4 and param_diff < 1e-4):
+        raise SystemExit(
+            f"{config.name}: tinyops and torch disagree after {steps} steps (loss rel diff {loss_diff:.2e}, "
+            f"param rel diff {param_diff:.2e}); not timing"
+        )
+    return {"loss_rel_diff": loss_diff, "param_rel_diff": param_diff, "steps": steps}
+
+
+def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int) -> dict[str, float]:
+    """Median microseconds per step of each implementation, blocks alternating, on the same batches."""
+    params = mlp.init_params(config, np.random.default_rng(0))
+    model = TorchMLP(params, config)
+    stats = mlp.initial_stats(config)
+    ix = batches(len(X), block, config.batch_size, 2)
+    Xb = [X[i] for i in ix]
+    Yb = [Y[i] for i in ix]
+    Xt = [torch.from_numpy(x) for x in Xb]
+    Yt = [torch.from_numpy(y) for y in Yb]
+    lr = config.lr_after  # a small rate: many repeated blocks on the same batches stay well-behaved
+
+    def ours() -> None:
+        nonlocal stats
+        for i in range(block):
+            _, stats = mlp.train_step(params, Xb[i], Yb[i], config, lr, stats)
+
+    def theirs() -> None:
+        for i in range(block):
+            model.step(Xt[i], Yt[i], lr)
+
+    ours()
+    theirs()  # warm-up
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        for fn, acc in ((ours, t_ours), (theirs, t_theirs)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - t0) / block * 1e6)
+    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
+    return {"tinyops_us": mo, "torch_us": mt, "speedup": mt / mo, "block": block, "repeats": repeats}
+
+
+# ============================================================================ where the time goes
+
+
+def median_us(fn: Callable[[], Any], number: int, repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number * 1e6)
+    return statistics.median(times)
+
+
+def profile_ops(config: mlp.Config, X: Array, Y: Array, number: int) -> list[tuple[str, float, float]]:
+    """(op, µs per call of the tinyops op, µs of the bare NumPy arithmetic it does) for each call of a step."""
+    p = mlp.init_params(config, np.random.default_rng(0))
+    stats = mlp.initial_stats(config)
+    ix = batches(len(X), 1, config.batch_size, 3)[0]
+    Xb, Yb = X[ix], Y[ix]
+    N = len(Yb)
+    emb, c_emb = tinyops.embedding_forward(p["C"], Xb)
+    embcat = emb.reshape(N, -1)
+    hpre, c_hpre = tinyops.linear_forward(embcat, p["W1"], p["b1"])
+    hbn, c_bn = hpre, None
+    bn_kw: dict[str, Any] = dict(momentum=config.bn_momentum, eps=config.bn_eps, unbiased=True)
+    if config.batchnorm:
+        hbn, c_bn, _ = tinyops.batchnorm1d_forward(hpre, p["bngain"], p["bnbias"], stats, **bn_kw)
+    h, c_h = tinyops.tanh_forward(hbn)
+    logits, c_logits = tinyops.linear_forward(h, p["W2"], p["b2"])
+    _, c_loss = tinyops.cross_entropy_forward(logits, target=Yb)
+    dlogits = tinyops.cross_entropy_backward(1.0, c_loss)
+    dh, _, _ = tinyops.linear_backward(dlogits, c_logits)
+    dhbn = tinyops.tanh_backward(dh, c_h)
+    dhpre = dhbn
+    if c_bn is not None:
+        dhpre, _, _ = tinyops.batchnorm1d_backward(dhbn, c_bn)
+    dembcat, _, _ = tinyops.linear_backward(dhpre, c_hpre)
+    demb = dembcat.reshape(N, config.block_size, -1)
+    grads = mlp.backward(mlp.forward(p, Xb, Yb, config, stats=stats)[1])
+    rows = np.arange(N)
+
+    def bare_ce() -> Any:  # max-shifted log-sum-exp and softmax, one pass
+        m = logits.max(1, keepdims=True)
+        e = np.exp(logits - m)
+        s = e.sum(1)
+        loss = (np.log(s) + m[:, 0] - logits[rows, Yb]).mean()
+        e /= s[:, None]
+        return loss, e
+
+    def bare_ce_bwd() -> Any:
+        d = c_loss_probs.copy()
+        d[rows, Yb] -= 1
+        d *= 1 / N
+        return d
+
+    c_loss_probs = bare_ce()[1]
+
+    def bare_bn() -> Any:
+        mean = hpre.sum(0) / N
+        xc = hpre - mean
+        inv = 1 / np.sqrt(np.einsum("nc,nc->c", xc, xc) / (N - 1) + np.float32(1e-5))
+        xc *= inv
+        return xc * p["bngain"] + p["bnbias"]
+
+    xhat = (hpre - hpre.mean(0)) / hpre.std(0, ddof=1)
+
+    def bare_bn_bwd() -> Any:
+        db = dhbn.sum(0)
+        dw = np.einsum("nc,nc->c", dhbn, xhat)
+        dx = xhat * (N / (N - 1) * dw)
+        dx += db
+        np.subtract(N * dhbn, dx, out=dx)
+        dx *= p["bngain"] / N
+        return dx, dw, db
+
+    def bare_add_at() -> Any:
+        d = np.zeros_like(p["C"])
+        np.add.at(d, Xb.reshape(-1), demb.reshape(-1, demb.shape[-1]))
+        return d
+
+    sgd_grads = {k: g.copy() for k, g in grads.items()}
+
+    def sgd() -> None:
+        for k, g in sgd_grads.items():
+            g[...] = grads[k]
+        mlp.sgd_update(p, sgd_grads, 0.0)
+
+    def bare_sgd() -> None:
+        for k, g in sgd_grads.items():
+            g[...] = grads[k]
+        for k, w in p.items():
+            np.multiply(sgd_grads[k], -0.0, out=sgd_grads[k])
+            w += sgd_grads[k]
+
+    calls: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+        ("batch gather", lambda: (X[ix], Y[ix]), lambda: (X[ix], Y[ix])),
+        ("embedding fwd", lambda: tinyops.embedding_forward(p["C"], Xb), lambda: p["C"][Xb]),
+        ("linear 1 fwd", lambda: tinyops.linear_forward(embcat, p["W1"], p["b1"]), lambda: embcat @ p["W1"] + p["b1"]),
+    ]
+    if config.batchnorm:
+        calls.append(
+            (
+                "batchnorm fwd",
+                lambda: tinyops.batchnorm1d_forward(hpre, p["bngain"], p["bnbias"], stats, **bn_kw),
+                bare_bn,
+            )
+        )
+    calls += [
+        ("tanh fwd", lambda: tinyops.tanh_forward(hbn), lambda: np.tanh(hbn)),
+        ("linear 2 fwd", lambda: tinyops.linear_forward(h, p["W2"], p["b2"]), lambda: h @ p["W2"] + p["b2"]),
+        ("cross_entropy fwd", lambda: tinyops.cross_entropy_forward(logits, target=Yb), bare_ce),
+        ("cross_entropy bwd", lambda: tinyops.cross_entropy_backward(1.0, c_loss), bare_ce_bwd),
+        ("linear 2 bwd", lambda: tinyops.linear_backward(dlogits, c_logits),
+         lambda: (dlogits @ p["W2"].T, h.T @ dlogits, dlogits.sum(0))),
+        ("tanh bwd", lambda: tinyops.tanh_backward(dh, c_h), lambda: (1 - h**2) * dh),
+    ]  # fmt: skip
+    if c_bn is not None:
+        calls.append(("batchnorm bwd", lambda: tinyops.batchnorm1d_backward(dhbn, c_bn), bare_bn_bwd))
+    calls += [
+        ("linear 1 bwd", lambda: tinyops.linear_backward(dhpre, c_hpre),
+         lambda: (dhpre @ p["W1"].T, embcat.T @ dhpre, dhpre.sum(0))),
+        ("embedding bwd", lambda: tinyops.embedding_backward(demb, c_emb), bare_add_at),
+        ("sgd update", sgd, bare_sgd),
+    ]  # fmt: skip
+    return [(name, median_us(op, number), median_us(bare, number)) for name, op, bare in calls]
+
+
+def matmul_floor(config: mlp.Config, number: int) -> float:
+    """µs of the step's six matrix products alone (2 forward, 4 backward): arithmetic that every
+    implementation of the step performs, whatever its overhead."""
+    rng = np.random.default_rng(0)
+    N, H, V, K = config.batch_size, config.n_hidden, config.vocab_size, config.block_size * config.n_embd
+    embcat, W1, W2 = (rng.standard_normal(s).astype(np.float32) for s in ((N, K), (K, H), (H, V)))
+    h, dlogits, dhpre = (rng.standard_normal(s).astype(np.float32) for s in ((N, H), (N, V), (N, H)))
+
+    def products() -> None:
+        embcat @ W1, h @ W2, dlogits @ W2.T, h.T @ dlogits, dhpre @ W1.T, embcat.T @ dhpre
+
+    return median_us(products, number)
+
+
+# ============================================================================ main
+
+
+def load(data: str | None, config: mlp.Config) -> tuple[Array, Array, bool]:
+    if data:
+        words = T.load_words(data)
+        X, Y = T.splits(words, config.block_size)["train"]
+        return X, Y, True
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 27, (180_000, config.block_size)), rng.integers(0, 27, 180_000), False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and no full 200,000-step run")
+    ap.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"), help="names.txt (default: $TINYOPS_NAMES)")
+    ap.add_argument("--configs", default="pt2,pt4", help="comma-separated configurations")
+    ap.add_argument("--out", default="results", help="directory for bench_train.{md,json}")
+    args = ap.parse_args()
+    block, repeats, number = (200, 5, 300) if args.quick else (1000, 11, 2000)
+
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "threads": "1 (OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1))",
+        "dtype": "float32",
+        "quick": args.quick,
+    }
+    results: dict[str, Any] = {"machine": info, "configs": {}}
+    printed = 0
+    lines = [
+        f"# bench_train ({'quick' if args.quick else 'full'}): numpy {np.__version__}, torch {torch.__version__}, "
+        "1 thread, float32",
+        "",
+    ]
+    for name in args.configs.split(","):
+        config = mlp.CONFIGS[name]
+        X, Y, real = load(args.data, config)
+        agree = check_agreement(config, X, Y)
+        timing = time_steps(config, X, Y, block, repeats)
+        prof = profile_ops(config, X, Y, number)
+        floor = matmul_floor(config, number)
+        timing["matmul_floor_us"] = floor
+        r: dict[str, Any] = {
+            "agreement": agree,
+            "timing": timing,
+            "profile": prof,
+            "data": "names" if real else "random",
+        }
+        lines += [
+            f"## {name} ({config.num_params():,} parameters, batch {config.batch_size}, "
+            f"{'names' if real else 'random contexts'})",
+            "",
+            f"agreement over {agree['steps']} steps: loss rel diff {agree['loss_rel_diff']:.1e}, "
+            f"parameter rel diff {agree['param_rel_diff']:.1e}",
+            "",
+            "| implementation | µs/step (median of {repeats} blocks of {block}) |".format(**timing),
+            "|---|---:|",
+            f"| tinyops | {timing['tinyops_us']:.1f} |",
+            f"| torch eager | {timing['torch_us']:.1f} |",
+            f"| **speedup** | **{timing['speedup']:.2f}x** |",
+            f"| the six matrix products alone (floor) | {floor:.1f} |",
+            f"| torch / floor: the largest possible speedup | {timing['torch_us'] / floor:.2f}x |",
+            "",
+            "| op call | tinyops µs | bare NumPy µs | checks + bookkeeping µs |",
+            "|---|---:|---:|---:|",
+            *[f"| {op} | {a:.1f} | {b:.1f} | {a - b:.1f} |" for op, a, b in prof],
+            f"| **sum** | **{sum(a for _, a, _ in prof):.1f}** | **{sum(b for _, _, b in prof):.1f}** | "
+            f"**{sum(a - b for _, a, b in prof):.1f}** |",
+            "",
+        ]
+        if real and not args.quick:
+            t0 = time.perf_counter()
+            res = T.train(config, X, Y, seed=0)
+            wall = time.perf_counter() - t0
+            r["full_run"] = {"steps": res.steps_done, "seconds": wall, "us_per_step": wall / res.steps_done * 1e6,
+                             "final_loss_1000": float(res.lossi[-1000:].mean())}  # fmt: skip
+            lines += [
+                f"full run: {res.steps_done:,} steps in {wall:.1f} s ({r['full_run']['us_per_step']:.1f} µs/step, "
+                f"loss over the last 1,000 steps {r['full_run']['final_loss_1000']:.4f}); torch eager at its "
+                f"measured step time would take {timing['torch_us'] * res.steps_done / 1e6:.1f} s",
+                "",
+            ]
+        results["configs"][name] = r
+        print("\n".join(lines[printed:]), flush=True)
+        printed = len(lines)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_train.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "bench_train.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'bench_train.md'} and {out / 'bench_train.json'}")
+
+
+if __name__ == "__main__":
+    main()
