@@ -1,160 +1,319 @@
-"""Fused versus naive cross-entropy, forward + backward: time and peak extra memory, side by side.
+"""Cross-entropy forward + backward, naive versus fused versus torch, beside the hardware floor.
 
-Variants (same inputs, same run): the seed's naive chain, tinyops' fused op, and torch's
-F.cross_entropy with autograd (1 thread) when torch is installed. Every variant's loss and gradient
-are checked against a float64 reference before anything is timed. Times are medians of repeated
-runs; memory is the peak of NumPy allocations during one forward + backward (tracemalloc).
+Variants (same logits, same run):
+  naive            the seed's chain exp -> sum -> divide -> pick -> log -> -mean, one primitive at a time
+  composed         tinyops log_softmax forward/backward plus a pick of the targets (NLL)
+  fused            tinyops.cross_entropy, default precision, 1 thread
+  fused fast       precision="fast", threads=1 and threads=2 (when the op has those options)
+  torch            F.cross_entropy with autograd, 1 and 2 threads (when torch is installed)
+  floor            one np.exp(logits, out=buf) pass on one core: no correct fused forward + backward
+                   avoids one exp and one write per element
 
-    python benchmarks/bench_loss.py [--quick] [--out results]
+Each variant's loss and dlogits are checked against a float64 reference (tolerance: a few eps of the
+variant's compute precision, times the magnitudes the rounding grows with) before it is timed; one that
+fails is reported as FAILED and not timed. Times are medians of repeated calls. Peak extra memory: tracemalloc
+for the NumPy variants, the peak-RSS growth of one call in a fresh process for torch.
+
+    python benchmarks/bench_loss.py [--quick] [--out results] [--shapes 32x27,4096x8192] [--dtypes float32]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
+import inspect
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C
+
 import tinyops
 
 Array = np.ndarray[Any, Any]
-Step = Callable[[Array, Array], tuple[Array, Array]]  # (logits, target) -> (loss, dlogits)
+Step = Callable[[Array, Array], tuple[Any, Array]]  # (logits, target) -> (loss, dlogits)
+
+FULL_SHAPES = [(32, 27), (4096, 27), (182625, 27), (4096, 8192), (2048, 50257)]
+QUICK_SHAPES = [(32, 27), (4096, 27), (4096, 8192)]
+CE_PARAMS = inspect.signature(tinyops.cross_entropy_forward).parameters
 
 
-def naive_step(logits: Array, target: Array) -> tuple[Array, Array]:
+# ============================================================================ the variants
+
+
+def naive_step(logits: Array, target: Array) -> tuple[Any, Array]:
     loss, cache = tinyops.cross_entropy_naive_forward(logits, target)
     return loss, tinyops.cross_entropy_naive_backward(1.0, cache)
 
 
-def fused_step(logits: Array, target: Array) -> tuple[Array, Array]:
-    loss, cache = tinyops.cross_entropy_forward(logits, target)
-    return loss, tinyops.cross_entropy_backward(1.0, cache)
+def composed_step(logits: Array, target: Array) -> tuple[Any, Array]:
+    """log_softmax, then NLL: ``loss = -mean(logprobs[n, t_n])``; backward: ``dlogprobs`` is
+    ``-1/N`` at the targets and 0 elsewhere, pushed through log_softmax's backward."""
+    N = logits.shape[0]
+    rows = np.arange(N)
+    logprobs, cache = tinyops.log_softmax_forward(logits, axis=1)  # (N, V)
+    loss = -logprobs[rows, target].mean()
+    dlogprobs = np.zeros_like(logprobs)  # (N, V)
+    dlogprobs[rows, target] = -1.0 / N
+    return loss, tinyops.log_softmax_backward(dlogprobs, cache)
 
 
-def torch_step() -> Step | None:
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
-        return None
-    torch.set_num_threads(1)
-
-    def step(logits: Array, target: Array) -> tuple[Array, Array]:
-        t = torch.from_numpy(logits).requires_grad_(True)
-        loss = F.cross_entropy(t, torch.from_numpy(target))
-        loss.backward()
-        assert t.grad is not None
-        return loss.detach().numpy(), t.grad.numpy()
+def fused_step(**options: Any) -> Step:
+    def step(logits: Array, target: Array) -> tuple[Any, Array]:
+        loss, cache = tinyops.cross_entropy_forward(logits, target, **options)
+        return loss, tinyops.cross_entropy_backward(1.0, cache)
 
     return step
 
 
+def torch_step(threads: int) -> Step:
+    import torch
+    import torch.nn.functional as F
+
+    def step(logits: Array, target: Array) -> tuple[Any, Array]:
+        x = torch.from_numpy(logits).requires_grad_(True)
+        loss = F.cross_entropy(x, torch.from_numpy(target))
+        loss.backward()
+        assert x.grad is not None
+        return loss.detach().numpy(), x.grad.numpy()
+
+    return step
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    step: Step
+    compute: np.dtype[Any] | None = None  # the precision it computes in, when lower than the input's
+    torch_threads: int | None = None  # a torch variant, run at this many threads
+    options: tuple[tuple[str, Any], ...] = ()  # keyword options of the fused op (for the memory child)
+
+
+def variants(have_torch: bool) -> list[Variant]:
+    out = [Variant("naive", naive_step), Variant("composed", composed_step)]
+    if "precision" in CE_PARAMS and "threads" in CE_PARAMS:
+        out.append(Variant("fused", fused_step(precision="accurate", threads=1), None, None,
+                           (("precision", "accurate"), ("threads", 1))))  # fmt: skip
+        for n in (1, 2):
+            opts = (("precision", "fast"), ("threads", n))
+            out.append(Variant(f"fused fast, {n} thread{'s' * (n > 1)}", fused_step(**dict(opts)),
+                               np.dtype(np.float32), None, opts))  # fmt: skip
+    else:  # the op without the speed options: the default only
+        out.append(Variant("fused", fused_step()))
+    if have_torch:
+        out += [Variant(f"torch, {n} thread{'s' * (n > 1)}", torch_step(n), torch_threads=n) for n in (1, 2)]
+    return out
+
+
+# ============================================================================ reference and check
+
+
+def make_inputs(N: int, V: int, dtype: str, seed: int = 0) -> tuple[Array, Array]:
+    """Synthetic logits ~ N(0, 2^2) (a peaked but not saturated softmax) and uniform targets."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, V), dtype=np.float32 if dtype == "float32" else np.float64)
+    logits *= 2
+    return logits.astype(dtype, copy=False), rng.integers(0, V, N)
+
+
 def reference(logits: Array, target: Array) -> tuple[float, Array]:
-    """float64 loss and gradient, written out independently of the code under test."""
+    """float64 loss and dlogits, written out independently of the code under test."""
     x = logits.astype(np.float64)
     m = x.max(axis=1, keepdims=True)
     e = np.exp(x - m)
     s = e.sum(axis=1, keepdims=True)
     rows = np.arange(x.shape[0])
     loss = float(np.mean(np.log(s[:, 0]) + m[:, 0] - x[rows, target]))
-    grad = e / s
-    grad[rows, target] -= 1
-    return loss, grad / x.shape[0]
+    e /= s
+    e[rows, target] -= 1
+    e /= x.shape[0]
+    return loss, e
 
 
-def check(name: str, step: Step, logits: Array, target: Array, ref: tuple[float, Array]) -> float:
-    """Fail loudly unless the variant's loss and gradient match the float64 reference; return the max error."""
-    loss, grad = step(logits, target)
-    eps = float(np.finfo(logits.dtype).eps)
-    loss_err = abs(float(loss) - ref[0])
-    grad_err = float(np.max(np.abs(grad.astype(np.float64) - ref[1])))
-    scale = 1 + float(np.abs(logits).max())
-    if not (loss_err <= 64 * eps * scale and grad_err <= 64 * eps / logits.shape[0]):
-        raise SystemExit(f"{name}: result is wrong (loss error {loss_err:.2e}, gradient error {grad_err:.2e})")
-    return max(loss_err, grad_err)
+def check(v: Variant, logits: Array, target: Array, ref: tuple[float, Array]) -> C.Check:
+    """Loss within ``16 eps (1 + max|logits| + log2 V)``; dlogits within ``16 eps (1 + log2 V) / N``
+    elementwise (``|softmax - onehot| <= 1``, scaled by 1/N), eps of the variant's compute precision."""
+    try:
+        loss, grad = v.step(logits, target)
+    except Exception as e:  # a variant that raises is a failed variant, reported as such
+        return C.Check(False, float("inf"), f"raised {type(e).__name__}: {e}")
+    N, V = logits.shape
+    compute = v.compute if v.compute is not None and v.compute.itemsize < logits.dtype.itemsize else logits.dtype
+    eps = float(np.finfo(compute).eps)
+    log_v = 1 + np.log2(V)
+    return C.check_close([
+        ("loss", loss, ref[0], 16 * eps * (1 + float(np.abs(logits).max()) + log_v)),
+        ("dlogits", grad, ref[1], 16 * eps * log_v / N),
+    ])  # fmt: skip
 
 
-def median_time(step: Step, logits: Array, target: Array, budget: float) -> float:
-    """Median seconds per call over repeated calls filling about ``budget`` seconds (at least 5)."""
-    step(logits, target)  # warm-up
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 10_000):
-        t0 = time.perf_counter()
-        step(logits, target)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+# ============================================================================ the memory child
 
 
-def peak_bytes(step: Step, logits: Array, target: Array) -> int:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    step(logits, target)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+def torch_rss_step(N: int, V: int, dtype: str, threads: int) -> Callable[[], Any]:
+    """For :func:`common.rss_peak`: torch's forward + backward on fresh inputs of this shape."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logits, target = make_inputs(N, V, dtype)
+    step = torch_step(threads)
+    return lambda: step(logits, target)
+
+
+# ============================================================================ the run
+
+
+def run(shapes: list[tuple[int, int]], dtypes: list[str], budget: float, torch_memory: bool) -> list[dict[str, Any]]:
+    try:
+        import torch
+
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("torch is not installed: its variants are left out")
+    vs = variants(have_torch)
+    rows: list[dict[str, Any]] = []
+    for dtype in dtypes:
+        for N, V in shapes:
+            t0 = time.perf_counter()
+            logits, target = make_inputs(N, V, dtype)
+            ref = reference(logits, target)
+            floor = C.floor_time(logits, budget)
+            base = {"dtype": dtype, "N": N, "V": V}
+            rows.append({**base, "variant": "floor (np.exp, 1 core)", "status": "ok", "seconds": floor,
+                         "ns_per_elem": floor * 1e9 / (N * V), "x_floor": 1.0, "peak_bytes": 0,
+                         "peak_method": "out= buffer", "check": "not a loss"})  # fmt: skip
+            for v in vs:
+                if v.torch_threads is not None:
+                    torch.set_num_threads(v.torch_threads)
+                c = check(v, logits, target, ref)
+                row: dict[str, Any] = {**base, "variant": v.name, "status": "ok" if c.ok else "FAILED",
+                                       "check": c.detail, "err_over_tol": c.err}  # fmt: skip
+                if c.ok:
+                    call = partial(v.step, logits, target)
+                    seconds = C.median_time(call, budget)
+                    row.update(seconds=seconds, ns_per_elem=seconds * 1e9 / (N * V), x_floor=seconds / floor)
+                    if v.torch_threads is None:
+                        row.update(peak_bytes=C.tracemalloc_peak(call),
+                                   peak_method="tracemalloc")  # fmt: skip
+                    elif torch_memory:
+                        kw = {"N": N, "V": V, "dtype": dtype, "threads": v.torch_threads}
+                        row.update(peak_bytes=C.rss_peak(Path(__file__), "torch_rss_step", kw),
+                                   peak_method="RSS growth, fresh process")  # fmt: skip
+                rows.append(row)
+            del ref
+            print(f"  {dtype} {N} x {V}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        fused = next((f for f in rows if (f["dtype"], f["N"], f["V"]) == (r["dtype"], r["N"], r["V"])
+                      and f["variant"] == "fused" and f["status"] == "ok"), None)  # fmt: skip
+        ok = r["status"] == "ok"
+        peak = r.get("peak_bytes")
+        out.append([
+            r["dtype"], f"{r['N']} x {r['V']}", r["variant"], r["status"],
+            C.fmt(r["seconds"] * 1e6) if ok else "-",
+            C.fmt(r["ns_per_elem"]) if ok else "-",
+            f"{r['x_floor']:.2f}x" if ok else "-",
+            f"{r['seconds'] / fused['seconds']:.2f}x" if ok and fused else "-",
+            "-" if peak is None else C.fmt(peak / 2**20),
+        ])  # fmt: skip
+    headers = ["dtype", "N x V", "variant", "check", "median µs", "ns/elem", "vs floor", "vs fused", "peak extra MiB"]
+    return C.md_table(headers, out, "lllrrrrrr")
+
+
+def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    plt = C.pyplot()
+    dtypes = sorted({r["dtype"] for r in rows})
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    # ns per element against V, at the largest N measured for each V (the per-element regime)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes, strict=True):
+        for name in names:
+            pts: dict[int, tuple[int, float]] = {}
+            for r in rows:
+                if r["dtype"] == dtype and r["variant"] == name and r["status"] == "ok":
+                    if r["V"] not in pts or r["N"] > pts[r["V"]][0]:
+                        pts[r["V"]] = (r["N"], r["ns_per_elem"])
+            if pts:
+                vs = sorted(pts)
+                style = "k--" if name.startswith("floor") else "o-"
+                ax.plot(vs, [pts[v][1] for v in vs], style, label=name)
+        ax.set(xscale="log", yscale="log", xlabel="V (classes)", ylabel="ns per element (median)",
+               title=f"cross-entropy fwd + bwd, {dtype} (largest N per V)")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    p1 = out / "bench_loss_time.png"
+    fig.savefig(p1, dpi=110)
+    plt.close(fig)
+    # peak extra memory per variant, one group per shape
+    shapes = list(dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows))
+    mem_names = [n for n in names if not n.startswith("floor")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shapes) * 1.5), 4.5))
+    width = 0.8 / max(1, len(mem_names))
+    for i, name in enumerate(mem_names):
+        ys = []
+        for s in shapes:
+            r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == s and r["variant"] == name), None)
+            ys.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
+        ax.bar(np.arange(len(shapes)) + i * width, ys, width, label=name)
+    ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, [f"{d}\n{n}x{v}" for d, n, v in shapes], fontsize=7)
+    ax.set(yscale="log", ylabel="peak extra MiB (one fwd + bwd)", title="cross-entropy peak extra memory")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p2 = out / "bench_loss_memory.png"
+    fig.savefig(p2, dpi=110)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(a), int(b)) for a, b in (s.lower().split("x") for s in text.split(","))]
+    except ValueError:
+        raise SystemExit(f"--shapes must look like 32x27,4096x8192, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer shapes, shorter timing (about 20 s)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for bench_loss.json/.md")
+    C.add_common_args(parser)
+    parser.add_argument("--shapes", type=parse_shapes, default=None, help="N x V list, e.g. 32x27,4096x8192")
+    parser.add_argument("--dtypes", default=None, help="comma list of float32, float64")
+    parser.add_argument("--no-torch-memory", action="store_true", help="skip torch's fresh-process memory runs")
     args = parser.parse_args(argv)
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
+    dtypes = args.dtypes.split(",") if args.dtypes else (["float32"] if args.quick else ["float32", "float64"])
+    for d in dtypes:
+        if d not in ("float32", "float64"):
+            raise SystemExit(f"--dtypes: float32 and/or float64, got {d!r}")
+    budget = args.budget if args.budget is not None else (0.3 if args.quick else 1.5)
 
-    shapes = [(32, 27), (4096, 27), (4096, 8192)] if args.quick else [(32, 27), (4096, 27), (182625, 27), (4096, 8192)]
-    dtypes = [np.float32] if args.quick else [np.float32, np.float64]
-    budget = 0.5 if args.quick else 2.0
-    variants: list[tuple[str, Step]] = [("naive", naive_step), ("fused", fused_step)]
-    t_step = torch_step()
-    if t_step is not None:
-        variants.append(("torch (1 thread)", t_step))
-
-    rng = np.random.default_rng(0)
-    rows: list[dict[str, Any]] = []
-    for dtype in dtypes:
-        for N, V in shapes:
-            logits = rng.normal(0.0, 2.0, (N, V)).astype(dtype)
-            target = rng.integers(0, V, N)
-            ref = reference(logits, target)
-            for name, step in variants:
-                err = check(name, step, logits, target, ref)
-                seconds = median_time(step, logits, target, budget)
-                peak = peak_bytes(step, logits, target) if name != "torch (1 thread)" else None
-                rows.append({"dtype": np.dtype(dtype).name, "N": N, "V": V, "variant": name,
-                             "us": seconds * 1e6, "ns_per_elem": seconds * 1e9 / (N * V),
-                             "peak_mib": None if peak is None else peak / 2**20, "max_err": err})  # fmt: skip
-
-    lines = [
-        "| dtype | N x V | variant | median µs | ns/elem | peak extra MiB | vs fused (time) |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        fused = next(
-            f for f in rows if (f["dtype"], f["N"], f["V"], f["variant"]) == (r["dtype"], r["N"], r["V"], "fused")
-        )
-        mem = "n/a (not NumPy)" if r["peak_mib"] is None else f"{r['peak_mib']:.2f}"
-        lines.append(f"| {r['dtype']} | {r['N']} x {r['V']} | {r['variant']} | {r['us']:.1f} | "
-                     f"{r['ns_per_elem']:.2f} | {mem} | {r['us'] / fused['us']:.2f}x |")  # fmt: skip
-    table = "\n".join(lines)
-    machine = (f"{platform.processor() or platform.machine()}, NumPy {np.__version__}, "
-               f"Python {platform.python_version()}")  # fmt: skip
-    print(f"Cross-entropy forward + backward, mean reduction ({machine})\n")
-    print(table)
-    print("\nEvery variant's loss and gradient were checked against a float64 reference before timing.")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_loss.md").write_text(table + "\n")
-    (args.out / "bench_loss.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    print(f"wrote {args.out / 'bench_loss.md'} and {args.out / 'bench_loss.json'}")
-    return 0
+    info = C.machine_info()
+    print(f"Cross-entropy forward + backward, mean reduction\nMachine: {C.machine_line(info)}\n", flush=True)
+    rows = run(shapes, dtypes, budget, torch_memory=not args.no_torch_memory)
+    tab = table(rows)
+    print(tab)
+    failed = [r["variant"] + f" ({r['dtype']} {r['N']}x{r['V']}: {r['check']})" for r in rows if r["status"] != "ok"]
+    print("\nEvery variant's loss and dlogits were checked against a float64 reference before timing."
+          + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
+    payload = {"benchmark": "loss", "machine": info, "quick": args.quick, "budget_s": budget,
+               "command": "python benchmarks/bench_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "rows": rows}  # fmt: skip
+    paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab, payload)
+    if not args.no_plots:
+        paths += plots(rows, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
