@@ -57,6 +57,8 @@ def test_train_saves_the_run(run: Path, capsys: pytest.CaptureFixture[str]) -> N
     model = T.load_model(run)
     assert model.config == mlp.CONFIGS["pt4"] and model.stats is not None
     assert model.meta["seed"] == 3 and model.itos == T.ITOS
+    with np.load(run / "model.npz") as z:  # the running estimates of training are kept beside the calibrated ones
+        assert z["bn_running_mean"].shape == (200,) and not np.array_equal(z["bn_running_mean"], z["bn_mean"])
     assert main(["eval", "--model", str(run), "--data", str(_names_of(run))]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[0::2] == ["train", "dev", "test"]

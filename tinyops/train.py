@@ -183,12 +183,21 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 
 def save_model(
-    path: Path, config: mlp.Config, params: mlp.Params, stats: BatchNormStats | None, meta: dict[str, Any]
+    path: Path,
+    config: mlp.Config,
+    params: mlp.Params,
+    stats: BatchNormStats | None,
+    meta: dict[str, Any],
+    running: BatchNormStats | None = None,
 ) -> None:
-    """One ``.npz``: ``param_<name>`` arrays, the batchnorm statistics, the config and ``meta`` as JSON."""
+    """One ``.npz``: ``param_<name>`` arrays, the batchnorm statistics (``bn_*``: the calibrated ones that
+    evaluation and sampling use; ``bn_running_*``: the running estimates of training, kept for reference),
+    the config and ``meta`` as JSON."""
     arrays: dict[str, Any] = {f"param_{k}": v for k, v in params.items()}
     if stats is not None:
         arrays |= {"bn_mean": stats.mean, "bn_var": stats.var, "bn_num_batches_tracked": stats.num_batches_tracked}
+    if running is not None:
+        arrays |= {"bn_running_mean": running.mean, "bn_running_var": running.var}
     arrays["config"] = np.array(json.dumps(dataclasses.asdict(config)))
     arrays["meta"] = np.array(json.dumps({"itos": ITOS, **meta}))
     with _atomic(path) as tmp, open(tmp, "wb") as f:
@@ -365,7 +374,7 @@ def cmd_train(
             "train_seconds": round(res.seconds, 3),
             "us_per_step": round(1e6 * res.seconds / max(res.steps_done, 1), 2),
         }  # fmt: skip
-        save_model(out_dir / MODEL_FILE, cfg, res.params, stats, meta)
+        save_model(out_dir / MODEL_FILE, cfg, res.params, stats, meta, running=res.stats)
         _write_json(out_dir / LOSSES_FILE, {"config": cfg.name, **meta, **losses})
         if plots and res.steps_done:
             save_plots(out_dir, res.lossi, res.params, ITOS)
