@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,88 @@ def test_fused_vs_naive_rejects_bad_sizes(tmp_path: Path) -> None:
     proc = run_example("fused_vs_naive", "--rows", "0", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "--rows" in proc.stderr and "0" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- backprop_ninja.py
+
+CMP_ROW = re.compile(r"^(\w+)\s*\| exact: (True|False)\s*\| approximate: (True|False)\s*\| maxdiff: (\S+)$")
+
+
+@needs_names
+def test_backprop_ninja_matches_torch_and_trains() -> None:
+    pytest.importorskip("torch", reason="backprop_ninja.py compares with torch autograd")
+    proc = run_example("backprop_ninja", "--data", os.environ[NAMES_ENV], "--steps", "100")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    V, D, T, H = 27, 10, 3, 64
+    assert lines[0] == f"parameters: {V * D + T * D * H + H + H * V + V + 2 * H}, batch 32, vocabulary {V}"
+
+    rows = [m.groups() for m in map(CMP_ROW.match, lines) if m]
+    names = [r[0] for r in rows]
+    intermediates = {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes",
+                     "logits", "h", "hpreact", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani",
+                     "hprebn", "embcat", "emb"}  # fmt: skip
+    parameters = {"C", "W1", "b1", "W2", "b2", "bngain", "bnbias"}
+    assert intermediates | parameters <= set(names)
+    # exercise 1 (26 rows), 2 (dlogits), 3 (hprebn, bngain, bnbias), 4 (the 7 parameters of one mlp step)
+    assert len(rows) == 26 + 1 + 3 + 7
+    for name, _, approximate, maxdiff in rows:
+        if name == "b1":  # its exact gradient is 0 (batchnorm removes the shift): both sides are rounding noise
+            assert float(maxdiff) < 1e-7
+            continue
+        assert approximate == "True", f"d{name} differs from torch's: maxdiff {maxdiff}"
+        assert float(maxdiff) < 1e-6
+
+    loss_fast = next(ln for ln in lines if ln.startswith("loss_fast"))
+    assert float(loss_fast.rsplit("diff:", 1)[1]) < 1e-5
+    first, last = map(float, re.findall(r"(\d+\.\d+)", next(ln for ln in lines if ln.startswith("mean batch loss"))))
+    assert last < first
+    train = float(next(ln for ln in lines if ln.startswith("train ")).split()[1])
+    val = float(next(ln for ln in lines if ln.startswith("val ")).split()[1])
+    assert 1.5 < train < first and 1.5 < val < first
+
+
+def test_backprop_ninja_without_data_says_what_is_missing() -> None:
+    env = {k: v for k, v in os.environ.items() if k != NAMES_ENV}
+    proc = run_example("backprop_ninja", env=env)
+    assert proc.returncode == 2
+    assert "--data" in proc.stderr and NAMES_ENV in proc.stderr
+
+
+# ----------------------------------------------------------------------------- train_makemore.py
+
+
+@needs_names
+def test_train_makemore_trains_evaluates_samples_plots(tmp_path: Path) -> None:
+    steps = 300
+    proc = run_example("train_makemore", "--data", os.environ[NAMES_ENV], "--steps", str(steps), "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    V, D, T, H = 27, 10, 3, 200  # pt2
+    assert f"config pt2: {V * D + T * D * H + H + H * V + V} parameters; {steps} steps" in lines[0]
+    means = [float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith("steps ")]
+    assert len(means) == 10
+    assert means[-1] < means[0]  # the loss falls
+    train = float(next(ln for ln in lines if ln.startswith("train ")).split()[1])
+    dev = float(next(ln for ln in lines if ln.startswith("dev ")).split()[1])
+    assert 1.5 < train < means[0] and 1.5 < dev < means[0]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("dev ")) + 1
+    names = lines[start : start + 10]
+    assert len(names) == 10 and all(re.fullmatch(r"[a-z]*", n) for n in names)
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_train_makemore_rejects_bad_steps(tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("emma\nolivia\n")
+    proc = run_example("train_makemore", "--data", str(names), "--steps", "0", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--steps" in proc.stderr
+
+
+def test_train_makemore_rejects_characters_outside_the_vocabulary(tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("emma\nZoe\n")
+    proc = run_example("train_makemore", "--data", str(names), "--steps", "1", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "'Z'" in proc.stderr and "Traceback" not in proc.stderr
