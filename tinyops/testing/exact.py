@@ -101,14 +101,21 @@ def _log1p(s: _MPF) -> _MPF:
     return out
 
 
-def _row(row: list[float], target: int | None) -> tuple[Any, list[Any], list[Any], Any, list[Any] | None]:
-    """Exact (lse, log_softmax, softmax, loss, grad) of one row of floats; loss/grad are None without target."""
+def _row(
+    row: list[float], target: int | None, full: bool = True
+) -> tuple[Any, list[Any], list[Any], Any, list[Any] | None]:
+    """Exact (lse, log_softmax, softmax, loss, grad) of one row of floats; loss/grad are None without target.
+
+    ``full=False`` skips the per-entry outputs (log_softmax, softmax and grad come back empty / None).
+    """
     V = len(row)
     has_target = target is not None
     arr = np.asarray(row, dtype=np.float64)
     if V == 0 or np.isnan(arr).any() or np.isposinf(arr).any() or not np.isfinite(arr).any():
         lse = _NAN if np.isnan(arr).any() else (_POS_INF if np.isposinf(arr).any() else _NEG_INF)
         nans = [_NAN] * V
+        if not full:
+            return lse, [], [], (_NAN if has_target else None), None
         return lse, nans, list(nans), (_NAN if has_target else None), (list(nans) if has_target else None)
     top = float(arr.max())
     k = target if target is not None and row[target] == top else int(np.argmax(arr))  # reference index
@@ -128,8 +135,8 @@ def _row(row: list[float], target: int | None) -> tuple[Any, list[Any], list[Any
     log_s = _log1p(s)  # log S, S = 1 + s
     S = libmp.mpf_add(_ONE, s, PREC + 8, _RND)
     lse = _mpf(libmp.mpf_add(r, log_s, PREC, _RND))
-    lsm = [_NEG_INF if di is None else _mpf(libmp.mpf_sub(di, log_s, PREC, _RND)) for di in d]
-    sm = [_mpf(libmp.mpf_div(ei, S, PREC, _RND)) for ei in e]
+    lsm = [_NEG_INF if di is None else _mpf(libmp.mpf_sub(di, log_s, PREC, _RND)) for di in d] if full else []
+    sm = [_mpf(libmp.mpf_div(ei, S, PREC, _RND)) for ei in e] if full else []
     if target is None:
         return lse, lsm, sm, None, None
     if row[target] == -np.inf:
@@ -137,6 +144,8 @@ def _row(row: list[float], target: int | None) -> tuple[Any, list[Any], list[Any
     else:
         gap = libmp.mpf_sub(r, libmp.from_float(row[target]), PREC + 32, _RND)  # r - x_t >= 0, 0 when k == t
         loss = _mpf(libmp.mpf_add(gap, log_s, PREC, _RND))
+    if not full:
+        return lse, lsm, sm, loss, None
     if k == target:
         rest = s  # S - e_t = the sum of the other terms
     else:
@@ -185,34 +194,40 @@ def reference(x: npt.ArrayLike, target: npt.ArrayLike | None = None) -> Referenc
         ValueError: x not 1-D or 2-D; target of the wrong shape.
         IndexError: a target outside ``[0, V)``.
 
-    Cost: about 10 microseconds per entry (pure-Python mpmath), 0.5 s for a row of V = 50,257.
+    Cost: 10 to 30 microseconds per entry (pure-Python mpmath), 0.5 to 1.5 s for a row of V = 50,257.
     """
+    return _reference(x, target, full=True)
+
+
+def _reference(x: npt.ArrayLike, target: npt.ArrayLike | None, *, full: bool) -> Reference:
+    """:func:`reference`; ``full=False`` computes only lse and loss (the per-entry arrays come back empty)."""
     rows, one_d = _as_rows("x", x)
     rows2 = rows[None, :] if one_d else rows  # (N, V)
     N, V = rows2.shape
     ts: list[int | None] = [None] * N if target is None else list(_targets(target, rows2, one_d))
     lse, lsm, sm, loss, grad = [], [], [], [], []
     for row, t in zip(rows2.tolist(), ts, strict=True):
-        a, b, c, d, g = _row(row, t)
+        a, b, c, d, g = _row(row, t, full)
         lse.append(a)
         lsm.extend(b)
         sm.extend(c)
         loss.append(d)
         grad.extend(g or [])
     lead: tuple[int, ...] = () if one_d else (N,)
+    W = V if full else 0
     with_t = target is not None
     return Reference(
         lse=_object_array(lse, (N,)).reshape(lead),
-        log_softmax=_object_array(lsm, (N, V)).reshape((*lead, V)),
-        softmax=_object_array(sm, (N, V)).reshape((*lead, V)),
+        log_softmax=_object_array(lsm, (N, W)).reshape((*lead, W)),
+        softmax=_object_array(sm, (N, W)).reshape((*lead, W)),
         loss=_object_array(loss, (N,)).reshape(lead) if with_t else None,
-        grad=_object_array(grad, (N, V)).reshape((*lead, V)) if with_t else None,
+        grad=_object_array(grad, (N, W)).reshape((*lead, W)) if with_t and full else None,
     )
 
 
 def logsumexp(x: npt.ArrayLike) -> Array:
     """Exact ``log(sum(exp(x)))`` over the last axis: object array of mpf, shape (N,) (0-D for a row)."""
-    return reference(x).lse
+    return _reference(x, None, full=False).lse
 
 
 def log_softmax(x: npt.ArrayLike) -> Array:
@@ -227,7 +242,7 @@ def softmax(x: npt.ArrayLike) -> Array:
 
 def cross_entropy(logits: npt.ArrayLike, target: npt.ArrayLike) -> Array:
     """Exact per-sample ``logsumexp(logits_n) - logits_n[target_n]``: object array of mpf, (N,)."""
-    loss = reference(logits, target).loss
+    loss = _reference(logits, target, full=False).loss
     assert loss is not None
     return loss
 
@@ -270,24 +285,37 @@ def cross_entropy_mean(logits: npt.ArrayLike, target: npt.ArrayLike) -> Any:
 # ----------------------------------------------------------------------------- rounding and ULPs
 
 
-def _hi_lo(exact: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Split exact values into ``hi`` (correctly rounded float64) + ``lo`` (float64 remainder)."""
+def _hi_lo(exact: npt.ArrayLike, dtype: np.dtype[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Split exact values into ``hi`` (correctly rounded float64) + ``lo`` (float64 remainder).
+
+    ``lo`` is formed only where it can matter: for a float64 ``dtype``, and where ``hi`` is a midpoint of
+    a narrower ``dtype`` (the rounding direction); elsewhere it shifts a narrower dtype's ULP error by at
+    most ``2**-29`` ULP and is left 0.
+    """
     arr = np.asarray(exact)
     if arr.dtype != object:
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"exact must be float or an object array of mpmath.mpf, got dtype {arr.dtype}")
         hi = np.asarray(arr, dtype=np.float64)  # float64 or narrower: exact, lo = 0
         return hi, np.zeros_like(hi)
-    flat = arr.ravel().tolist()
-    hi_l, lo_l = [], []
-    for v in flat:
-        m = v._mpf_ if isinstance(v, mpmath.mpf) else libmp.from_float(float(v))
-        h = libmp.to_float(m, rnd=_RND)
-        hi_l.append(h)
-        rest = libmp.mpf_sub(m, libmp.from_float(h), 64, _RND) if np.isfinite(h) else _ZERO
-        lo_l.append(libmp.to_float(rest, rnd=_RND))
-    shape = arr.shape
-    return np.asarray(hi_l, dtype=np.float64).reshape(shape), np.asarray(lo_l, dtype=np.float64).reshape(shape)
+    raws = [v._mpf_ if isinstance(v, mpmath.mpf) else libmp.from_float(float(v)) for v in arr.ravel().tolist()]
+    hi = np.asarray([libmp.to_float(m, rnd=_RND) for m in raws], dtype=np.float64)
+    need = np.isfinite(hi) & ((dtype == np.float64) | _midpoint(hi, dtype)[0])
+    lo = np.zeros_like(hi)
+    for i in np.flatnonzero(need).tolist():
+        lo[i] = libmp.to_float(libmp.mpf_sub(raws[i], libmp.from_float(float(hi[i])), 64, _RND), rnd=_RND)
+    return hi.reshape(arr.shape), lo.reshape(arr.shape)
+
+
+def _midpoint(hi: npt.NDArray[np.float64], dtype: np.dtype[Any]) -> tuple[Array, Array, Array, Array]:
+    """``(midpoint, y, n, d)``: y = hi rounded to dtype, d = hi - y (exact), n = y's neighbour on hi's side,
+    midpoint = hi lies exactly halfway between y and n."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = hi.astype(dtype)
+        d = hi - y.astype(np.float64)  # exact (hi and y are within a dtype ulp)
+        n = np.nextafter(y, np.where(d > 0, np.inf, -np.inf).astype(dtype))
+        midpoint = (d != 0) & np.isfinite(y) & np.isfinite(n) & (n.astype(np.float64) - hi == d)
+    return midpoint, y, n, d
 
 
 def _round(hi: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], dtype: np.dtype[Any]) -> Array:
@@ -300,14 +328,8 @@ def _round(hi: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], dtype: np.d
     """
     if dtype == np.float64:
         return hi.copy()
-    with np.errstate(over="ignore", invalid="ignore"):
-        y = hi.astype(dtype)
-        y64 = y.astype(np.float64)
-        d = hi - y64  # exact (hi and y64 are within a dtype ulp)
-        toward = np.where(d > 0, np.inf, -np.inf).astype(dtype)
-        n = np.nextafter(y, toward)  # the neighbour on hi's side of y
-        midpoint = (d != 0) & np.isfinite(y) & np.isfinite(n) & (n.astype(np.float64) - hi == d)
-        past = midpoint & (lo != 0) & (np.sign(lo) == np.sign(d))
+    midpoint, y, n, d = _midpoint(hi, dtype)
+    past = midpoint & (lo != 0) & (np.sign(lo) == np.sign(d))
     return np.where(past, n, y)
 
 
@@ -316,7 +338,7 @@ def round_to(exact: npt.ArrayLike, dtype: npt.DTypeLike) -> Array:
     dt = np.dtype(dtype)
     if dt.kind != "f":
         raise TypeError(f"dtype must be a float dtype, got {dt}")
-    hi, lo = _hi_lo(exact)
+    hi, lo = _hi_lo(exact, dt)
     return _round(hi, lo, dt)
 
 
@@ -327,7 +349,8 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
     dtype: the gap from ``|y|`` to the next float away from zero (``2**(e - p + 1)`` for ``|y|`` in
     ``[2**e, 2**(e+1))``, p = 24 for float32, 53 for float64). A correctly rounded result scores <= 0.5.
     The difference is formed from a double-float split of the exact value (``hi + lo``, 106 bits), so the
-    measured error itself is good to about ``2**-50`` ULP.
+    measured error itself is good to about ``2**-50`` ULP in float64 (``2**-29`` in float32, where ``lo``
+    is dropped unless it decides the rounding).
 
     Special values:
     - zero and subnormals: ``y`` subnormal or zero has the ulp of the smallest subnormal (1.4e-45 in
@@ -353,7 +376,7 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
     if g.dtype.kind not in "fiu":
         raise TypeError(f"got must be a float array, got dtype {g.dtype}")
     g64 = g.astype(np.float64)
-    hi, lo = _hi_lo(exact)
+    hi, lo = _hi_lo(exact, dt)
     g64, hi, lo = np.broadcast_arrays(g64, hi, lo)
     y = _round(hi, lo, dt)
     finfo = np.finfo(dt)
