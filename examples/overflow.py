@@ -6,14 +6,17 @@ float64 reference computed here with the max shift and ``log1p`` (independent of
 the dtype (the best answer the dtype can hold: a loss below its smallest subnormal is 0):
 
 - the seed's softmax (``exp(x) / sum(exp(x))``) and the max-shifted one: max absolute error;
-- the seed's naive cross-entropy chain and the fused one, for target 0 (the smallest logit: a large
-  loss) and target 3 (the largest logit: a confident prediction, loss near 0): relative error.
+- the seed's naive cross-entropy chain and the fused one (default ``precision='accurate'``), for
+  target 0 (the smallest logit: a large loss) and target 3 (the largest logit: a confident prediction,
+  loss near 0), and the fused one with ``precision='fast'`` for target 3: relative error.
 
 ``nan`` / ``inf`` mean the result itself is nan / inf. The naive softmax breaks at the exp overflow
 threshold ``log(finfo.max)`` of the dtype (``inf / inf``); the naive loss of target 0 breaks earlier,
 when that class's probability underflows to 0 and ``-log(0) = inf``. The stable ones never overflow.
-A relative error near 1 for target 3 with a finite loss is cancellation, not overflow: ``lse - x[target]``
-subtracts two nearly equal numbers once the true loss is below about the dtype's eps.
+A relative error near 1 for target 3 with a finite loss is cancellation, not overflow: the naive chain
+rounds ``p_t`` to 1 before its ``log``, and the fast kernel's ``lse - x[target]`` subtracts two nearly
+equal numbers, once the true loss is below about the dtype's eps. The accurate kernel computes that
+loss as ``(m - x[t]) + log1p(sum_{j != argmax} exp(x_j - m))``, where nothing cancels.
 
 Writes ``overflow.md``, ``overflow.json`` and ``overflow.png`` (needs matplotlib) to ``--out``.
 
@@ -93,6 +96,7 @@ def run() -> list[dict[str, Any]]:
                 naive_ce = tinyops.cross_entropy_naive(np.stack([x, x]), np.array(TARGETS), reduction="none")
             stable_sm = tinyops.softmax(x)
             fused_ce = tinyops.cross_entropy(np.stack([x, x]), np.array(TARGETS), reduction="none")
+            fast_ce = tinyops.cross_entropy(np.stack([x, x]), np.array(TARGETS), reduction="none", precision="fast")
             row: dict[str, Any] = {"dtype": np.dtype(dtype).name, "scale": t, "max_logit": float(x.max())}
             cells = {
                 "naive softmax": describe(naive_sm, ref_probs, relative=False),
@@ -101,6 +105,8 @@ def run() -> list[dict[str, Any]]:
             for i, target in enumerate(TARGETS):
                 cells[f"naive CE t={target}"] = describe(naive_ce[i : i + 1], ref_losses[i : i + 1], relative=True)
                 cells[f"fused CE t={target}"] = describe(fused_ce[i : i + 1], ref_losses[i : i + 1], relative=True)
+            i = TARGETS.index(3)
+            cells["fast CE t=3"] = describe(fast_ce[i : i + 1], ref_losses[i : i + 1], relative=True)
             row["cells"] = {k: c[0] for k, c in cells.items()}
             row["errors"] = {k: c[1] for k, c in cells.items()}
             rows.append(row)
@@ -115,7 +121,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-STYLES = {"naive CE t=0": "o-", "fused CE t=0": "s--", "naive CE t=3": "^-", "fused CE t=3": "v--"}
+STYLES = {"naive CE t=0": "o-", "fused CE t=0": "s--", "naive CE t=3": "^-", "fused CE t=3": "v--",
+          "fast CE t=3": "d:"}  # fmt: skip
 FLOOR = 1e-18  # an error of exactly 0 is drawn here (log axis)
 BROKEN = 1e3  # a nan or inf result is drawn here, as a hollow marker
 
