@@ -218,7 +218,7 @@ def run(shapes: list[tuple[int, int, tuple[int, ...]]], dtypes: list[str], budge
                 row: dict[str, Any] = {**base, "variant": name, "status": "ok" if c.ok else "FAILED",
                                        "check": c.detail, "err_over_tol": c.err}  # fmt: skip
                 if c.ok:
-                    row["seconds"] = C.median_time(step, budget)
+                    row["seconds"] = C.median_time(step, budget, warm=False)  # the check was the warm-up
                     if threads is None:
                         row.update(peak_bytes=C.tracemalloc_peak(step), peak_method="tracemalloc")
                     elif torch_memory:

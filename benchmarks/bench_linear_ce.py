@@ -168,7 +168,7 @@ def timed(name: str, step: Callable[[], Result], ref: Result, dtype: np.dtype[An
     row: dict[str, Any] = {"variant": name, "status": "ok" if c.ok else "FAILED", "check": c.detail,
                            "err_over_tol": c.err}  # fmt: skip
     if c.ok:
-        row["seconds"] = C.median_time(step, budget, min_runs=min_runs)
+        row["seconds"] = C.median_time(step, budget, min_runs=min_runs, warm=False)  # checked = warmed up
     return row
 
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shape = TINY if args.tiny else QUICK if args.quick else FULL
     budget = args.budget if args.budget is not None else (0.5 if args.quick or args.tiny else 2.0)
-    min_runs = 5 if args.tiny else 3
+    min_runs = 3
     info = C.machine_info()
     print(f"Linear + cross-entropy forward + backward, N x D -> V = {shape[0]} x {shape[1]} -> {shape[2]}, "
           f"float32\nMachine: {C.machine_line(info)}\n", flush=True)  # fmt: skip

@@ -128,9 +128,13 @@ def blas_threads(n: int) -> Iterator[None]:
 # ============================================================================ time and memory
 
 
-def median_time(step: Callable[[], Any], budget: float, min_runs: int = 3, max_runs: int = 10_000) -> float:
-    """Median seconds per call, over at least ``min_runs`` calls and about ``budget`` seconds, after a warm-up."""
-    step()
+def median_time(
+    step: Callable[[], Any], budget: float, min_runs: int = 3, max_runs: int = 10_000, warm: bool = True
+) -> float:
+    """Median seconds per call, over at least ``min_runs`` calls and about ``budget`` seconds, after a
+    warm-up call (``warm=False``: the caller's check call was the warm-up)."""
+    if warm:
+        step()
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_runs or (time.perf_counter() - start < budget and len(times) < max_runs):
