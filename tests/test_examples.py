@@ -173,7 +173,9 @@ def test_fused_vs_naive_checks_then_times(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "fused_vs_naive.json").read_text())
     assert (tmp_path / "fused_vs_naive.png").read_bytes().startswith(PNG_MAGIC)
-    assert sorted((r["variant"], r["V"]) for r in results) == sorted((v, V) for v in ("naive", "fused") for V in vocab)
+    assert sorted((r["variant"], r["V"]) for r in results) == sorted(
+        (v, V) for v in ("naive", "fused", "fused fast") for V in vocab
+    )
     eps32 = float(np.finfo(np.float32).eps)
     for r in results:
         assert r["N"] == N
