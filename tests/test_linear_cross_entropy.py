@@ -43,7 +43,6 @@ def torch_linear_cross_entropy(
     *,
     chunk_size: int | None = None,
     reduction: str = "mean",
-    precision: str = "accurate",
 ) -> torch.Tensor:
     """torch's op on our layout: it takes the weight as (V, D). With a chunk size, torch's own chunked
     path runs with the same number of rows per chunk."""
@@ -207,20 +206,6 @@ def test_no_bias_and_torch_at_float32() -> None:
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=0, atol=1e-5 * float(np.abs(dw).max()))
 
 
-def test_fast_precision_agrees() -> None:
-    """The row kernel's 'fast' mode is passed through and stays within float32 accuracy of the default."""
-    rng = np.random.default_rng(13)
-    x = rng.normal(size=(40, 6))
-    w = rng.normal(0.0, 0.5, (6, 500))
-    t = rng.integers(0, 500, 40)
-    la, ca = linear_cross_entropy_forward(x, w, t, chunk_size=9)
-    lf, cf = linear_cross_entropy_forward(x, w, t, chunk_size=9, precision="fast")
-    np.testing.assert_allclose(lf, la, rtol=1e-5)
-    for ga, gf in zip(linear_cross_entropy_backward(0.7, ca)[:2], linear_cross_entropy_backward(0.7, cf)[:2],
-                      strict=True):  # fmt: skip
-        np.testing.assert_allclose(gf, ga, rtol=0, atol=1e-5 * float(np.abs(ga).max()))
-
-
 def test_empty_batch() -> None:
     """No rows: the mean is nan (as torch), the gradients are zero."""
     x, w = np.empty((0, 3)), np.full((3, 4), 0.25)
@@ -280,7 +265,6 @@ BAD = [
     (partial(linear_cross_entropy, X, W, T, chunk_size=0), ValueError, r"^chunk_size.*got 0"),
     (partial(linear_cross_entropy, X, W, T, chunk_size=2.0), TypeError, r"^chunk_size.*float 2.0"),
     (partial(linear_cross_entropy, X, W, T, reduction="avg"), ValueError, r"^reduction.*'avg'"),
-    (partial(linear_cross_entropy, X, W, T, precision="exact"), ValueError, r"^precision.*'exact'"),
     (partial(linear_cross_entropy_backward, np.ones(3), CACHE), ValueError, r"^dloss must have.*shape \(\)"),
     (partial(linear_cross_entropy_backward, np.float32(1.0), CACHE), TypeError, r"^dloss.*float32"),
 ]  # fmt: skip

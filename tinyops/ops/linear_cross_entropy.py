@@ -13,6 +13,12 @@ Why the rows and not the vocabulary: a vocabulary chunk cannot finish its gradie
 log-sum-exp has seen the whole row, so it must either keep the row's logits (the memory it meant to
 save) or recompute them (a fourth N x D x V matmul on an op whose three matmuls already are the time).
 Row chunks need neither.
+
+Each chunk's softmax is done in place on its fresh logits buffer (max-shift, exp, one division), so a
+chunk costs one (chunk, V) buffer and no copies. The logits come out of a D-term matmul and already
+carry its rounding (about ``sqrt(D) eps |x| |w|``), so this plain max-shifted softmax, a few eps, is
+as accurate as the result can be; the few-ULP kernels of :mod:`tinyops.ops.ce_kernels` would spend time
+on digits the matmul has already lost.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
-from .ce_kernels import PRECISIONS, Precision, ce_rows_backward, ce_rows_forward
 from .primitives import reduce_losses
 
 Array = npt.NDArray[Any]
@@ -47,7 +52,6 @@ class LinearCrossEntropyCache(NamedTuple):
     target: npt.NDArray[np.intp]  # (N,)
     reduction: Reduction
     chunk_size: int
-    precision: Precision
     grads: tuple[Array, Array, Array | None] | None  # (dx (N, D), dweight (D, V), dbias (V,) | None)
 
 
@@ -63,7 +67,6 @@ def _check_inputs(
     bias: npt.ArrayLike | None,
     chunk_size: int | None,
     reduction: Reduction,
-    precision: Precision,
 ) -> tuple[Array, Array, npt.NDArray[np.intp], Array | None, int]:
     x = as_float_array("x", x, ndim=2)
     weight = as_float_array("weight", weight, ndim=2)
@@ -81,8 +84,6 @@ def _check_inputs(
         if bias.shape[0] != V:
             raise ValueError(f"bias must have shape ({V},), got shape {bias.shape}")
     check_reduction(reduction)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     t = as_index_array("target", target, V, size_name="number of classes V")
     if t.ndim != 1:
         raise ValueError(f"target must be 1-D (N,), got shape {t.shape}")
@@ -104,16 +105,29 @@ def _chunk_logits(x_c: Array, weight: Array, bias: Array | None) -> Array:
     return logits
 
 
-def _chunk_losses(
-    x: Array, weight: Array, bias: Array | None, target: npt.NDArray[np.intp], chunk_size: int, precision: Precision
-) -> Array:
+def _softmax_rows_(z: Array, t: npt.NDArray[np.intp]) -> tuple[Array, Array]:
+    """In place: turn the (c, V) logits ``z`` into ``exp(z - max)`` row by row; return the rows' losses
+    ``logsumexp(z) - z[t]`` (c,) and the sums of exp (c, 1). Non-finite rows propagate as in
+    :func:`tinyops.cross_entropy` (a ``+inf`` or nan logit gives nan)."""
+    rows = np.arange(z.shape[0])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        m = z.max(axis=1, keepdims=True, initial=-np.inf)  # (c, 1)
+        m[~np.isfinite(m)] = 0  # guard: a row of -inf, +inf or nan is shifted by 0
+        z -= m  # (c, V)  every entry <= 0 on a finite row
+        z_t = z[rows, t]  # (c,)  the target's shifted logit (fancy indexing copies it)
+        np.exp(z, out=z)  # (c, V)  counts
+        s = z.sum(axis=1, keepdims=True)  # (c, 1)
+        loss = np.log(s[:, 0]) - z_t  # (c,)  log sum exp(z - m) - (z_t - m)
+    return loss, s
+
+
+def _chunk_losses(x: Array, weight: Array, bias: Array | None, target: npt.NDArray[np.intp], chunk_size: int) -> Array:
     """The (N,) per-row losses, one chunk of logits at a time, with no gradient."""
     N = x.shape[0]
     losses = np.empty(N, dtype=x.dtype)  # (N,)
     for r0 in range(0, N, chunk_size):
         r1 = min(r0 + chunk_size, N)
-        logits = _chunk_logits(x[r0:r1], weight, bias)  # (c, V)
-        losses[r0:r1] = ce_rows_forward(logits, target[r0:r1], precision=precision)[0]
+        losses[r0:r1] = _softmax_rows_(_chunk_logits(x[r0:r1], weight, bias), target[r0:r1])[0]
     return losses
 
 
@@ -123,12 +137,12 @@ def _accumulate_grads(
     bias: Array | None,
     target: npt.NDArray[np.intp],
     chunk_size: int,
-    precision: Precision,
     row_scale: Array,
     losses: Array | None,
 ) -> tuple[Array, Array, Array | None]:
     """Walk the row chunks; for each, make its logits, its loss (into ``losses`` when given) and
-    ``dlogits = row_scale * (softmax - onehot)``, and push dlogits through the linear layer's backward."""
+    ``dlogits = row_scale * (softmax - onehot)`` in the logits' buffer, and push dlogits through the
+    linear layer's backward."""
     N, D = x.shape
     V = weight.shape[1]
     dx = np.empty((N, D), dtype=x.dtype)  # (N, D)
@@ -138,14 +152,14 @@ def _accumulate_grads(
     weight_T = weight.T  # (V, D) a view
     for r0 in range(0, N, chunk_size):
         r1 = min(r0 + chunk_size, N)
-        x_c = x[r0:r1]  # (c, D)
-        logits = _chunk_logits(x_c, weight, bias)  # (c, V)
-        loss_c, _, state = ce_rows_forward(logits, target[r0:r1], precision=precision)  # (c,)
+        x_c, t_c, g_c = x[r0:r1], target[r0:r1], row_scale[r0:r1]  # (c, D), (c,), (c,)
+        dlogits = _chunk_logits(x_c, weight, bias)  # (c, V)  the logits; they become dlogits in place
+        loss_c, s = _softmax_rows_(dlogits, t_c)  # dlogits holds the counts exp(z - m), s their row sums
         if losses is not None:
             losses[r0:r1] = loss_c
-        del logits  # the kernel's state holds the softmax; the logits are no longer needed
-        dlogits = ce_rows_backward(row_scale[r0:r1], state)  # (c, V)  row_scale * (softmax - onehot)
-        del state
+        with np.errstate(invalid="ignore"):
+            dlogits *= g_c[:, None] / s  # g * softmax
+        dlogits[np.arange(r1 - r0), t_c] -= g_c  # g * (softmax - onehot)
         np.matmul(dlogits, weight_T, out=dx[r0:r1])  # (c, D)  dx = dlogits @ weight.T
         if dweight_c is dweight:
             np.matmul(x_c.T, dlogits, out=dweight)  # (D, V)  the only chunk
@@ -165,7 +179,6 @@ def linear_cross_entropy_forward(
     *,
     chunk_size: int | None = None,
     reduction: Reduction = "mean",
-    precision: Precision = "accurate",
 ) -> tuple[Array, LinearCrossEntropyCache]:
     """``loss = cross_entropy(x @ weight + bias, target, reduction)``, chunked over rows.
 
@@ -182,28 +195,27 @@ def linear_cross_entropy_forward(
         chunk_size: rows per chunk; None picks about 4 MiB of logits per chunk (at least 256 rows).
             The result does not depend on it beyond rounding in the weight and bias gradient sums.
         reduction: 'mean' (nan for N == 0, as torch) | 'sum' | 'none'.
-        precision: the row kernel's mode, 'accurate' or 'fast' (see :mod:`tinyops.ops.ce_kernels`).
 
     Returns:
         ``(loss, cache)``: loss 0-D (mean, sum) or (N,) (none) in x's dtype.
 
     Raises:
         TypeError: non-floating x/weight/bias, dtypes that differ, non-integer target, non-int chunk_size.
-        ValueError: wrong dimensions or sizes, chunk_size < 1, unknown reduction or precision.
+        ValueError: wrong dimensions or sizes, chunk_size < 1, unknown reduction.
         IndexError: a target is negative or >= V.
     """
-    x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction, precision)
+    x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction)
     N = x.shape[0]
     grads = None
     if reduction == "none":  # the loss only; the backward recomputes the chunks
-        losses = _chunk_losses(x, weight, bias, t, chunk_size, precision)  # (N,)
+        losses = _chunk_losses(x, weight, bias, t, chunk_size)  # (N,)
     else:
         losses = np.empty(N, dtype=x.dtype)  # (N,)
         per_row = 1.0 / max(N, 1) if reduction == "mean" else 1.0
         row_scale = np.full(N, per_row, dtype=x.dtype)  # (N,)  d loss / d loss_n for dloss = 1
-        grads = _accumulate_grads(x, weight, bias, t, chunk_size, precision, row_scale, losses)
+        grads = _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, losses)
     loss = reduce_losses(losses, reduction)
-    return loss, LinearCrossEntropyCache(x, weight, bias, t, reduction, chunk_size, precision, grads)
+    return loss, LinearCrossEntropyCache(x, weight, bias, t, reduction, chunk_size, grads)
 
 
 def linear_cross_entropy_backward(
@@ -229,14 +241,14 @@ def linear_cross_entropy_backward(
         ``dbias = sum_c dlogits[c].sum(0)``. For 'mean' and 'sum', g is ``dloss`` times the forward's
         ``g`` for ``dloss = 1``, so each gradient is the forward's times ``dloss``.
     """
-    x, weight, bias, t, reduction, chunk_size, precision, grads = cache
+    x, weight, bias, t, reduction, chunk_size, grads = cache
     N = x.shape[0]
     dloss = check_dout(dloss, (N,) if reduction == "none" else (), x.dtype, name="dloss")
     if grads is not None:
         dx1, dweight1, dbias1 = grads
         return dx1 * dloss, dweight1 * dloss, None if dbias1 is None else dbias1 * dloss
     row_scale = np.ascontiguousarray(dloss)  # (N,)
-    return _accumulate_grads(x, weight, bias, t, chunk_size, precision, row_scale, None)
+    return _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, None)
 
 
 def linear_cross_entropy(
@@ -247,8 +259,7 @@ def linear_cross_entropy(
     *,
     chunk_size: int | None = None,
     reduction: Reduction = "mean",
-    precision: Precision = "accurate",
 ) -> Array:
     """The loss of :func:`linear_cross_entropy_forward`, chunk by chunk, computing no gradient."""
-    x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction, precision)
-    return reduce_losses(_chunk_losses(x, weight, bias, t, chunk_size, precision), reduction)
+    x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction)
+    return reduce_losses(_chunk_losses(x, weight, bias, t, chunk_size), reduction)
