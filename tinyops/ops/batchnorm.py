@@ -108,8 +108,8 @@ def batchnorm1d_forward(
     Raises:
         TypeError: a non-floating input, dtypes that differ, ``running`` not a BatchNormStats.
         ValueError: x not 2-D or 3-D (e.g. a 4-D input), a weight/bias/running stat whose length is not
-            C, momentum outside [0, 1], a negative or non-finite eps, a negative running variance,
-            eval mode without running stats, or a training batch with 1 value per channel (as torch).
+            C, momentum outside [0, 1], a negative or non-finite eps, eval mode without running stats or
+            with a negative running variance, or a training batch with 1 value per channel (as torch).
     """
     x = as_float_array("x", x)
     if x.ndim not in (2, 3):
