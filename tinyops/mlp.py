@@ -2,9 +2,10 @@
 
     emb = C[X]                        (N, T, D)   embedding
     embcat = emb.reshape(N, T * D)    (N, T*D)    flatten
-    hpre = embcat @ W1 + b1           (N, H)      linear
-    hpre = batchnorm(hpre)            (N, H)      pt4 only: bngain, bnbias; Bessel-corrected variance
-    h = tanh(hpre)                    (N, H)
+    hprebn = embcat @ W1 + b1         (N, H)      linear
+    hpreact = batchnorm(hprebn)       (N, H)      pt4 only: bngain, bnbias; Bessel-corrected variance
+                                                  (pt2: hpreact = hprebn)
+    h = tanh(hpreact)                 (N, H)
     logits = h @ W2 + b2              (N, V)      linear
     loss = cross_entropy(logits, Y)   ()          fused
 
@@ -112,8 +113,8 @@ class MLPCache(NamedTuple):
     """The cache of every op of the forward, unwound in reverse by :func:`backward`."""
 
     emb: EmbeddingCache
-    hpre: LinearCache
-    bn: BatchNormCache | None
+    hprebn: LinearCache
+    hpreact: BatchNormCache | None  # pt4's batchnorm; None for pt2
     h: TanhCache
     logits: LinearCache
     loss: CrossEntropyCache | None
@@ -124,16 +125,16 @@ def _logits(
 ) -> tuple[Array, MLPCache, BatchNormStats | None]:
     emb, c_emb = embedding_forward(params["C"], X)  # (N, T, D)
     embcat = emb.reshape(emb.shape[0], -1)  # (N, T*D)  a view: emb is ours
-    hpre, c_hpre = linear_forward(embcat, params["W1"], params["b1"])  # (N, H)
-    c_bn = None
+    hprebn, c_hprebn = linear_forward(embcat, params["W1"], params["b1"])  # (N, H)
+    hpreact, c_hpreact = hprebn, None
     if config.batchnorm:
-        hpre, c_bn, stats = batchnorm1d_forward(
-            hpre, params["bngain"], params["bnbias"], stats,
+        hpreact, c_hpreact, stats = batchnorm1d_forward(
+            hprebn, params["bngain"], params["bnbias"], stats,
             training=training, momentum=config.bn_momentum, eps=config.bn_eps, unbiased=True,
         )  # fmt: skip
-    h, c_h = tanh_forward(hpre)  # (N, H)
+    h, c_h = tanh_forward(hpreact)  # (N, H)
     logits, c_logits = linear_forward(h, params["W2"], params["b2"])  # (N, V)
-    return logits, MLPCache(c_emb, c_hpre, c_bn, c_h, c_logits, None), stats
+    return logits, MLPCache(c_emb, c_hprebn, c_hpreact, c_h, c_logits, None), stats
 
 
 def forward(
@@ -173,10 +174,11 @@ def backward(cache: MLPCache) -> Params:
     grads: dict[str, Array | None] = {}  # linear and batchnorm return None only for a missing bias/weight
     dlogits = cross_entropy_backward(1.0, cache.loss)  # (N, V)
     dh, grads["W2"], grads["b2"] = linear_backward(dlogits, cache.logits)  # (N, H), (H, V), (V,)
-    dhpre = tanh_backward(dh, cache.h)  # (N, H)
-    if cache.bn is not None:
-        dhpre, grads["bngain"], grads["bnbias"] = batchnorm1d_backward(dhpre, cache.bn)  # (N, H), (H,), (H,)
-    dembcat, grads["W1"], grads["b1"] = linear_backward(dhpre, cache.hpre)  # (N, T*D), (T*D, H), (H,)
+    dhpreact = tanh_backward(dh, cache.h)  # (N, H)
+    dhprebn = dhpreact
+    if cache.hpreact is not None:
+        dhprebn, grads["bngain"], grads["bnbias"] = batchnorm1d_backward(dhpreact, cache.hpreact)  # (N, H), (H,)x2
+    dembcat, grads["W1"], grads["b1"] = linear_backward(dhprebn, cache.hprebn)  # (N, T*D), (T*D, H), (H,)
     demb = dembcat.reshape((*cache.emb.idx.shape, -1))  # (N, T, D)
     grads["C"] = embedding_backward(demb, cache.emb)  # (V, D)
     return cast(Params, grads)  # every layer here has its weight and bias: no None
@@ -214,7 +216,7 @@ def _chunks(n: int, size: int = 16384) -> Iterator[slice]:
 
 
 def calibrate(params: Params, X: IntArray, config: Config, stats: BatchNormStats | None) -> BatchNormStats | None:
-    """pt4: the batchnorm mean and (Bessel-corrected) variance of ``hpre`` over all of ``X``, as the
+    """pt4: the batchnorm mean and (Bessel-corrected) variance of ``hprebn`` over all of ``X``, as the
     lecture computes them after training; they replace the running estimates for evaluation and sampling.
 
     Two passes over chunks of rows, accumulating in float64 (the mean, then the squared deviations).
@@ -227,12 +229,12 @@ def calibrate(params: Params, X: IntArray, config: Config, stats: BatchNormStats
         raise ValueError(f"calibration needs at least 2 examples, got {M}")
     C, W1, b1 = params["C"], params["W1"], params["b1"]
 
-    def hpre(rows: slice) -> Array:
+    def hprebn(rows: slice) -> Array:
         return np.asarray(C[X[rows]].reshape(-1, W1.shape[0]) @ W1 + b1, dtype=np.float64)  # (n, H)
 
-    total = sum(hpre(rows).sum(axis=0) for rows in _chunks(M))
+    total = sum(hprebn(rows).sum(axis=0) for rows in _chunks(M))
     mean = total / M  # (H,)
-    sq = sum(((hpre(rows) - mean) ** 2).sum(axis=0) for rows in _chunks(M))
+    sq = sum(((hprebn(rows) - mean) ** 2).sum(axis=0) for rows in _chunks(M))
     var = sq / (M - 1)  # (H,) unbiased, as torch.var
     n = stats.num_batches_tracked if stats is not None else 0
     return BatchNormStats(mean.astype(W1.dtype), var.astype(W1.dtype), n)
