@@ -154,6 +154,7 @@ def train(
             step = steps
     seconds = time.perf_counter() - start
     if bar is not None:
+        bar.update(step - bar.n)  # the steps since the last update
         bar.close()
     return TrainResult(params, stats, lossi[:step], step, step < steps, seconds)
 
