@@ -8,16 +8,20 @@ the default kernels on the hard regions of ``tinyops.testing.strategies``.
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
 from typing import Any
 
 import mpmath
 import numpy as np
 import pytest
-import scipy.special
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from tinyops.testing import exact
+import tinyops
+from tinyops.testing import exact, regions
+from tinyops.testing import strategies as ts
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 Array = Any
@@ -94,6 +98,7 @@ def test_reference_target_not_the_max() -> None:
 )
 def test_reference_matches_definition_and_float64(V: int, seed: int, dtype: np.dtype[Any], scale: float) -> None:
     """Benign rows: the definition at 300 digits agrees to 1e-70, scipy's float64 to 1e-13."""
+    scipy_special = pytest.importorskip("scipy.special")
     rng = np.random.default_rng(seed)
     x = (scale * rng.standard_normal((2, V))).astype(dtype)
     target = rng.integers(0, V, size=2)
@@ -101,12 +106,12 @@ def test_reference_matches_definition_and_float64(V: int, seed: int, dtype: np.d
     x64 = x.astype(np.float64)
     for n in range(2):
         assert rel_diff(ref.lse[n], naive_lse(x[n])) < 1e-70
-    np.testing.assert_allclose(ref.lse.astype(np.float64), scipy.special.logsumexp(x64, axis=1), rtol=1e-13)
-    np.testing.assert_allclose(ref.softmax.astype(np.float64), scipy.special.softmax(x64, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(ref.lse.astype(np.float64), scipy_special.logsumexp(x64, axis=1), rtol=1e-13)
+    np.testing.assert_allclose(ref.softmax.astype(np.float64), scipy_special.softmax(x64, axis=1), rtol=1e-12)
     np.testing.assert_allclose(
-        ref.log_softmax.astype(np.float64), scipy.special.log_softmax(x64, axis=1), rtol=1e-12, atol=1e-12
+        ref.log_softmax.astype(np.float64), scipy_special.log_softmax(x64, axis=1), rtol=1e-12, atol=1e-12
     )
-    loss64 = scipy.special.logsumexp(x64, axis=1) - x64[np.arange(2), target]
+    loss64 = scipy_special.logsumexp(x64, axis=1) - x64[np.arange(2), target]
     np.testing.assert_allclose(ref.loss.astype(np.float64), loss64, rtol=1e-10, atol=1e-13)
     # identities, to far below float64: softmax sums to 1, gradient rows sum to 0, exp(log_softmax) = softmax
     with mpmath.workdps(80):
@@ -217,3 +222,182 @@ def test_round_to_double_rounding() -> None:
     assert r[0] == np.float32(1 + 2.0**-23) and r[1] == np.float32(1)
     assert exact.round_to(w, F32)[0] == -np.float32(1 + 2.0**-23)
     assert exact.round_to(v, F64)[0] == 1 + 2.0**-24
+def test_testing_package_imports_lazily_and_explains_missing_extras() -> None:
+    code = (
+        "import sys\n"
+        "import tinyops.testing\n"
+        "assert 'mpmath' not in sys.modules and 'hypothesis' not in sys.modules, sorted(sys.modules)\n"
+        "sys.modules['mpmath'] = None\n"
+        "sys.modules['hypothesis'] = None\n"
+        "for name, extra in [('exact', 'mpmath'), ('strategies', 'hypothesis')]:\n"
+        "    try:\n"
+        "        __import__('tinyops.testing.' + name)\n"
+        "    except ImportError as e:\n"
+        "        assert extra in str(e), str(e)\n"
+        "    else:\n"
+        "        raise AssertionError(name + ' imported without ' + extra)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ----------------------------------------------------------------------------- ULP bounds of the ops
+#
+# Targets for float32 (worst case, ULP of the exact value rounded to float32): per-sample cross-entropy
+# <= 2, its gradient <= 4 on every entry whose exact value is a normal number, logsumexp and log_softmax
+# <= 2, softmax <= 4, the mean reduction <= 2. float64 aims at <= 8 on all of them.
+
+BOUNDS = {"loss": 2.0, "grad": 4.0, "lse": 2.0, "log_softmax": 2.0, "softmax": 4.0, "mean": 2.0}
+F64_BOUND = 8.0
+
+
+def assert_ulps(
+    name: str, got: Array, ref: Array, dtype: np.dtype[Any], limit: float, mask: Array | None = None
+) -> None:
+    """Every element of ``got`` (where ``mask``) within ``limit`` ULPs of the exact ``ref``."""
+    err = exact.ulp_error(got, ref, dtype)
+    if mask is not None:
+        err = np.where(mask, err, 0.0)
+    if err.size and err.max() > limit:
+        i = np.unravel_index(int(np.argmax(err)), err.shape)
+        raise AssertionError(
+            f"{name} ({dtype}): {err.max():.4g} ULP > {limit} at {i}: got {np.asarray(got)[i]!r}, "
+            f"exact {float(np.broadcast_to(ref, err.shape)[i]):.17g}"
+        )
+
+
+def bound(quantity: str, dtype: np.dtype[Any]) -> float:
+    return BOUNDS[quantity] if dtype == F32 else F64_BOUND
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_reference(dtype: str, shape: tuple[int, ...], data: bytes, target: bytes) -> exact.Reference:
+    logits = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return exact.reference(logits, np.frombuffer(target, dtype=np.int64))
+
+
+def cached_reference(logits: Array, target: Array) -> exact.Reference:
+    """The exact reference, computed once per example: the parametrized tests below draw the same examples."""
+    t = np.ascontiguousarray(target, dtype=np.int64)
+    return _cached_reference(logits.dtype.str, logits.shape, np.ascontiguousarray(logits).tobytes(), t.tobytes())
+
+
+def check_quantity(quantity: str, logits: Array, target: Array, seed: int) -> None:
+    """Compute one quantity with tinyops' default kernels and hold it to its bound against the reference."""
+    dtype = logits.dtype
+    b = bound(quantity, dtype)
+    if quantity == "mean":
+        loss, _ = tinyops.cross_entropy_forward(logits, target, reduction="mean")
+        assert_ulps("mean loss", loss, np.array(exact.cross_entropy_mean(logits, target), dtype=object), dtype, b)
+        return
+    ref = cached_reference(logits, target)
+    if quantity == "lse":
+        assert_ulps("logsumexp", tinyops.logsumexp(logits, axis=-1), ref.lse, dtype, b)
+    elif quantity == "log_softmax":
+        assert_ulps("log_softmax", tinyops.log_softmax(logits, axis=-1), ref.log_softmax, dtype, b)
+    elif quantity == "softmax":
+        assert_ulps("softmax", tinyops.softmax(logits, axis=-1), ref.softmax, dtype, b)
+    elif quantity == "loss":
+        loss, _ = tinyops.cross_entropy_forward(logits, target, reduction="none")
+        assert_ulps("per-sample loss", loss, ref.loss, dtype, b)
+    else:  # grad, for a random upstream gradient: exact dlogits = dloss[:, None] * (softmax - onehot)
+        rng = np.random.default_rng(seed)
+        dloss = (rng.uniform(0.5, 2.0, size=target.shape) * rng.choice([-1, 1], size=target.shape)).astype(dtype)
+        _, cache = tinyops.cross_entropy_forward(logits, target, reduction="none")
+        dlogits = tinyops.cross_entropy_backward(dloss, cache)
+        assert ref.grad is not None
+        with mpmath.workprec(exact.PREC):
+            ref_grad = ref.grad * np.array([mp(w) for w in dloss], dtype=object)[:, None]
+        y = np.abs(exact.round_to(ref_grad, dtype))
+        normal = np.isfinite(y) & (y >= np.finfo(dtype).tiny)
+        assert_ulps("dlogits", dlogits, ref_grad, dtype, b, mask=normal)
+
+
+QUANTITIES = ["loss", "grad", "lse", "log_softmax", "softmax"]
+HARD = {dt: ts.hard_logits(dtype=dt) for dt in (F32, F64)}  # built once: building a strategy is not free
+MANY_ROWS = {dt: ts.hard_logits(dtype=dt, n=st.integers(1, 100), v=st.integers(2, 6)) for dt in (F32, F64)}
+LONG = ts.long_row(dtype=F32, v=50_257)
+
+
+def cases(quantities: list[str], dtypes: tuple[np.dtype[Any], ...] = (F32, F64)) -> list[Any]:
+    return [pytest.param(q, dt, id=f"{q}-{dt.name}") for q in quantities for dt in dtypes]
+
+
+@pytest.mark.parametrize(("quantity", "dtype"), cases(QUANTITIES))
+@given(data=st.data())
+def test_ulp_bounds_hard_regions(quantity: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    logits, target = data.draw(HARD[dtype], label="logits, target")
+    check_quantity(quantity, logits, target, data.draw(st.integers(0, 2**16), label="dloss seed"))
+
+
+@pytest.mark.parametrize(("quantity", "dtype"), cases(["mean"]))
+@given(data=st.data())
+def test_ulp_bound_mean_reduction(quantity: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    """Many short rows, so that the sum of the losses is what is tested."""
+    logits, target = data.draw(MANY_ROWS[dtype])
+    check_quantity(quantity, logits, target, 0)
+
+
+@pytest.mark.parametrize(("quantity", "dtype"), cases(QUANTITIES, (F32,)))
+@settings(max_examples=2, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: ~1 s a row
+@given(data=st.data())
+def test_ulp_bounds_long_rows(quantity: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    """A row of GPT-2's vocabulary size (V = 50,257), confident or not; two examples, the reference is slow."""
+    logits, target = data.draw(LONG)
+    check_quantity(quantity, logits, target, data.draw(st.integers(0, 2**16)))
+
+
+# ----------------------------------------------------------------------------- the strategies themselves
+
+REGION_STRATEGIES = {
+    "benign": ts.benign,
+    "confident": ts.confident,
+    "near_tie": ts.near_tie,
+    "wide_scale": ts.wide_scale,
+    "tiny_scale": ts.tiny_scale,
+    "offset": ts.offset,
+    "masked": ts.masked,
+    "exp_overflow": ts.exp_overflow,
+    "exp_underflow": ts.exp_underflow,
+}
+
+
+@pytest.mark.parametrize("region", list(REGION_STRATEGIES))
+@settings(max_examples=25)
+@given(data=st.data())
+def test_strategies_draw_their_region(region: str, data: st.DataObject) -> None:
+    dtype = data.draw(st.sampled_from([F32, F64]))
+    logits, target = data.draw(REGION_STRATEGIES[region](dtype=dtype, n=3, v=st.integers(2, 9)))
+    assert logits.dtype == dtype and logits.ndim == 2 and logits.shape[0] == 3 and 2 <= logits.shape[1] <= 9
+    assert target.dtype == np.int64 and target.shape == (3,) and np.all((target >= 0) & (target < logits.shape[1]))
+    rows = np.arange(3)
+    assert not np.isnan(logits).any() and not np.isposinf(logits).any()
+    assert np.all(np.isfinite(logits[rows, target]))  # masks never hide the target
+    finite = np.isfinite(logits).all()
+    if region != "masked":
+        assert finite
+    others = np.where(np.eye(logits.shape[1], dtype=bool)[target], -np.inf, logits)
+    if region == "confident":
+        assert np.all(logits[rows, target] >= others.max(axis=1) + 0.99)
+    elif region == "offset":
+        assert np.all((np.abs(logits) > 1e4 - 100) & (np.abs(logits) < 1e4 + 100))
+    elif region == "exp_overflow":
+        top = np.log(np.finfo(dtype).max)
+        assert np.all(np.abs(logits - top) < 30)
+    elif region == "exp_underflow":
+        assert np.all(others.max(axis=1) - logits[rows, target] < 0.5 * np.log(np.finfo(dtype).tiny))
+    elif region == "near_tie":
+        spread = logits.max(axis=1) - logits.min(axis=1)
+        assert np.all(spread <= 16 * np.spacing(np.abs(logits).max(axis=1)))
+    logits_only = data.draw(REGION_STRATEGIES[region](dtype=dtype, n=1, v=4, target=False))
+    assert isinstance(logits_only, np.ndarray) and logits_only.shape == (1, 4)
+
+
+def test_regions_reject_bad_arguments() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="dtype must be float16, float32 or float64, got int32"):
+        regions.benign(rng, np.int32, 2, 3)
+    with pytest.raises(ValueError, match="v must be >= 1, got 0"):
+        regions.confident(rng, F32, 2, 0)
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        regions.masked(rng, F32, -1, 3)

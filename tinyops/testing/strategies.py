@@ -68,20 +68,21 @@ def _floats(lo: float, hi: float) -> SearchStrategy[float]:
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
 
 
+@st.composite
+def _region_case(
+    draw: st.DrawFn, name: str, params: Params, dtype: DTypeArg, n: IntLike, v: IntLike, target: bool
+) -> Any:
+    dt = np.dtype(draw(dtype) if isinstance(dtype, SearchStrategy) else dtype)
+    N = draw(n) if isinstance(n, SearchStrategy) else n
+    V = draw(v) if isinstance(v, SearchStrategy) else v
+    kwargs = {key: draw(s) for key, s in params(dt).items()}
+    seed = draw(st.integers(0, 2**32 - 1))
+    x, t = regions.BUILDERS[name](np.random.default_rng(seed), dt, N, V, **kwargs)
+    return (x, t) if target else x
+
+
 def _region(name: str, params: Params, dtype: DTypeArg, n: IntLike, v: IntLike, target: bool) -> SearchStrategy[Any]:
-    build = regions.BUILDERS[name]
-
-    @st.composite
-    def logits(draw: st.DrawFn) -> Any:
-        dt = np.dtype(draw(dtype) if isinstance(dtype, SearchStrategy) else dtype)
-        N = draw(n) if isinstance(n, SearchStrategy) else n
-        V = draw(v) if isinstance(v, SearchStrategy) else v
-        kwargs = {key: draw(s) for key, s in params(dt).items()}
-        seed = draw(st.integers(0, 2**32 - 1))
-        x, t = build(np.random.default_rng(seed), dt, N, V, **kwargs)
-        return (x, t) if target else x
-
-    return logits()
+    return _region_case(name, params, dtype, n, v, target)
 
 
 def benign(
@@ -166,8 +167,12 @@ def long_row(
     v: IntLike = st.integers(1024, 50_257),  # noqa: B008 - an immutable strategy
     target: bool = True,
 ) -> SearchStrategy[Any]:
-    """Long rows (V up to 50,257), spread in [0.5, 5]; a quarter of the rows confident (gap 5 to 40)."""
-    return _region("long_row", lambda dt: {"spread": _floats(0.5, 5.0)}, dtype, n, v, target)
+    """Long rows (V up to 50,257), spread in [0.5, 5]; all rows confident (gap 5 to 40) or none."""
+
+    def params(dt: np.dtype[Any]) -> dict[str, SearchStrategy[Any]]:
+        return {"spread": _floats(0.5, 5.0), "confident_fraction": st.sampled_from([0.0, 1.0])}
+
+    return _region("long_row", params, dtype, n, v, target)
 
 
 def hard_logits(
