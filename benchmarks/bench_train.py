@@ -25,25 +25,26 @@ from __future__ import annotations
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy / torch load
-    os.environ[_var] = "1"
+if __name__ == "__main__":  # one thread: set before numpy and torch load (imported, e.g. by a test, it is too late)
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import tinyops  # noqa: E402
-from tinyops import mlp  # noqa: E402
-from tinyops import train as T  # noqa: E402
+import tinyops
+from tinyops import mlp
+from tinyops import train as T
 
 torch.set_num_threads(1)
 Array = np.ndarray[Any, Any]
