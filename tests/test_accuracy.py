@@ -9,8 +9,11 @@ the default kernels on the hard regions of ``tinyops.testing.strategies``.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import mpmath
@@ -401,3 +404,55 @@ def test_regions_reject_bad_arguments() -> None:
         regions.confident(rng, F32, 2, 0)
     with pytest.raises(ValueError, match="n must be >= 0, got -1"):
         regions.masked(rng, F32, -1, 3)
+
+
+# ----------------------------------------------------------------------------- the bounds have teeth
+
+
+def test_bounds_catch_the_textbook_kernel() -> None:
+    """``lse - x[t]`` and ``softmax - onehot`` in float32, on a confident row: the check must fail."""
+    x = np.array([[30.0, 10.5, 9.25, -3.0], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    t = np.array([0, 3])
+    ref = exact.reference(x, t)
+    m = x.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+    with pytest.raises(AssertionError, match="per-sample loss"):
+        assert_ulps("per-sample loss", lse - x[np.arange(2), t], ref.loss, F32, BOUNDS["loss"])
+    grad = np.exp(x - m) / np.exp(x - m).sum(axis=1, keepdims=True)
+    grad[np.arange(2), t] -= 1
+    with pytest.raises(AssertionError, match="dlogits"):
+        assert_ulps("dlogits", grad, ref.grad, F32, BOUNDS["grad"])
+
+
+def test_accuracy_benchmark_tiny(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's tiny corpus: every implementation measured, the targets checked, every file written."""
+    pytest.importorskip("matplotlib")
+    bench = load_benchmark("bench_accuracy")
+    assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "float32 targets of the default: loss <= 2: met" in out
+    payload = json.loads((tmp_path / "bench_accuracy.json").read_text())
+    assert payload["targets_met"] and payload["size"] == "tiny"
+    names = payload["implementations"]
+    assert names[0] == "tinyops" and names[-1] == "naive chain"
+    for dtype in ("float32", "float64"):
+        stats = payload["per_dtype"][dtype]["stats"]
+        for q in ("loss", "grad", "lse", "log_softmax", "softmax", "mean"):
+            s = stats["tinyops"][q]
+            assert s["count"] > 0 and 0 <= s["median"] <= s["p99"] <= s["worst"], (dtype, q, s)
+        # the corpus holds confident rows and exp thresholds, where the naive chain cancels or overflows
+        assert stats["naive chain"]["loss"]["worst"] > 1000
+    md = (tmp_path / "bench_accuracy.md").read_text()
+    assert md.startswith("# Accuracy in ULPs") and "| quantity | tinyops |" in md
+    assert (tmp_path / "bench_accuracy_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def load_benchmark(name: str) -> Any:
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    spec = importlib.util.spec_from_file_location(name, bench_dir / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
