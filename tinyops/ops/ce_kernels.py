@@ -14,8 +14,10 @@ write into their inputs. The contract:
     ce_rows_forward(x, t, *, precision, threads) -> (loss (M,), lse (M,), state)
     ce_rows_backward(g (M,), state) -> dx (M, C)
 
-``state`` (:class:`RowsState`) holds the softmax (M, C) -- what the backward needs -- and the target
-entry of the gradient, formed without cancellation; no other (M, C) array is kept.
+``state`` (:class:`RowsState`) holds the softmax (M, C) -- what the backward needs -- as
+``exps * inv_sum[:, None]`` (the fast path leaves the division to the backward's one pass), and the
+target entry of the gradient, ``softmax_t - 1``, formed without cancellation. No other (M, C) array
+is kept; the backward is one pass, ``dx = exps * (g * inv_sum)[:, None]``, then the M target entries.
 
 **precision='accurate'** (the default of the public op). Each row is computed as in
 :mod:`tinyops.ops.softmax`, in float64 for float32 input: with ``m = x[a]`` the row max and
@@ -25,26 +27,32 @@ entry of the gradient, formed without cancellation; no other (M, C) array is kep
     lse  = m + log1p(r)
     softmax_t - 1 = expm1(-loss)       the gradient's target entry: ``p - 1`` cancels when p is near 1
 
-Measured against a 256-bit mpmath reference (see tests/test_kernels.py and tests/test_accuracy.py):
-float32 inputs, loss and lse within 1 ULP, every gradient entry within 2 ULP; float64 inputs within a
-few ULP (``m - x[t]`` and the float64 sum round in float64 itself). Rows are processed in blocks with
-float64 temporaries of one block only.
+and the softmax is rounded once to x's dtype. Rows go in blocks of :data:`ACCURATE_BLOCK_ELEMENTS`,
+so the float64 temporaries are one block's. Errors against the exact values are in tests/test_kernels.py
+and tests/test_accuracy.py (bounds: float32 2 ULP loss and lse, 4 ULP softmax and gradient; float64 8).
 
-**precision='fast'**: the float32 path of the classic kernel, in x's dtype, in place in the state:
-``m = max``, ``probs = exp(x - m)``, ``s = sum(probs)``, ``probs /= s``, ``lse = log(s) + m``,
-``loss = lse - x[t]``, target entry ``probs[t] - 1``. Its rounding errors are absolute, of the size
-of ``eps * max(1, |lse|)`` (``lse - x[t]`` cancels): a loss of 1e-6 can be off by 100%, as torch's.
-Measured in float32 on the hard regions: a relative error of at most a few ULP for a loss above about
-0.5 and for the softmax entries; the gradient's target entry and small losses: absolute error within
-``8 * eps * max(1, |lse|)``. The edge rows below give the same loss and gradient; lse is nan on a row
-with ``+inf`` or all ``-inf`` (the accurate path gives torch's ``+inf``/``-inf``).
+**precision='fast'**: the classic kernel in x's dtype (float32 internals for float32), in place in
+the state: ``m = max(x)``, ``exps = exp2((x - m) * log2(e))`` (NumPy's float32 ``exp2`` runs twice as
+fast as its ``exp``), ``s = sum(exps)``, ``lse = log(s) + m``, ``loss = lse - x[t]``, target entry
+``expm1(-loss)``. Its errors are absolute where the classic formula cancels (``lse - x[t]``, as torch's):
+
+    |lse - exact|  <= FAST_ABS_K * eps * (1 + |lse|)
+    |loss - exact| <= FAST_ABS_K * eps * (1 + |lse| + |loss|)
+    |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
+
+so a loss of 1e-6 can be off by 100% (as torch's) while a softmax entry is good to a few ULP near the
+max. The edge rows below give the same loss and gradient as 'accurate'; lse is nan on a row with a
+``+inf`` or of all ``-inf`` (the accurate path gives torch's ``+inf``/``-inf``). Rows of at most
+:data:`NARROW_C` classes are reduced column-major (the state's exps are then a Fortran-ordered array):
+NumPy reduces short rows one at a time, slowly, but a column-major block elementwise, fast.
 
 **Blocks and threads.** Rows are processed in blocks of about :data:`BLOCK_ELEMENTS` elements, so that
-the passes over a block (max, subtract, exp, sum, divide) run in the core's L2 cache. With
+the passes over a block (max, subtract, scale, exp2, sum) run in the core's L2 cache. With
 ``threads=k`` the blocks are split into k contiguous runs, one per thread, on a small persistent pool
-(NumPy's ufuncs release the GIL); each row is computed by the same calls whatever the split, so the
-results are bit-for-bit identical for every thread count. ``threads=None`` means 1. Problems below
-:data:`SERIAL_ELEMENTS` elements always run on the calling thread.
+(NumPy's ufuncs release the GIL); the blocks do not depend on k and each row is computed by the same
+calls whatever the split, so the results are bit-for-bit identical for every thread count.
+``threads=None`` means 1. Problems below :data:`SERIAL_ELEMENTS` elements always run on the calling
+thread. The backward splits its one pass into ``threads`` row ranges the same way.
 
 Infinities, row by row, as torch: a ``+inf`` logit gives a nan loss (and nan gradient); ``-inf`` at the
 target gives ``+inf``; ``-inf`` elsewhere contributes exp(-inf) = 0 (finite loss, zero probability there);
@@ -68,17 +76,28 @@ Array = npt.NDArray[Any]
 Precision = Literal["accurate", "fast"]
 PRECISIONS: tuple[Precision, ...] = ("accurate", "fast")
 
-BLOCK_ELEMENTS = 1 << 16  # elements per row block: 256 KiB of float32 logits (and as much of softmax)
+BLOCK_ELEMENTS = 1 << 18  # elements per row block (fast): 1 MiB of float32 logits and 1 MiB of exps, ~L2
+ACCURATE_BLOCK_ELEMENTS = 1 << 15  # elements per row block (accurate): its float64 temporaries, ~L2
+FAST_ABS_K = 4.0  # 'fast': |lse - exact| <= K eps (1 + |lse|), |loss - exact| <= K eps (1 + |lse| + |loss|)
+FAST_REL_K = 8.0  # 'fast': |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
+NARROW_C = 64  # rows this short (fast mode) are reduced column-major: NumPy reduces short rows slowly
 SERIAL_ELEMENTS = 1 << 17  # below this, threads cost more than they save
+LOG2E = 1.4426950408889634  # log2(e)
 
 
 class RowsState(NamedTuple):
-    """What the backward needs: the softmax of every row and the gradient's target entries."""
+    """What the backward needs: the softmax of every row, as ``exps * inv_sum``, and the target entries."""
 
-    probs: Array  # (M, C) softmax(x), x's dtype
+    exps: Array  # (M, C) x's dtype: exp(x - max) (fast), or the softmax itself (accurate)
+    inv_sum: Array  # (M,) x's dtype: softmax = exps * inv_sum[:, None] (1 / sum(exps); ones if accurate)
     target: npt.NDArray[np.intp]  # (M,)
-    dtarget: Array  # (M,) softmax(x)[t] - 1: float64 (expm1(-loss)) if accurate, x's dtype if fast
+    dtarget: Array  # (M,) softmax(x)[t] - 1 = expm1(-loss): float64 if accurate, x's dtype if fast
     threads: int  # the forward's thread count, reused by the backward
+
+    def softmax(self) -> Array:
+        """The (M, C) softmax, a new array."""
+        out: Array = self.exps * self.inv_sum[:, None]
+        return out
 
 
 def check_threads(threads: object) -> int:
@@ -136,11 +155,11 @@ def _run(block: Callable[[int, int], None], M: int, rows_per_block: int, threads
             f.result()
 
 
-def _rows_per_block(M: int, C: int, threads: int) -> tuple[int, int]:
-    """``(rows_per_block, threads)``: blocks of about BLOCK_ELEMENTS; one thread for small problems."""
+def _rows_per_block(M: int, C: int, threads: int, block_elements: int) -> tuple[int, int]:
+    """``(rows_per_block, threads)``: blocks of about ``block_elements``; one thread for small problems."""
     if M * C < SERIAL_ELEMENTS:
         return max(M, 1), 1
-    return max(1, BLOCK_ELEMENTS // max(C, 1)), threads
+    return max(1, block_elements // max(C, 1)), threads
 
 
 # ----------------------------------------------------------------------------- forward
@@ -166,28 +185,38 @@ def ce_rows_forward(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     M, C = x.shape
-    rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads))
-    probs = np.empty_like(x, order="C")  # (M, C) the state's softmax, written block by block
+    fast = precision == "fast"
+    block_elements = BLOCK_ELEMENTS if fast else ACCURATE_BLOCK_ELEMENTS
+    rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads), block_elements)
+    narrow = fast and C <= NARROW_C  # short rows: compute on a column-major copy (see the module docstring)
+    exps = np.empty_like(x, order="F" if narrow else "C")  # (M, C) the state's exps, written block by block
+    inv_sum = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)  # (M,)
     loss = np.empty(M, dtype=x.dtype)  # (M,)
     lse = np.empty(M, dtype=x.dtype)  # (M,)
-    dtarget = np.empty(M, dtype=np.float64 if precision == "accurate" else x.dtype)  # (M,)
+    dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)  # (M,)
 
-    def fast(i0: int, i1: int) -> None:
-        xb, pb, tb, r = x[i0:i1], probs[i0:i1], t[i0:i1], np.arange(i1 - i0)  # (B, C), (B, C), (B,), (B,)
-        m = xb.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
-        np.subtract(xb, m, out=pb)  # (B, C), <= 0
-        np.exp(pb, out=pb)  # (B, C) in (0, 1]
-        s = pb.sum(axis=1, keepdims=True)  # (B, 1) >= 1
-        np.divide(pb, s, out=pb)  # (B, C) softmax
-        lse_b = np.log(s[:, 0]) + m[:, 0]  # (B,)
-        lse[i0:i1] = lse_b
-        loss[i0:i1] = lse_b - xb[r, tb]
-        dtarget[i0:i1] = pb[r, tb] - 1
+    log2e = x.dtype.type(LOG2E)
 
-    def accurate(i0: int, i1: int) -> None:
+    def fast_block(i0: int, i1: int) -> None:
+        xb, eb = x[i0:i1], exps[i0:i1]  # (B, C)
+        src = xb
+        if narrow:
+            np.copyto(eb, xb)  # column-major: the row reductions below become vector ops across rows
+            src = eb
+        m = src.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
+        np.subtract(src, m, out=eb)  # (B, C), <= 0
+        np.multiply(eb, log2e, out=eb)  # exp(d) = exp2(d * log2(e)): NumPy's float32 exp2 is 2x faster
+        np.exp2(eb, out=eb)  # (B, C) in (0, 1]
+        s = eb.sum(axis=1)  # (B,) >= 1
+        np.reciprocal(s, out=inv_sum[i0:i1])  # the softmax is exps / s; the backward divides
+        lse_b = np.log(s, out=lse[i0:i1])  # (B,)
+        lse_b += m[:, 0]  # lse = log(sum(exp(x - m))) + m
+        np.subtract(lse_b, xb[np.arange(i1 - i0), t[i0:i1]], out=loss[i0:i1])  # loss = lse - x[t]
+
+    def accurate_block(i0: int, i1: int) -> None:
         xb, tb, r = x[i0:i1], t[i0:i1], np.arange(i1 - i0)  # (B, C), (B,), (B,)
         s = shifted_rows(xb)  # float64 pieces: m, r = sum_{j != argmax} exp(x_j - m), log1p(r)
-        probs[i0:i1] = softmax_rows(s)  # (B, C), rounded once to x's dtype; nan on bad rows
+        exps[i0:i1] = softmax_rows(s)  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
         loss_b = (s.m - xb[r, tb]) + s.log1p_r  # (B,) float64, two terms >= 0
         lse_b = s.m + s.log1p_r  # (B,)
         dtarget_b = np.expm1(-loss_b)  # (B,) softmax_t - 1 = exp(-loss) - 1
@@ -197,8 +226,10 @@ def ce_rows_forward(
             dtarget_b[s.bad] = np.nan
         loss[i0:i1], lse[i0:i1], dtarget[i0:i1] = loss_b, lse_b, dtarget_b
 
-    _run(fast if precision == "fast" else accurate, M, rows_per_block, threads_used)
-    return loss, lse, RowsState(probs, t, dtarget, threads_used)
+    _run(fast_block if fast else accurate_block, M, rows_per_block, threads_used)
+    if fast:
+        np.expm1(np.negative(loss), out=dtarget)  # softmax_t - 1 = exp(-loss) - 1
+    return loss, lse, RowsState(exps, inv_sum, t, dtarget, threads_used)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -220,13 +251,14 @@ def ce_rows_backward(g: Array, state: RowsState) -> Array:
         ``g * softmax`` everywhere, then ``g * (softmax_t - 1)`` at the target, with ``softmax_t - 1``
         from the state (``expm1(-loss)`` in the accurate mode).
     """
-    probs, t, dtarget, threads = state
-    M, C = probs.shape
-    dx = np.empty_like(probs)  # (M, C)
+    exps, inv_sum, t, dtarget, threads = state
+    M, C = exps.shape
+    dx = np.empty_like(exps)  # (M, C)
+    g_inv_sum = g * inv_sum  # (M,)
     rows_per_block = max(1, -(-M // threads)) if M * C >= SERIAL_ELEMENTS else max(M, 1)
 
     def block(i0: int, i1: int) -> None:
-        np.multiply(probs[i0:i1], g[i0:i1, None], out=dx[i0:i1])  # g * softmax
+        np.multiply(exps[i0:i1], g_inv_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
 
     _run(block, M, rows_per_block, threads)
     dx[np.arange(M), t] = g * dtarget  # g * (softmax_t - onehot_t) = g * (softmax_t - 1)

@@ -31,6 +31,7 @@ their maximum (``-inf - -inf`` is nan); their outputs are set by the rules above
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -91,7 +92,8 @@ def shifted_rows(x: Array) -> ShiftedRows:
 def softmax_rows(s: ShiftedRows) -> Array:
     """(R, n) float64 softmax of the rows: ``e / (1 + r)`` and ``1 / (1 + r)`` at the max; nan on bad rows."""
     denom = 1.0 + s.r  # (R,)
-    p = s.e / denom[:, None]  # (R, n)
+    with np.errstate(invalid="ignore"):  # inf / inf on a row holding +inf: set to nan below
+        p = s.e / denom[:, None]  # (R, n)
     p[np.arange(p.shape[0]), s.a] = 1.0 / denom
     if s.bad is not None:
         p[s.bad] = np.nan  # all -inf: 0/0; a +inf: inf/inf (torch: the whole row is nan)
@@ -102,8 +104,8 @@ def _to_rows(x: Array, axes: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
     """Move ``axes`` last and flatten them: (R, n) rows and the moved shape (to undo it)."""
     k = len(axes)
     moved = np.moveaxis(x, axes, tuple(range(x.ndim - k, x.ndim)))
-    n = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
-    return moved.reshape(-1, n), moved.shape
+    n = math.prod(x.shape[i] for i in axes)
+    return moved.reshape(math.prod(moved.shape[: x.ndim - k]), n), moved.shape
 
 
 def _from_rows(y: Array, moved_shape: tuple[int, ...], axes: tuple[int, ...], ndim: int) -> Array:
@@ -320,7 +322,8 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
         y = rows.astype(np.float64)
     else:
         s = shifted_rows(rows)
-        y = s.d_hi - s.log1p_r[:, None]  # (R, n)
+        with np.errstate(invalid="ignore"):  # inf - inf on a row holding +inf: set to nan below
+            y = s.d_hi - s.log1p_r[:, None]  # (R, n)
         if s.d_lo is not None:
             y += s.d_lo  # (x - m) = d_hi + d_lo exactly
         if s.bad is not None:

@@ -1,0 +1,358 @@
+"""The row kernels of the fused cross-entropy (``tinyops.ops.ce_kernels``) and the softmax family's edge cases.
+
+- every thread count gives the same bits as one thread, on every block path (wide rows, short rows
+  reduced column-major, blocks that do not divide the rows, one-row blocks), in both precisions;
+- 'accurate' within its ULP bounds and 'fast' within its documented error bounds, against the exact
+  (mpmath) reference, on the hard regions of ``tinyops.testing.strategies``;
+- the edge rows (+inf, all -inf, nan, -inf at or beside the target, g = 0), empty inputs, one class;
+- no writes into x, t, g or the state, no output sharing memory with them, bad options rejected;
+- logsumexp, softmax and log_softmax pinned against torch on axis/keepdims/0-D/empty/non-finite cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyops
+from tinyops.ops import ce_kernels as K
+from tinyops.testing import exact
+from tinyops.testing import strategies as ts
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+PRECISIONS = ("accurate", "fast")
+Array = Any
+
+
+def run(x: Array, t: Array, g: Array, precision: str, threads: int | None) -> tuple[Array, ...]:
+    loss, lse, state = K.ce_rows_forward(x, t.astype(np.intp), precision=precision, threads=threads)  # type: ignore[arg-type]
+    dx = K.ce_rows_backward(g, state)
+    return loss, lse, state.softmax(), dx
+
+
+def rows(rng: np.random.Generator, M: int, C: int, dtype: np.dtype[Any]) -> tuple[Array, Array, Array]:
+    """Logits with a spread of scales, some -inf entries and edge rows; targets; a random upstream gradient."""
+    x = (rng.standard_normal((M, C)) * rng.choice([0.1, 3.0, 30.0], size=(M, 1))).astype(dtype)
+    x[rng.random((M, C)) < 0.05] = -np.inf
+    if M >= 8:
+        x[1] = -np.inf  # all -inf
+        x[3, 0] = np.inf
+        x[5, -1] = np.nan
+        x[7, :] = 1e4  # a tie at a large offset
+    t = rng.integers(0, C, M)
+    g = (rng.standard_normal(M) + 0.1).astype(dtype)
+    if M >= 10:
+        g[9] = 0
+    return x, t, g
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Blocks of a few rows and threads from the first element on, so that small arrays take every path."""
+    monkeypatch.setattr(K, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(K, "ACCURATE_BLOCK_ELEMENTS", 48)
+    monkeypatch.setattr(K, "SERIAL_ELEMENTS", 0)
+    yield
+
+
+# ----------------------------------------------------------------------------- threads: bit for bit
+
+
+def assert_same_bits(a: tuple[Array, ...], b: tuple[Array, ...], what: str) -> None:
+    for name, u, v in zip(("loss", "lse", "softmax", "dx"), a, b, strict=True):
+        assert u.dtype == v.dtype and u.shape == v.shape
+        bits_u, bits_v = np.ascontiguousarray(u).view(np.uint8), np.ascontiguousarray(v).view(np.uint8)
+        assert np.array_equal(bits_u, bits_v), f"{what}: {name} differs"
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(
+    ("M", "C"),
+    [
+        (37, 7),  # short rows (column-major in 'fast'), 64 // 7 = 9 rows a block: 4 full blocks + 1 row
+        (23, 13),  # 4 rows a block, a remainder of 3
+        (11, 70),  # wide rows: one row a block (70 > 64)
+        (5, 200),  # one row a block, fewer blocks than threads for threads=8
+        (1, 3),  # a single row
+        (0, 4),  # no rows
+    ],
+)
+def test_threads_give_the_same_bits(precision: str, dtype: np.dtype[Any], M: int, C: int) -> None:
+    rng = np.random.default_rng(M * 1000 + C)
+    x, t, g = rows(rng, M, C, dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # edge rows raise no warning
+        one = run(x, t, g, precision, None)
+        for threads in (2, 3, 8):
+            assert_same_bits(run(x, t, g, precision, threads), one, f"threads={threads}")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize(("M", "C"), [(700, 300), (9000, 27)])  # past SERIAL_ELEMENTS: the real block sizes
+def test_threads_give_the_same_bits_at_real_block_sizes(precision: str, M: int, C: int) -> None:
+    x, t, g = rows(np.random.default_rng(C), M, C, F32)
+    one = run(x, t, g, precision, 1)
+    assert_same_bits(run(x, t, g, precision, 2), one, "threads=2")
+    loss64, lse64 = run(x.astype(np.float64), t, g.astype(np.float64), "accurate", 1)[:2]
+    fin = np.isfinite(loss64)
+    assert np.array_equal(fin, np.isfinite(one[0]))
+    k = K.FAST_ABS_K if precision == "fast" else 1.0  # 'accurate': within 1 ULP, far below this
+    tol = k * float(np.finfo(np.float32).eps) * (1 + np.abs(lse64[fin]) + np.abs(loss64[fin]))
+    assert np.all(np.abs(one[0][fin] - loss64[fin]) <= tol)
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_blocks_agree_with_one_block(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocked (many small blocks, remainders) against a single block: the same values, to rounding."""
+    x, t, g = rows(np.random.default_rng(5), 41, 9, F32)
+    blocked = run(x, t, g, precision, 2)
+    monkeypatch.setattr(K, "SERIAL_ELEMENTS", 10**9)
+    single = run(x, t, g, precision, 1)
+    for u, v in zip(blocked, single, strict=True):
+        assert np.array_equal(np.isnan(u), np.isnan(v))
+        assert np.allclose(u, v, rtol=4e-7, atol=1e-7, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- accuracy against the exact values
+
+
+def ulp_bounds(dtype: np.dtype[Any]) -> dict[str, float]:
+    """'accurate': the targets for float32; float64 aims at 8 ULP."""
+    if dtype == F32:
+        return {"loss": 2.0, "lse": 2.0, "softmax": 4.0, "grad": 4.0}
+    return dict.fromkeys(("loss", "lse", "softmax", "grad"), 8.0)
+
+
+def check_against_exact(x: Array, t: Array, g: Array, precision: str, threads: int) -> None:
+    """'accurate': ULP bounds. 'fast': the error bounds stated in the ce_kernels module docstring."""
+    dtype = x.dtype
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).smallest_normal)
+    loss, lse, probs, dx = run(x, t, g, precision, threads)
+    ref = exact.reference(x, t)
+    assert ref.loss is not None
+    G = exact.cross_entropy_grad(x, t, g)
+    fin = np.isfinite(ref.loss.astype(np.float64))
+    if precision == "accurate":
+        b = ulp_bounds(dtype)
+        normal = np.abs(exact.round_to(G, dtype)) >= tiny
+        for name, got, want, mask in [
+            ("loss", loss, ref.loss, None),
+            ("lse", lse, ref.lse, None),
+            ("softmax", probs, ref.softmax, None),
+            ("grad", dx, G, normal),
+        ]:
+            err = exact.ulp_error(got, want, dtype)
+            if mask is not None:
+                err = np.where(mask, err, 0.0)
+            assert err.max(initial=0.0) <= b[name], f"{name}: {err.max():.3g} ULP > {b[name]}"
+        return
+    # fast: absolute errors for loss and lse, relative (growing with x_j - max) for the softmax
+    L, S = ref.loss.astype(np.float64), ref.lse.astype(np.float64)
+    P, G64 = ref.softmax.astype(np.float64), G.astype(np.float64)
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        d = np.where(np.isfinite(x64), np.abs(x64 - x64.max(axis=1, keepdims=True)), 0.0)  # |x_j - max|
+    k_abs, k_rel = K.FAST_ABS_K, K.FAST_REL_K
+    scale_rows = eps * (1 + np.abs(S))  # (M,)
+    loss_tol = k_abs * eps * (1 + np.abs(S) + np.abs(L))  # (M,)
+    assert np.all(np.abs(loss - L)[fin] <= loss_tol[fin]), "fast loss out of bound"
+    assert np.all(np.abs(lse - S)[fin] <= k_abs * scale_rows[fin]), "fast lse out of bound"
+    p_tol = k_rel * eps * (1 + d) * P + tiny
+    assert np.all((np.abs(probs - P) <= p_tol)[fin]), "fast softmax out of bound"
+    onehot = np.zeros(P.shape)
+    onehot[np.arange(len(t)), t] = 1
+    g_tol = np.abs(g.astype(np.float64))[:, None] * (p_tol + onehot * k_abs * scale_rows[:, None])
+    assert np.all((np.abs(dx - G64) <= g_tol)[fin]), "fast gradient out of bound"
+
+
+def upstream(data: st.DataObject, n: int, dtype: np.dtype[Any]) -> Array:
+    seed = data.draw(st.integers(0, 2**16), label="g seed")
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n)).astype(dtype)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@settings(max_examples=60)
+@given(data=st.data())
+def test_accuracy_on_the_hard_regions(precision: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    x, t = data.draw(ts.hard_logits(dtype=dtype, n=st.integers(1, 8), v=st.integers(2, 64)), label="logits, target")
+    check_against_exact(x, t, upstream(data, len(t), dtype), precision, data.draw(st.sampled_from([1, 2])))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@settings(max_examples=2)
+@given(data=st.data())
+def test_accuracy_on_long_rows(precision: str, data: st.DataObject) -> None:
+    x, t = data.draw(ts.long_row(dtype=F32, v=st.integers(1024, 8192)), label="logits, target")
+    check_against_exact(x, t, upstream(data, len(t), F32), precision, 1)
+
+
+# ----------------------------------------------------------------------------- edge rows, options, no writes
+
+
+INF, NAN = np.inf, np.nan
+EDGE_ROWS = [
+    # row, target, loss (as torch), gradient of that row for g = 1 (None: compare with softmax - onehot)
+    ([1.0, INF, 2.0], 0, NAN, "nan"),
+    ([-INF, -INF, -INF], 1, NAN, "nan"),
+    ([1.0, NAN, 2.0], 2, NAN, "nan"),
+    ([0.0, -INF, 1.0], 1, INF, "finite"),  # -inf at the target: infinite loss, gradient softmax - onehot
+    ([0.0, -INF, 1.0], 2, None, "finite"),  # -inf elsewhere: probability 0 there
+]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_edge_rows_as_torch(precision: str, dtype: np.dtype[Any]) -> None:
+    x = np.array([r for r, *_ in EDGE_ROWS], dtype=dtype)
+    t = np.array([tt for _, tt, *_ in EDGE_ROWS])
+    g = np.array([0.5, -1.5, 2.0, 0.75, -0.25], dtype=dtype)
+    loss, lse, _, dx = run(x, t, g, precision, None)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    t_loss = torch.nn.functional.cross_entropy(xt, torch.from_numpy(t), reduction="none")
+    (t_dx,) = torch.autograd.grad(t_loss, xt, torch.from_numpy(g.astype(np.float64)))
+    assert np.array_equal(np.isnan(loss), np.isnan(t_loss.detach().numpy()))
+    assert np.array_equal(np.isposinf(loss), np.isposinf(t_loss.detach().numpy()))
+    assert np.allclose(loss, t_loss.detach().numpy(), rtol=1e-6, equal_nan=True)
+    assert np.array_equal(np.isnan(dx), np.isnan(t_dx.numpy()))
+    assert np.allclose(dx, t_dx.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
+    if precision == "accurate":  # torch's logsumexp of each row: +inf, -inf, nan, then finite
+        t_lse = torch.logsumexp(torch.tensor(x.astype(np.float64)), dim=1).numpy()
+        assert np.allclose(lse, t_lse, rtol=1e-6, equal_nan=True)
+        assert np.array_equal(lse[:3], t_lse[:3], equal_nan=True)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_zero_upstream_gradient_and_one_class(precision: str) -> None:
+    x = np.array([[3.0, -1.0, 2.0], [0.5, 0.25, -4.0]], dtype=np.float32)
+    _, _, _, dx = run(x, np.array([0, 2]), np.array([0.0, 1.0], np.float32), precision, None)
+    assert np.all(dx[0] == 0) and np.all(dx[1] != 0)
+    one = np.array([[5.0], [-2.0]], np.float32)  # one class: loss 0, gradient 0
+    loss, lse, probs, dx = run(one, np.array([0, 0]), np.array([1.5, -2.0], np.float32), precision, None)
+    assert np.array_equal(loss, [0, 0]) and np.array_equal(lse, one[:, 0])
+    assert np.array_equal(probs, [[1], [1]]) and np.array_equal(dx, [[0], [0]])
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_no_writes_no_aliasing_and_backward_twice(precision: str, threads: int) -> None:
+    x, t, g = rows(np.random.default_rng(1), 17, 11, F32)
+    t = t.astype(np.intp)
+    before = (x.copy(), t.copy(), g.copy())
+    loss, lse, state = K.ce_rows_forward(x, t, precision=precision, threads=threads)  # type: ignore[arg-type]
+    state_before = [a.copy() for a in state if isinstance(a, np.ndarray)]
+    dx1 = K.ce_rows_backward(g, state)
+    dx2 = K.ce_rows_backward(g, state)
+    assert np.array_equal(dx1, dx2, equal_nan=True)
+    for a, b in zip((x, t, g), before, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    for a, b in zip([a for a in state if isinstance(a, np.ndarray)], state_before, strict=True):
+        assert np.array_equal(a, b, equal_nan=True), "the backward wrote into the state"
+    for out in (loss, lse, dx1, state.exps):
+        assert not any(np.shares_memory(out, a) for a in (x, t, g))
+    assert not np.shares_memory(dx1, state.exps) and not np.shares_memory(loss, lse)
+    assert loss.dtype == lse.dtype == dx1.dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", np.float64(2.0)])
+def test_bad_threads(bad: Any) -> None:
+    x, t = np.zeros((2, 3), np.float32), np.array([0, 1], np.intp)
+    with pytest.raises(ValueError, match=r"threads must be None or an int >= 1, got"):
+        K.ce_rows_forward(x, t, threads=bad)
+
+
+def test_bad_precision_and_good_threads() -> None:
+    x, t = np.ones((2, 3), np.float32), np.array([0, 1], np.intp)
+    with pytest.raises(ValueError, match=r"precision must be one of 'accurate', 'fast', got 'exact'"):
+        K.ce_rows_forward(x, t, precision="exact")  # type: ignore[arg-type]
+    assert K.check_threads(None) == 1 and K.check_threads(np.int64(4)) == 4
+
+
+# ----------------------------------------------------------------------------- softmax family: pinned against torch
+
+
+def torch_family(x: Array, axis: Any, keepdims: bool) -> dict[str, Array]:
+    xt = torch.tensor(x.astype(np.float64))
+    if xt.ndim == 0:
+        dims: Any = -1 if axis in (None, (), (0,), (-1,)) else axis
+    else:
+        dims = tuple(range(xt.ndim)) if axis is None else axis
+    lse = torch.logsumexp(xt, dim=dims, keepdim=keepdims)
+    lse_k = torch.logsumexp(xt, dim=dims, keepdim=True)
+    out = {"lse": lse.numpy(), "log_softmax": (xt - lse_k).numpy(), "softmax": torch.exp(xt - lse_k).numpy()}
+    finite_max = torch.isfinite(torch.amax(xt, dim=dims, keepdim=True)) if xt.numel() else None
+    if finite_max is not None:  # torch's softmax and log_softmax: the whole slice is nan when its max is not finite
+        for k in ("log_softmax", "softmax"):
+            out[k] = np.where(finite_max.numpy(), out[k], np.nan)
+    return out
+
+
+FAMILY_CASES = [
+    (np.array(2.5), -1, False),  # 0-D
+    (np.array(2.5), None, True),
+    (np.array(-np.inf), 0, False),
+    (np.zeros((3, 0)), 1, False),  # empty reduction: lse -inf
+    (np.zeros((3, 0)), 1, True),
+    (np.zeros((0, 4)), 1, False),  # zero rows
+    (np.zeros((2, 0, 3)), (0, 2), True),
+    (np.array([[1, np.inf, 2], [1, np.inf, np.inf], [-np.inf] * 3, [1, np.nan, np.inf], [0, -np.inf, 1]]), 1, False),
+    (np.array([[1.0, np.inf, 2.0], [-np.inf] * 3]), 1, True),
+    (np.arange(24.0).reshape(2, 3, 4) - 11.5, (0, 2), True),
+    (np.arange(24.0).reshape(2, 3, 4) - 11.5, None, False),
+    (np.arange(24.0).reshape(2, 3, 4) - 11.5, -2, False),
+    (np.array([[1e4, 1e4 - 1, -1e4], [88.0, 89.0, 90.0]]), 1, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("x", "axis", "keepdims"), FAMILY_CASES)
+def test_softmax_family_edge_cases_as_torch(x: Array, axis: Any, keepdims: bool, dtype: np.dtype[Any]) -> None:
+    x = x.astype(dtype)
+    before = x.copy()
+    want = torch_family(x, axis, keepdims)
+    got = {
+        "lse": tinyops.logsumexp(x, axis=axis, keepdims=keepdims),
+        "log_softmax": tinyops.log_softmax(x, axis=axis),
+        "softmax": tinyops.softmax(x, axis=axis),
+    }
+    assert np.array_equal(x, before, equal_nan=True)
+    for name, g in got.items():
+        w = want[name]
+        assert g.shape == w.shape, f"{name}: shape {g.shape} != torch's {w.shape}"
+        assert g.dtype == dtype
+        assert np.array_equal(np.isnan(g), np.isnan(w)), f"{name}: nan at other places than torch: {g} vs {w}"
+        assert np.array_equal(g[np.isinf(w)], w[np.isinf(w)]), f"{name}: infinities differ: {g} vs {w}"
+        # torch's float64 x - lse rounds at the magnitude of x: its own error grows with max |x|
+        big = float(np.max(np.abs(x[np.isfinite(x)]), initial=1.0))
+        rtol = 8 * float(np.finfo(dtype).eps) * (1 + big)
+        assert np.allclose(g, w, rtol=rtol, atol=rtol, equal_nan=True), f"{name}: {g} vs {w}"
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_softmax_family_gradients_on_non_finite_rows_as_torch(dtype: np.dtype[Any]) -> None:
+    """Where torch's gradient is nan (a slice of all -inf; a +inf entry for logsumexp), ours is too."""
+    x = np.array([[1.0, np.inf, 2.0], [-np.inf] * 3, [0.0, -np.inf, 1.0]], dtype=dtype)
+    dout2 = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [1.0, 2.0, -3.0]], dtype=dtype)
+    dout1 = np.array([0.5, -1.5, 2.0], dtype=dtype)
+    ops: list[tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Array]] = [
+        (tinyops.logsumexp_forward, tinyops.logsumexp_backward, lambda v: torch.logsumexp(v, 1), dout1),
+        (tinyops.softmax_forward, tinyops.softmax_backward, lambda v: torch.softmax(v, 1), dout2),
+        (tinyops.log_softmax_forward, tinyops.log_softmax_backward, lambda v: torch.log_softmax(v, 1), dout2),
+    ]
+    for fwd, bwd, tfn, dout in ops:
+        _, cache = fwd(x, axis=1)
+        dx = bwd(dout, cache)
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        (t_dx,) = torch.autograd.grad(tfn(xt), xt, torch.tensor(dout.astype(np.float64)))
+        assert np.array_equal(np.isnan(dx), np.isnan(t_dx.numpy())), f"{fwd.__name__}: {dx} vs {t_dx}"
+        assert np.allclose(dx, t_dx.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
