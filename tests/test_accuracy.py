@@ -320,6 +320,7 @@ QUANTITIES = ["loss", "grad", "lse", "log_softmax", "softmax"]
 HARD = {dt: ts.hard_logits(dtype=dt) for dt in (F32, F64)}  # built once: building a strategy is not free
 MANY_ROWS = {dt: ts.hard_logits(dtype=dt, n=st.integers(1, 100), v=st.integers(2, 6)) for dt in (F32, F64)}
 LONG = ts.long_row(dtype=F32, v=50_257)
+LOG_NORMALIZED = {dt: ts.log_normalized(dtype=dt) for dt in (F32, F64)}
 
 
 def cases(quantities: list[str], dtypes: tuple[np.dtype[Any], ...] = (F32, F64)) -> list[Any]:
@@ -350,6 +351,39 @@ def test_ulp_bounds_long_rows(quantity: str, dtype: np.dtype[Any], data: st.Data
     check_quantity(quantity, logits, target, data.draw(st.integers(0, 2**16)))
 
 
+@pytest.mark.parametrize(("quantity", "dtype"), cases(QUANTITIES))
+@given(data=st.data())
+def test_ulp_bounds_log_normalized(quantity: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    """Rows whose logsumexp is within rounding of 0 (log-probabilities, ties at -log V).
+
+    Every quantity keeps its ULP bound but logsumexp itself: ``m + log1p(r)`` cancels there, and with
+    float64 inside it is held to its ULP bound plus an absolute ``4 eps64 (|m| + |lse - m| + log2 V + 1)``
+    (the rounding of the two float64 terms and of the sum r).
+    """
+    logits, target = data.draw(LOG_NORMALIZED[dtype], label="logits, target")
+    if quantity != "lse":
+        check_quantity(quantity, logits, target, data.draw(st.integers(0, 2**16), label="dloss seed"))
+        return
+    ref = cached_reference(logits, target)
+    got = tinyops.logsumexp(logits, axis=-1)
+    lse = ref.lse.astype(np.float64)
+    m = logits.max(axis=1).astype(np.float64)
+    slack = 4 * np.finfo(np.float64).eps * (np.abs(m) + np.abs(lse - m) + np.log2(logits.shape[1]) + 1)
+    unit = np.spacing(np.abs(exact.round_to(ref.lse, dtype))).astype(np.float64)
+    err = exact.ulp_error(got, ref.lse, dtype)
+    limit = bound("lse", dtype) + slack / unit
+    assert np.all(err <= limit), f"logsumexp {err.max():.4g} ULP > {limit[np.argmax(err)]:.4g} ULP: {got!r}"
+
+
+@pytest.mark.xfail(strict=True, reason="logsumexp near 0 cancels in m + log1p(r): float64 inside is not enough")
+@pytest.mark.parametrize(("dtype", "V"), [(F32, 2331), (F64, 2009)])
+def test_lse_near_zero_misses_the_ulp_target(dtype: np.dtype[Any], V: int) -> None:
+    """A tie at ``-log V`` rounded: ``logsumexp = c + log V`` is the rounding error of c (2.8e-11 in float32
+    for V = 2331, -4.4e-16 in float64 for V = 2009), far below the rounding of the float64 terms."""
+    x = np.full(V, -np.log(V), dtype=np.float64).astype(dtype)
+    assert_ulps("logsumexp", tinyops.logsumexp(x)[None], exact.logsumexp(x[None]), dtype, bound("lse", dtype))
+
+
 # ----------------------------------------------------------------------------- the strategies themselves
 
 REGION_STRATEGIES = {
@@ -362,6 +396,7 @@ REGION_STRATEGIES = {
     "masked": ts.masked,
     "exp_overflow": ts.exp_overflow,
     "exp_underflow": ts.exp_underflow,
+    "log_normalized": ts.log_normalized,
 }
 
 
@@ -389,6 +424,10 @@ def test_strategies_draw_their_region(region: str, data: st.DataObject) -> None:
         assert np.all(np.abs(logits - top) < 30)
     elif region == "exp_underflow":
         assert np.all(others.max(axis=1) - logits[rows, target] < 0.5 * np.log(np.finfo(dtype).tiny))
+    elif region == "log_normalized":
+        lse = np.asarray(exact.logsumexp(logits).astype(np.float64))
+        top_ulp = np.spacing(np.abs(logits).max(axis=1)).astype(np.float64)  # in the dtype
+        assert np.all(np.abs(lse) <= 4 * top_ulp * logits.shape[1])  # only the rounding of x - lse(x) is left
     elif region == "near_tie":
         spread = logits.max(axis=1) - logits.min(axis=1)
         assert np.all(spread <= 16 * np.spacing(np.abs(logits).max(axis=1)))

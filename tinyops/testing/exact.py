@@ -356,6 +356,8 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
     - zero and subnormals: ``y`` subnormal or zero has the ulp of the smallest subnormal (1.4e-45 in
       float32, 4.9e-324 in float64), so an exact 0 scores 0 only for a computed +-0, and a result that
       underflows to 0 scores ``|exact| / smallest subnormal`` (<= 0.5 when it is correctly rounded);
+      for an exact value in float64's own subnormal range the measure is good to about 0.5 ULP only
+      (the split has no room for ``lo``);
     - an exact value beyond the largest finite float (``y`` = +-inf): 0 for the same infinity, else
       ``|got - exact|`` in ulps of the largest finite float;
     - an exact +-inf: 0 for the same infinity, else inf;

@@ -21,6 +21,9 @@ The regions, and why each is hard:
   below the target (-87.3 / -103.3 in float32, -708.4 / -744.4 in float64), where ``exp(x - max)``
   underflows; half the rows are also shifted by that threshold.
 - ``long_row``: V up to 50,257 (GPT-2's vocabulary), normal spread 0.5 to 5; a quarter of the rows confident.
+- ``log_normalized``: log-probabilities, rows already shifted by their own logsumexp (computed in float64,
+  then rounded to the dtype), so that ``logsumexp`` is within rounding of 0 while the row maximum is not:
+  ``m + log1p(r)`` cancels. Half the rows are ties at ``-log(V)`` (a few ulps apart).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "confident",
     "exp_overflow",
     "exp_underflow",
+    "log_normalized",
     "long_row",
     "masked",
     "near_tie",
@@ -219,6 +223,22 @@ def long_row(
     return x.astype(dt), target
 
 
+def log_normalized(
+    rng: np.random.Generator, dtype: npt.DTypeLike, n: int, v: int, *, spread: Param = None, ulps: int = 2
+) -> Logits:
+    """Rows minus their logsumexp (normal logits, spread in [0.5, 5]); half the rows ``-log(V)`` +- ``ulps`` ulps."""
+    dt = _check(dtype, n, v)
+    x = rng.standard_normal((n, v)) * _per_row(rng, spread, n, 0.5, 5.0, log=True)
+    m = x.max(axis=1, keepdims=True)
+    x = x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))  # float64: logsumexp within 1e-15 of 0
+    tie = rng.uniform(size=n) < 0.5
+    c = np.full(int(tie.sum()), -np.log(v)).astype(dt)[:, None]
+    k = rng.integers(-ulps, ulps + 1, size=(int(tie.sum()), v)).astype(dt)
+    out = x.astype(dt)
+    out[tie] = c + k * np.spacing(np.abs(c))
+    return out, _targets(rng, n, v)
+
+
 Builder = Callable[..., Logits]
 BUILDERS: dict[str, Builder] = {
     "benign": benign,
@@ -231,5 +251,6 @@ BUILDERS: dict[str, Builder] = {
     "exp_overflow": exp_overflow,
     "exp_underflow": exp_underflow,
     "long_row": long_row,
+    "log_normalized": log_normalized,
 }
 REGIONS = tuple(BUILDERS)
