@@ -70,7 +70,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .softmax import shifted_rows, softmax_rows
+from .softmax import NARROW_N, shifted_rows, softmax_rows
 
 Array = npt.NDArray[Any]
 Precision = Literal["accurate", "fast"]
@@ -78,9 +78,9 @@ PRECISIONS: tuple[Precision, ...] = ("accurate", "fast")
 
 BLOCK_ELEMENTS = 1 << 18  # elements per row block (fast): 1 MiB of float32 logits and 1 MiB of exps, ~L2
 ACCURATE_BLOCK_ELEMENTS = 1 << 15  # elements per row block (accurate): its float64 temporaries, ~L2
-FAST_ABS_K = 4.0  # 'fast': |lse - exact| <= K eps (1 + |lse|), |loss - exact| <= K eps (1 + |lse| + |loss|)
-FAST_REL_K = 8.0  # 'fast': |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
-NARROW_C = 64  # rows this short (fast mode) are reduced column-major: NumPy reduces short rows slowly
+FAST_ABS_K = 8.0  # 'fast': |lse - exact| <= K eps (1 + |lse|), |loss - exact| <= K eps (1 + |lse| + |loss|)
+FAST_REL_K = 16.0  # 'fast': |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
+NARROW_C = NARROW_N  # rows this short are reduced column-major: NumPy reduces short rows slowly
 SERIAL_ELEMENTS = 1 << 17  # below this, threads cost more than they save
 LOG2E = 1.4426950408889634  # log2(e)
 
@@ -188,7 +188,7 @@ def ce_rows_forward(
     fast = precision == "fast"
     block_elements = BLOCK_ELEMENTS if fast else ACCURATE_BLOCK_ELEMENTS
     rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads), block_elements)
-    narrow = fast and C <= NARROW_C  # short rows: compute on a column-major copy (see the module docstring)
+    narrow = C <= NARROW_C  # short rows: computed column-major (see the module docstring)
     exps = np.empty_like(x, order="F" if narrow else "C")  # (M, C) the state's exps, written block by block
     inv_sum = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)  # (M,)
     loss = np.empty(M, dtype=x.dtype)  # (M,)
@@ -200,7 +200,7 @@ def ce_rows_forward(
     def fast_block(i0: int, i1: int) -> None:
         xb, eb = x[i0:i1], exps[i0:i1]  # (B, C)
         src = xb
-        if narrow:
+        if narrow:  # fast
             np.copyto(eb, xb)  # column-major: the row reductions below become vector ops across rows
             src = eb
         m = src.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
@@ -216,7 +216,7 @@ def ce_rows_forward(
     def accurate_block(i0: int, i1: int) -> None:
         xb, tb, r = x[i0:i1], t[i0:i1], np.arange(i1 - i0)  # (B, C), (B,), (B,)
         s = shifted_rows(xb)  # float64 pieces: m, r = sum_{j != argmax} exp(x_j - m), log1p(r)
-        exps[i0:i1] = softmax_rows(s)  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
+        softmax_rows(s, out=exps[i0:i1])  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
         loss_b = (s.m - xb[r, tb]) + s.log1p_r  # (B,) float64, two terms >= 0
         lse_b = s.m + s.log1p_r  # (B,)
         dtarget_b = np.expm1(-loss_b)  # (B,) softmax_t - 1 = exp(-loss) - 1

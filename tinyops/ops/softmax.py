@@ -45,56 +45,78 @@ Array = npt.NDArray[Any]
 # ----------------------------------------------------------------------------- the row core
 
 
+NARROW_N = 64  # rows this short are computed column-major: NumPy reduces short rows one at a time, slowly
+
+
 class ShiftedRows(NamedTuple):
     """The pieces of ``logsumexp`` of each row of an (R, n) array, n >= 1, in float64.
 
     ``d = x - m`` is ``d_hi + d_lo`` exactly (``d_lo`` is None for float32/float16 rows, where
-    ``d_hi`` is exact); ``e = exp(d)`` except ``e[a] = 0``; ``r = sum(e)``; the rows whose maximum is
-    not finite (``bad``, None when there is none) were shifted by 0 and need the explicit rules.
+    ``d_hi`` is exact); ``e = exp(d)``; ``r`` is the sum of ``e`` without one largest term; the rows
+    whose maximum is not finite (``bad``, None when there is none) were shifted by 0 and need the
+    explicit rules. The (R, n) arrays are column-major for rows of at most :data:`NARROW_N` entries.
     """
 
-    m: Array  # (R,) float64: x[row, a], the row max as is (nan, +inf or -inf on bad rows)
-    a: npt.NDArray[np.intp]  # (R,) the index of the max (first on ties; first nan if any)
+    m: Array  # (R,) float64: the row max as is (nan, +inf or -inf on bad rows)
     d_hi: Array  # (R, n) float64: x - m (x - 0 on bad rows)
     d_lo: Array | None  # (R, n) float64 for float64 rows: the rounding error of d_hi, else None
-    e: Array  # (R, n) float64: exp(d), with e[a] = 0
-    r: Array  # (R,) float64: sum_{j != a} exp(x_j - m)
+    e: Array  # (R, n) float64: exp(d), 1 at the maxima
+    r: Array  # (R,) float64: sum_{j != a} exp(x_j - m), a one index of the max
     log1p_r: Array  # (R,) float64: log1p(r)
     bad: npt.NDArray[np.bool_] | None  # (R,) rows with a non-finite max, or None
 
 
 def shifted_rows(x: Array) -> ShiftedRows:
-    """Compute :class:`ShiftedRows` of the rows of ``x`` (R, n), n >= 1, float16/32/64; x is not written."""
-    rows = np.arange(x.shape[0])
-    a = np.argmax(x, axis=1)  # (R,)  numpy's argmax returns the first nan, so a nan row has m = nan
-    m = x[rows, a].astype(np.float64)  # (R,)
+    """Compute :class:`ShiftedRows` of the rows of ``x`` (R, n), n >= 1, float16/32/64; x is not written.
+
+    Run it under ``np.errstate(over=, invalid=, divide="ignore")``: the rows with a non-finite max may
+    overflow or make nan on the way (their outputs are set apart by the caller).
+    """
+    narrow = x.shape[1] <= NARROW_N
+    if narrow:  # a column-major float64 copy: its row reductions are elementwise across rows
+        d_hi = np.array(x, dtype=np.float64, order="F")  # (R, n)
+        m = d_hi.max(axis=1)  # (R,); nan propagates, so a nan row has m = nan
+    else:
+        a = np.argmax(x, axis=1)  # (R,); numpy's argmax returns the first nan, so a nan row has m = nan
+        m = x[np.arange(x.shape[0]), a].astype(np.float64)  # (R,)
     bad = None
     shift = m
     if not np.isfinite(m).all():
         bad = ~np.isfinite(m)  # (R,)
         shift = np.where(bad, 0.0, m)  # guard: a non-finite max is not subtracted (inf - inf = nan)
-    with np.errstate(over="ignore", invalid="ignore"):
+    if narrow:
+        np.subtract(d_hi, shift[:, None], out=d_hi)  # (R, n), <= 0 on good rows
+    else:
         d_hi = np.subtract(x, shift[:, None], dtype=np.float64)  # (R, n), <= 0 on good rows
-        d_lo = None
-        if x.dtype == np.float64:  # TwoSum: d_hi + d_lo == x - shift exactly
-            bb = d_hi - x  # (R, n)
-            d_lo = (x - (d_hi - bb)) + (-shift[:, None] - bb)  # (R, n)
-            np.nan_to_num(d_lo, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # from infinite x: no correction
-        e = np.exp(d_hi)  # (R, n); on bad rows exp(x) may overflow: their outputs are set apart
-        if d_lo is not None:
-            e += e * d_lo  # exp(hi + lo) = exp(hi) * (1 + lo) + O(lo^2), |lo| <= ulp(hi) / 2
-    e[rows, a] = 0.0  # the largest term, exp(0) = 1, is kept out of the sum
-    r = e.sum(axis=1)  # (R,)
+    d_lo = None
+    if x.dtype == np.float64:  # TwoSum: d_hi + d_lo == x - shift exactly
+        bb = d_hi - x  # (R, n)
+        d_lo = (x - (d_hi - bb)) + (-shift[:, None] - bb)  # (R, n)
+        np.nan_to_num(d_lo, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # from infinite x: no correction
+    e = np.exp(d_hi)  # (R, n); on bad rows exp(x) may overflow: their outputs are set apart
+    if d_lo is not None:
+        e += e * d_lo  # exp(hi + lo) = exp(hi) * (1 + lo) + O(lo^2), |lo| <= ulp(hi) / 2
+    # r: the sum without one largest term, exp(0) = 1, which would round the small terms away
+    if narrow:  # no per-row argmax: sum the terms below the max, add back the ties but one
+        below = e * (d_hi < 0)  # (R, n)
+        r = below.sum(axis=1)  # (R,)
+        ties = np.rint(e.sum(axis=1) - r)  # (R,) the number of maxima, exactly (an integer >= 1)
+        r += ties - 1
+    else:
+        rows = np.arange(x.shape[0])
+        e[rows, a] = 0.0
+        r = e.sum(axis=1)  # (R,)
+        e[rows, a] = 1.0
     log1p_r = np.log1p(r)  # (R,)
-    return ShiftedRows(m, a, d_hi, d_lo, e, r, log1p_r, bad)
+    return ShiftedRows(m, d_hi, d_lo, e, r, log1p_r, bad)
 
 
-def softmax_rows(s: ShiftedRows) -> Array:
-    """(R, n) float64 softmax of the rows: ``e / (1 + r)`` and ``1 / (1 + r)`` at the max; nan on bad rows."""
-    denom = 1.0 + s.r  # (R,)
-    with np.errstate(invalid="ignore"):  # inf / inf on a row holding +inf: set to nan below
-        p = s.e / denom[:, None]  # (R, n)
-    p[np.arange(p.shape[0]), s.a] = 1.0 / denom
+def softmax_rows(s: ShiftedRows, out: Array | None = None) -> Array:
+    """The (R, n) softmax of the rows, ``e / (1 + r)``, nan on bad rows; into ``out`` (any float dtype) if given.
+
+    Run it under ``np.errstate(invalid="ignore")`` (inf / inf on a row holding +inf, then set to nan).
+    """
+    p: Array = np.divide(s.e, (1.0 + s.r)[:, None], out=out, casting="same_kind")  # (R, n)
     if s.bad is not None:
         p[s.bad] = np.nan  # all -inf: 0/0; a +inf: inf/inf (torch: the whole row is nan)
     return p
@@ -167,16 +189,16 @@ def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = Fal
         lse = np.full(R, -np.inf)
         probs = rows.astype(np.float64)  # (R, 0)
     else:
-        s = shifted_rows(rows)
-        lse = s.m + s.log1p_r  # (R,)
-        probs = softmax_rows(s)  # (R, n)
-        if s.bad is not None:  # the max as is: nan, +inf, or -inf (an all -inf row)
-            lse[s.bad] = s.m[s.bad]
-            with np.errstate(invalid="ignore", over="ignore"):  # torch's gradient: exp(x - lse)
-                probs[s.bad] = np.exp(rows[s.bad].astype(np.float64) - lse[s.bad, None])  # nan at inf - inf
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows, set below
+            s = shifted_rows(rows)
+            lse = s.m + s.log1p_r  # (R,)
+            probs = softmax_rows(s, out=np.empty_like(s.e, dtype=x.dtype))  # (R, n)
+            if s.bad is not None:  # the max as is: nan, +inf, or -inf (an all -inf row)
+                lse[s.bad] = s.m[s.bad]  # torch's gradient there: exp(x - lse), nan at inf - inf
+                probs[s.bad] = np.exp(rows[s.bad].astype(np.float64) - lse[s.bad, None])
     out_shape = () if len(shape) == 0 else _reduced_shape(x.shape, axes, keepdims)
     out = lse.astype(x.dtype).reshape(out_shape)
-    probs_x = _from_rows(probs.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
+    probs_x = _from_rows(probs.astype(x.dtype, copy=False), moved, axes, x.ndim).reshape(shape)
     return out, LogsumexpCache(probs_x, axes if len(shape) else (), keepdims, out_shape)
 
 
@@ -235,8 +257,13 @@ def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Softma
     """
     x, axes, shape = _prepare(x, axis)
     rows, moved = _to_rows(x, axes)  # (R, n)
-    p = softmax_rows(shifted_rows(rows)) if rows.shape[1] else rows  # (R, n)
-    out = _from_rows(p.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
+    if rows.shape[1] == 0:
+        p = rows.copy()  # (R, 0)
+    else:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
+            sr = shifted_rows(rows)
+            p = softmax_rows(sr, out=np.empty_like(sr.e, dtype=x.dtype))  # (R, n)
+    out = _from_rows(p, moved, axes, x.ndim).reshape(shape)
     return out, SoftmaxCache(out, axes if len(shape) else ())
 
 
@@ -321,8 +348,8 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
     if rows.shape[1] == 0:
         y = rows.astype(np.float64)
     else:
-        s = shifted_rows(rows)
-        with np.errstate(invalid="ignore"):  # inf - inf on a row holding +inf: set to nan below
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
+            s = shifted_rows(rows)
             y = s.d_hi - s.log1p_r[:, None]  # (R, n)
         if s.d_lo is not None:
             y += s.d_lo  # (x - m) = d_hi + d_lo exactly
