@@ -113,6 +113,39 @@ def test_every_backward_has_its_derivation() -> None:
     assert not missing, f"docs/derivations.md has no derivation naming {missing}"
 
 
+# ----------------------------------------------------------------------------- links
+
+LINK = re.compile(r"\]\((?P<target>[^)\s]*?)(?:#(?P<anchor>[^)\s]+))?\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation other than '-' and '_' dropped, spaces to '-'."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(md: Path) -> set[str]:
+    return {slug(m[1]) for m in re.finditer(r"^#+ (.+)$", md.read_text(encoding="utf-8"), re.M)}
+
+
+MARKDOWN = [p for p in [ROOT / "README.md", *DOCS] if p.exists()]
+
+
+@pytest.mark.parametrize("md", MARKDOWN, ids=lambda p: p.name)
+def test_links_to_files_and_headings_resolve(md: Path) -> None:
+    """Relative links point at existing files, and #anchors at existing headings (GitHub's slugs)."""
+    text = re.sub(r"```.*?```", "", md.read_text(encoding="utf-8"), flags=re.S)  # code blocks
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code: x[i](j) is not a link
+    for m in LINK.finditer(text):
+        target, anchor = m["target"], m["anchor"]
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        path = (md.parent / target).resolve() if target else md
+        assert path.exists(), f"{md.name}: link to {target!r}, which does not exist"
+        if anchor and path.suffix == ".md":
+            assert anchor in anchors(path), f"{md.name}: link to {target}#{anchor}: no such heading in {path.name}"
+
+
 # ----------------------------------------------------------------------------- docstrings
 
 # a shape written out: "(N, C)", "(..., D)", "(V,)", "0-D", "x's shape", "any shape"
