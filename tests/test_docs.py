@@ -29,7 +29,8 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 DERIVATIONS = ROOT / "docs" / "derivations.md"
 
 # "`tinyops/ops/tanh.py`, `tanh_backward`" optionally followed by ": `dx = (1 - out**2) * dout`"
-REF = re.compile(r"`(?P<path>[\w./-]+\.py)`, `(?P<name>[A-Za-z_][\w.]*)`(?::\s*`(?P<code>[^`]+)`)?")
+# (a list of files, "`a.py`, `b.py`", is not a reference)
+REF = re.compile(r"`(?P<path>[\w./-]+\.py)`, `(?P<name>[A-Za-z_][\w.]*)(?<!\.py)`(?::\s*`(?P<code>[^`]+)`)?")
 
 
 class Ref(NamedTuple):
