@@ -194,7 +194,6 @@ def ce_rows_forward(
     loss = np.empty(M, dtype=x.dtype)  # (M,)
     lse = np.empty(M, dtype=x.dtype)  # (M,)
     dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)  # (M,)
-
     log2e = x.dtype.type(LOG2E)
 
     def fast_block(i0: int, i1: int) -> None:
@@ -255,11 +254,13 @@ def ce_rows_backward(g: Array, state: RowsState) -> Array:
     M, C = exps.shape
     dx = np.empty_like(exps)  # (M, C)
     g_inv_sum = g * inv_sum  # (M,)
-    rows_per_block = max(1, -(-M // threads)) if M * C >= SERIAL_ELEMENTS else max(M, 1)
 
     def block(i0: int, i1: int) -> None:
         np.multiply(exps[i0:i1], g_inv_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
 
-    _run(block, M, rows_per_block, threads)
+    if threads == 1 or M * C < SERIAL_ELEMENTS:
+        block(0, M)  # one pass; exps is finite or nan, so nothing here raises a floating-point warning
+    else:
+        _run(block, M, max(1, -(-M // threads)), threads)
     dx[np.arange(M), t] = g * dtarget  # g * (softmax_t - onehot_t) = g * (softmax_t - 1)
     return dx
