@@ -259,6 +259,18 @@ def table(rows: list[dict[str, Any]]) -> str:
     return C.md_table(headers, out, "lllllrrr")
 
 
+def targets(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The issue's target, measured: tinyops' embedding_backward >= 2x faster than torch (1 thread) per shape."""
+    out = []
+    for key in dict.fromkeys((r["dtype"], r["V"], r["D"], r["rows"]) for r in rows):
+        same = {r["variant"]: r for r in rows if (r["dtype"], r["V"], r["D"], r["rows"]) == key and r["status"] == "ok"}
+        ours, t1 = same.get("tinyops embedding_backward"), same.get("torch, 1 thread")
+        ratio = t1["seconds"] / ours["seconds"] if ours and t1 else None
+        what = f"{key[0]} {key[1]}x{key[2]}, {key[3]:,} rows: torch 1 thread / tinyops"
+        out.append([what, ">= 2", *C.ratio_cells(ratio, None if ratio is None else ratio >= 2)])
+    return out
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = C.pyplot()
     keys = list(dict.fromkeys((r["dtype"], r["V"], r["D"], r["rows"]) for r in rows))
@@ -299,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine_info()
     print(f"Embedding backward (scatter-add)\nMachine: {C.machine_line(info)}\n", flush=True)
     rows = run(shapes, dtypes, budget, torch_memory=not args.no_torch_memory)
-    tab = table(rows)
+    goals = targets(rows)
+    tab = table(rows) + "\n\nTarget (issue 5):\n\n" + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
     print(tab)
     best = best_candidates(rows)
     print("\nFastest correct candidate: " + "; ".join(f"{k}: {v}" for k, v in best.items()))
@@ -309,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
     payload = {"benchmark": "embedding", "machine": info, "quick": args.quick, "budget_s": budget,
                "command": "python benchmarks/bench_embedding.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "best": best, "rows": rows}  # fmt: skip
+               "best": best, "rows": rows, "targets": goals}  # fmt: skip
     paths = C.write_results(args.out, "bench_embedding", "Embedding backward", tab, payload)
     if not args.no_plots:
         paths += plot(rows, args.out)

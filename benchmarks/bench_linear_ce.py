@@ -2,7 +2,8 @@
 
 ``loss = cross_entropy(x @ weight + bias, target)`` with its gradients dx, dweight, dbias, at N rows,
 D features and V classes. Variants:
-  tinyops fused      tinyops.linear_cross_entropy_forward/backward (row chunks), BLAS at 1 and 2 threads
+  tinyops fused      tinyops.linear_cross_entropy_forward/backward (row chunks), BLAS at 1 and 2 threads,
+                     at its default chunk size (and, one call each, a sweep of other chunk sizes)
   tinyops unfused    linear_forward -> cross_entropy_forward -> backwards: holds the (N, V) logits
   torch chunked      F.linear_cross_entropy with LinearCrossEntropyOptions(batch_chunk_size=c) at the best
                      c of a sweep (chosen at 2 threads), 1 and 2 threads
@@ -44,7 +45,7 @@ Result = tuple[Any, Array, Array, Array | None]  # loss, dx, dweight, dbias
 FULL = (4096, 256, 32768)
 QUICK = (1024, 128, 8192)
 TINY = (96, 16, 700)
-TORCH_CHUNKS = (256, 512, 1024, 2048)
+CHUNKS = (128, 256, 512, 1024, 2048)  # the chunk sweeps (rows per chunk), plus N itself
 
 
 def make_inputs(N: int, D: int, V: int, dtype: str = "float32", seed: int = 0) -> tuple[Array, Array, Array, Array]:
@@ -191,6 +192,11 @@ def run(shape: tuple[int, int, int], budget: float, torch_memory: bool, min_runs
             if row["status"] == "ok" and threads == 2:
                 row.update(peak_bytes=C.tracemalloc_peak(step), peak_method="tracemalloc")
         rows.append({**base, **row, "threads": threads, "chunk": chunk})
+    sweep: list[dict[str, Any]] = []
+    with C.blas_threads(2):
+        for c in (*(c for c in CHUNKS if c < N and c != chunk), N):  # other chunk sizes, one timed call each
+            row = timed(f"tinyops fused (chunk {c}), 2 BLAS threads", tinyops_fused(c)(x, w, b, t), ref, dtype, 0.0, 1)
+            sweep.append({**base, **row, "threads": 2, "chunk": c, "sweep": True})
     with C.blas_threads(2):
         step = tinyops_unfused(x, w, b, t)
         row = timed("tinyops unfused, 2 BLAS threads", step, ref, dtype, budget, min_runs)
@@ -203,13 +209,12 @@ def run(shape: tuple[int, int, int], budget: float, torch_memory: bool, min_runs
         import torch  # noqa: F401
     except ImportError:
         print("torch is not installed: its variants are left out")
-        return rows
-    sweep: list[dict[str, Any]] = []
-    for c in (*(c for c in TORCH_CHUNKS if c < N), N):  # the sweep at 2 threads, one timed call each
+        return rows + sweep
+    for c in (*(c for c in CHUNKS if c < N), N):  # the sweep at 2 threads, one timed call each
         row = timed(f"torch chunked (chunk {c}), 2 threads", torch_make(c, 2)(x, w, b, t), ref, dtype, 0.0, 1)
         sweep.append({**base, **row, "threads": 2, "chunk": c, "sweep": True})
-    ok = [r for r in sweep if r["status"] == "ok"]
-    best = min(ok, key=lambda r: r["seconds"])["chunk"] if ok else TORCH_CHUNKS[0]
+    ok = [r for r in sweep if r["status"] == "ok" and r["variant"].startswith("torch")]
+    best = min(ok, key=lambda r: r["seconds"])["chunk"] if ok else CHUNKS[0]
     for threads in (1, 2):
         row = timed(f"torch chunked (best chunk {best}), {threads} thread{'s' * (threads > 1)}",
                     torch_make(best, threads)(x, w, b, t), ref, dtype, budget, min_runs)  # fmt: skip
@@ -249,6 +254,28 @@ def table(rows: list[dict[str, Any]]) -> str:
     return C.md_table(headers, out, "lllrrr")
 
 
+def targets(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The issue's targets, measured: peak memory <= 1/8 of the unfused path; >= 2x faster than torch's
+    chunked op at its best chunk, at equal threads."""
+    main = [r for r in rows if not r.get("sweep") and r["status"] == "ok"]
+
+    def find(prefix: str, threads: int) -> dict[str, Any] | None:
+        return next((r for r in main if r["variant"].startswith(prefix) and r["threads"] == threads), None)
+
+    out = []
+    fused, unfused = find("tinyops fused", 2), find("tinyops unfused", 2)
+    if fused and unfused and fused.get("peak_bytes") and unfused.get("peak_bytes"):
+        share = fused["peak_bytes"] / unfused["peak_bytes"]
+        out.append(["tinyops fused / unfused peak memory", "<= 1/8 (0.125)", f"{share:.3f} (1/{1 / share:.1f})",
+                    "yes" if share <= 1 / 8 else "NO"])  # fmt: skip
+    for threads in (1, 2):
+        f, t = find("tinyops fused", threads), find("torch chunked (best", threads)
+        r = t["seconds"] / f["seconds"] if f and t else None
+        what = f"torch best chunk / tinyops fused, {threads} thread{'s' * (threads > 1)}"
+        out.append([what, ">= 2", *C.ratio_cells(r, None if r is None else r >= 2)])
+    return out
+
+
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = C.pyplot()
     main_rows = [r for r in rows if not r.get("sweep") and r["status"] == "ok"]
@@ -281,14 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Linear + cross-entropy forward + backward, N x D -> V = {shape[0]} x {shape[1]} -> {shape[2]}, "
           f"float32\nMachine: {C.machine_line(info)}\n", flush=True)  # fmt: skip
     rows = run(shape, budget, not args.no_torch_memory, min_runs)
-    tab = table(rows)
+    goals = targets(rows)
+    tab = table(rows) + "\n\nTargets (issue 5):\n\n" + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
     print(tab)
     failed = [f"{r['variant']}: {r['check']}" for r in rows if r["status"] != "ok"]
     print("\nEvery variant's loss and gradients were checked against a float64 reference before timing."
           + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
     payload = {"benchmark": "linear-ce", "machine": info, "quick": args.quick, "shape": shape, "budget_s": budget,
                "command": "python benchmarks/bench_linear_ce.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "rows": rows}  # fmt: skip
+               "rows": rows, "targets": goals}  # fmt: skip
     paths = C.write_results(args.out, "bench_linear_ce", "Linear + cross-entropy", tab, payload)
     if not args.no_plots:
         paths += plot(rows, args.out)

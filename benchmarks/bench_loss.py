@@ -231,6 +231,57 @@ def table(rows: list[dict[str, Any]]) -> str:
     return C.md_table(headers, out, "lllrrrrrr")
 
 
+def targets(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The issue's targets, measured: (what, target, measured, met) per dtype and shape. "fastest fused"
+    is the fastest mode of the fused op at that thread count (the targets are for the fastest mode)."""
+
+    def get(key: tuple[str, int, int], name: str) -> dict[str, Any] | None:
+        return next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
+                     and r["status"] == "ok"), None)  # fmt: skip
+
+    def fastest(key: tuple[str, int, int], threads: int) -> dict[str, Any] | None:
+        names = ["fused", "fused fast, 1 thread"] if threads == 1 else ["fused fast, 2 threads"]
+        found = [r for r in (get(key, n) for n in names) if r is not None]
+        return min(found, key=lambda r: r["seconds"]) if found else None
+
+    out: list[list[str]] = []
+
+    def add(what: str, target: str, value: float | None, ok: bool | None, unit: str = "x") -> None:
+        shown = "n/a" if value is None else f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
+        out.append([what, target, shown, "n/a" if ok is None else "yes" if ok else "NO"])
+
+    for key in dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows):
+        dtype, N, V = key
+        tag = f"{dtype} {N}x{V}"
+        f1, f2 = fastest(key, 1), fastest(key, 2)
+        if (N, V) == (32, 27):
+            us = None if f1 is None else f1["seconds"] * 1e6
+            add(f"{tag}: fastest fused fwd+bwd ({f1 and f1['variant']})", "<= 12 µs", us,
+                None if us is None else us <= 12, "µs")  # fmt: skip
+            d = get(key, "fused")
+            add(f"{tag}: default fused fwd+bwd", "(beside it)", d and d["seconds"] * 1e6, None, "µs")
+        if V < 8192:
+            continue
+        add(f"{tag}: fastest fused, 1 thread / floor ({f1 and f1['variant']})", "<= 2", f1 and f1["x_floor"],
+            f1 and f1["x_floor"] <= 2)  # fmt: skip
+        add(f"{tag}: fastest fused, 2 threads / one-core floor", "<= 1.2", f2 and f2["x_floor"],
+            f2 and f2["x_floor"] <= 1.2)  # fmt: skip
+        d = get(key, "fused")
+        add(f"{tag}: default fused / floor", "(beside it)", d and d["x_floor"], None)
+        for threads, f in ((1, f1), (2, f2)):
+            t = get(key, f"torch, {threads} thread{'s' * (threads > 1)}")
+            r = t["seconds"] / f["seconds"] if t and f else None
+            add(f"{tag}: torch / fastest fused, {threads} thread{'s' * (threads > 1)}", ">= 4", r,
+                None if r is None else r >= 4)  # fmt: skip
+        n = get(key, "naive")
+        if n and f1:
+            add(f"{tag}: naive / fastest fused (time)", ">= 1.5", n["seconds"] / f1["seconds"],
+                n["seconds"] / f1["seconds"] >= 1.5)  # fmt: skip
+            m = n["peak_bytes"] / max(f1["peak_bytes"], 1)
+            add(f"{tag}: naive / fastest fused (peak memory)", ">= 3", m, m >= 3)
+    return out
+
+
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = C.pyplot()
     dtypes = sorted({r["dtype"] for r in rows})
@@ -301,14 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine_info()
     print(f"Cross-entropy forward + backward, mean reduction\nMachine: {C.machine_line(info)}\n", flush=True)
     rows = run(shapes, dtypes, budget, torch_memory=not args.no_torch_memory)
-    tab = table(rows)
+    goals = targets(rows)
+    tab = (
+        table(rows)
+        + "\n\nTargets (issue 5), from the rows above:\n\n"
+        + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
+    )
     print(tab)
     failed = [r["variant"] + f" ({r['dtype']} {r['N']}x{r['V']}: {r['check']})" for r in rows if r["status"] != "ok"]
     print("\nEvery variant's loss and dlogits were checked against a float64 reference before timing."
           + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
     payload = {"benchmark": "loss", "machine": info, "quick": args.quick, "budget_s": budget,
                "command": "python benchmarks/bench_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "rows": rows}  # fmt: skip
+               "rows": rows, "targets": goals}  # fmt: skip
     paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab, payload)
     if not args.no_plots:
         paths += plots(rows, args.out)

@@ -242,6 +242,11 @@ def check_close(parts: Sequence[tuple[str, Any, Any, Any]]) -> Check:
 # ============================================================================ output
 
 
+def ratio_cells(value: float | None, ok: bool | None) -> list[str]:
+    """The "measured" and "met" cells of a targets table."""
+    return ["n/a" if value is None else f"{value:.2f}x", "n/a" if ok is None else "yes" if ok else "NO"]
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
     align = align or "l" * len(headers)
     sep = ["---:" if a == "r" else "---" for a in align]

@@ -59,6 +59,23 @@ def test_loss_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
             assert got["naive"]["peak_bytes"] > 0
 
 
+def test_loss_targets_are_the_rows_ratios(tmp_path: Path) -> None:
+    """The targets table at 32x27 and V = 8192 restates ratios of the measured rows."""
+    bench = load("bench_loss")
+    argv = ["--shapes", "32x27,16x8192", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
+            "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(argv) == 0
+    payload = json.loads((tmp_path / "bench_loss.json").read_text())
+    rows = {(r["N"], r["variant"]): r for r in payload["rows"]}
+    goals = {g[0]: g for g in payload["targets"]}
+    naive = goals["float32 16x8192: naive / fastest fused (time)"]
+    fastest = min((rows[16, n] for n in ("fused", "fused fast, 1 thread") if (16, n) in rows),
+                  key=lambda r: r["seconds"])  # fmt: skip
+    assert naive[2] == f"{rows[16, 'naive']['seconds'] / fastest['seconds']:.2f}x"
+    assert any(k.startswith("float32 32x27: fastest fused fwd+bwd") for k in goals)
+    assert "float32 16x8192: torch / fastest fused, 2 threads" in goals
+
+
 def test_loss_benchmark_reports_a_wrong_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A variant whose gradient is off by 1% fails its check: FAILED in the JSON, no time, exit code 1."""
     bench = load("bench_loss")
