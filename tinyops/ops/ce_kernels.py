@@ -28,8 +28,13 @@ is kept; the backward is one pass, ``dx = exps * (g * inv_sum)[:, None]``, then 
     softmax_t - 1 = expm1(-loss)       the gradient's target entry: ``p - 1`` cancels when p is near 1
 
 and the softmax is rounded once to x's dtype. Rows go in blocks of :data:`ACCURATE_BLOCK_ELEMENTS`,
-so the float64 temporaries are one block's. Errors against the exact values are in tests/test_kernels.py
-and tests/test_accuracy.py (bounds: float32 2 ULP loss and lse, 4 ULP softmax and gradient; float64 8).
+so the float64 temporaries are one block's. Bounds held by tests/test_kernels.py and
+tests/test_accuracy.py against the exact (mpmath) values: float32 inputs, 2 ULP for the loss and lse,
+4 ULP for the softmax and every gradient entry whose exact value is normal; float64 inputs, 8 ULP
+(``benchmarks/bench_accuracy.py`` prints the measured worst cases). One known exception: ``lse``
+itself when it is close to 0 against the max (``m < 0`` and ``log1p(r)`` close to ``-m``, e.g.
+log-normalized rows): ``m + log1p(r)`` then cancels and keeps an absolute error of about
+``eps64 * |m|`` (float32 inputs) or ``eps * |m|`` (float64). The loss never cancels.
 
 **precision='fast'**: the classic kernel in x's dtype (float32 internals for float32), in place in
 the state: ``m = max(x)``, ``exps = exp2((x - m) * log2(e))`` (NumPy's float32 ``exp2`` runs twice as
@@ -40,8 +45,9 @@ fast as its ``exp``), ``s = sum(exps)``, ``lse = log(s) + m``, ``loss = lse - x[
     |loss - exact| <= FAST_ABS_K * eps * (1 + |lse| + |loss|)
     |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
 
-so a loss of 1e-6 can be off by 100% (as torch's) while a softmax entry is good to a few ULP near the
-max. The edge rows below give the same loss and gradient as 'accurate'; lse is nan on a row with a
+(tests/test_kernels.py holds these on the hard regions; the largest ratios seen are about half of
+the constants), so a loss of 1e-6 can be off by 100% (as torch's) while a softmax entry is good to a
+few ULP near the max. The edge rows below give the same loss and gradient as 'accurate'; lse is nan on a row with a
 ``+inf`` or of all ``-inf`` (the accurate path gives torch's ``+inf``/``-inf``). Rows of at most
 :data:`NARROW_C` classes are reduced column-major (the state's exps are then a Fortran-ordered array):
 NumPy reduces short rows one at a time, slowly, but a column-major block elementwise, fast.

@@ -15,9 +15,15 @@ The largest term, ``exp(0) = 1``, is kept out of the sum: when it dominates (a c
 ``log1p(r)`` keeps them. From the same pieces: ``softmax_j = exp(x_j - m) / (1 + r)`` (``1 / (1 + r)``
 at ``a``) and ``log_softmax_j = (x_j - m) - log1p(r)``, a sum of two terms <= 0, so nothing cancels.
 
+Rows of at most :data:`NARROW_N` entries are computed on a column-major copy, where NumPy reduces
+all rows at once (it reduces short rows one at a time, slowly); there the maximum's term is kept out
+of the sum by summing the terms below the max and adding back the ties but one, without a per-row argmax.
+
 float32 (and float16) inputs are computed in float64: ``x_j - m`` is then exact (two float32 values
 differ by a float64 number, unless one is so much smaller that the difference rounds far below what
-matters), and one rounding to float32 at the end leaves the result within about 1 ULP. float64 inputs
+matters), and one rounding to float32 at the end leaves the result within about 1 ULP -- except a
+``logsumexp`` close to 0 next to ``m < 0``, where ``m + log1p(r)`` cancels and keeps the absolute error
+of the float64 ``log1p(r)``, about ``1e-16 * |m|`` (log-normalized rows are the example). float64 inputs
 have no wider type, so ``x_j - m`` is formed exactly as a sum of two float64 numbers ``hi + lo``
 (TwoSum) and ``exp(hi + lo) = exp(hi) * (1 + lo)`` to first order: without it, ``x_j - m`` of size
 700 would carry a rounding error of up to 700 * eps / 2 into ``exp`` and so into a tiny probability.
