@@ -15,7 +15,7 @@ NumPy and torch are imported, and ``torch.set_num_threads(1)``):
 The torch step is the lecture's: ``loss.backward()`` then ``p.data -= lr * p.grad`` (pt4: part 4's
 batchnorm with the Bessel-corrected variance, the running statistics updated under ``no_grad``).
 
-    python benchmarks/bench_train.py [--quick] [--data names.txt] [--out results]
+    python benchmarks/bench_train.py [--quick] [--data names.txt] [--out results]   (or: tinyops bench train ...)
 
 Without ``--data`` (or ``TINYOPS_NAMES``) the batches come from random contexts and the full run is skipped.
 Prints a markdown table and writes ``<out>/bench_train.{md,json}``.
@@ -31,8 +31,8 @@ if __name__ == "__main__":  # one thread: set before numpy and torch load (impor
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,11 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C
+
 import tinyops
 from tinyops import mlp
 from tinyops import train as T
 
-torch.set_num_threads(1)
 Array = np.ndarray[Any, Any]
 
 
@@ -305,21 +307,24 @@ def load(data: str | None, config: mlp.Config) -> tuple[Array, Array, bool]:
     return rng.integers(0, 27, (180_000, config.block_size)), rng.integers(0, 27, 180_000), False
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and no full 200,000-step run")
     ap.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"), help="names.txt (default: $TINYOPS_NAMES)")
     ap.add_argument("--configs", default="pt2,pt4", help="comma-separated configurations")
     ap.add_argument("--out", default="results", help="directory for bench_train.{md,json}")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    with C.blas_threads(1):  # also when run as `tinyops bench train`, after NumPy has loaded
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     block, repeats, number = (200, 5, 300) if args.quick else (1000, 11, 2000)
 
     info = {
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "threads": "1 (OMP/OPENBLAS/MKL_NUM_THREADS=1, torch.set_num_threads(1))",
+        **C.machine_info(),
+        "threads": "1 (NumPy's OpenBLAS set to 1 thread, torch.set_num_threads(1))",
         "dtype": "float32",
         "quick": args.quick,
     }
@@ -327,7 +332,7 @@ def main() -> None:
     printed = 0
     lines = [
         f"# bench_train ({'quick' if args.quick else 'full'}): numpy {np.__version__}, torch {torch.__version__}, "
-        "1 thread, float32",
+        f"1 thread, float32; {info['cpu']}",
         "",
     ]
     for name in args.configs.split(","):
@@ -386,7 +391,8 @@ def main() -> None:
     (out / "bench_train.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench_train.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'bench_train.md'} and {out / 'bench_train.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
