@@ -15,9 +15,9 @@ write into their inputs. The contract:
     ce_rows_backward(g (M,), state) -> dx (M, C)
 
 ``state`` (:class:`RowsState`) holds the softmax (M, C) -- what the backward needs -- as
-``exps * inv_sum[:, None]`` (the fast path leaves the division to the backward's one pass), and the
+``exps / sums[:, None]`` (the fast path leaves the division to the backward's one pass), and the
 target entry of the gradient, ``softmax_t - 1``, formed without cancellation. No other (M, C) array
-is kept; the backward is one pass, ``dx = exps * (g * inv_sum)[:, None]``, then the M target entries.
+is kept; the backward is one pass, ``dx = exps * (g / sums)[:, None]``, then the M target entries.
 
 **precision='accurate'** (the default of the public op). Each row is computed as in
 :mod:`tinyops.ops.softmax`, in float64 for float32 input: with ``m = x[a]`` the row max and
@@ -92,17 +92,17 @@ LOG2E = 1.4426950408889634  # log2(e)
 
 
 class RowsState(NamedTuple):
-    """What the backward needs: the softmax of every row, as ``exps * inv_sum``, and the target entries."""
+    """What the backward needs: the softmax of every row, as ``exps / sums``, and the target entries."""
 
     exps: Array  # (M, C) x's dtype: exp(x - max) (fast), or the softmax itself (accurate)
-    inv_sum: Array  # (M,) x's dtype: softmax = exps * inv_sum[:, None] (1 / sum(exps); ones if accurate)
+    sums: Array  # (M,) x's dtype: softmax = exps / sums[:, None] (sum(exps); ones if accurate)
     target: npt.NDArray[np.intp]  # (M,)
     dtarget: Array  # (M,) softmax(x)[t] - 1 = expm1(-loss): float64 if accurate, x's dtype if fast
     threads: int  # the forward's thread count, reused by the backward
 
     def softmax(self) -> Array:
         """The (M, C) softmax, a new array."""
-        out: Array = self.exps * self.inv_sum[:, None]
+        out: Array = self.exps / self.sums[:, None]
         return out
 
 
@@ -196,7 +196,7 @@ def ce_rows_forward(
     rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads), block_elements)
     narrow = C <= NARROW_C  # short rows: computed column-major (see the module docstring)
     exps = np.empty_like(x, order="F" if narrow else "C")  # (M, C) the state's exps, written block by block
-    inv_sum = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)  # (M,)
+    sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)  # (M,)
     loss = np.empty(M, dtype=x.dtype)  # (M,)
     lse = np.empty(M, dtype=x.dtype)  # (M,)
     dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)  # (M,)
@@ -212,8 +212,7 @@ def ce_rows_forward(
         np.subtract(src, m, out=eb)  # (B, C), <= 0
         np.multiply(eb, log2e, out=eb)  # exp(d) = exp2(d * log2(e)): NumPy's float32 exp2 is 2x faster
         np.exp2(eb, out=eb)  # (B, C) in (0, 1]
-        s = eb.sum(axis=1)  # (B,) >= 1
-        np.reciprocal(s, out=inv_sum[i0:i1])  # the softmax is exps / s; the backward divides
+        s = np.sum(eb, axis=1, out=sums[i0:i1])  # (B,) >= 1; the softmax is exps / s, the backward divides
         lse_b = np.log(s, out=lse[i0:i1])  # (B,)
         lse_b += m[:, 0]  # lse = log(sum(exp(x - m))) + m
         np.subtract(lse_b, xb[np.arange(i1 - i0), t[i0:i1]], out=loss[i0:i1])  # loss = lse - x[t]
@@ -234,7 +233,7 @@ def ce_rows_forward(
     _run(fast_block if fast else accurate_block, M, rows_per_block, threads_used)
     if fast:
         np.expm1(np.negative(loss), out=dtarget)  # softmax_t - 1 = exp(-loss) - 1
-    return loss, lse, RowsState(exps, inv_sum, t, dtarget, threads_used)
+    return loss, lse, RowsState(exps, sums, t, dtarget, threads_used)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -256,13 +255,13 @@ def ce_rows_backward(g: Array, state: RowsState) -> Array:
         ``g * softmax`` everywhere, then ``g * (softmax_t - 1)`` at the target, with ``softmax_t - 1``
         from the state (``expm1(-loss)`` in the accurate mode).
     """
-    exps, inv_sum, t, dtarget, threads = state
+    exps, sums, t, dtarget, threads = state
     M, C = exps.shape
     dx = np.empty_like(exps)  # (M, C)
-    g_inv_sum = g * inv_sum  # (M,)
+    g_over_sum = g / sums  # (M,)
 
     def block(i0: int, i1: int) -> None:
-        np.multiply(exps[i0:i1], g_inv_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
+        np.multiply(exps[i0:i1], g_over_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
 
     if threads == 1 or M * C < SERIAL_ELEMENTS:
         block(0, M)  # one pass; exps is finite or nan, so nothing here raises a floating-point warning
