@@ -233,6 +233,37 @@ def run(shape: tuple[int, int, int], budget: float, torch_memory: bool, min_runs
     return rows + sweep
 
 
+def profile(x: Array, w: Array, b: Array, t: Array, chunk: int, budget: float) -> list[list[str]]:
+    """Where one chunk of the fused op spends its time (1 BLAS thread): the three matmuls against the
+    elementwise work, each step timed alone on the chunk's own arrays."""
+    from tinyops.ops.linear_cross_entropy import _softmax_rows_
+
+    x_c, t_c = x[:chunk], t[:chunk]
+    z = x_c @ w + b
+    g = np.full(chunk, 1.0 / x.shape[0], dtype=x.dtype)
+    dweight, dweight_c = np.zeros_like(w), np.empty_like(w)
+    buf = np.empty_like(z)
+
+    def softmax_and_dlogits() -> None:
+        np.copyto(buf, z)
+        _, s = _softmax_rows_(buf, t_c)
+        np.multiply(buf, g[:, None] / s, out=buf)
+        buf[np.arange(chunk), t_c] -= g
+
+    steps = [
+        ("logits = x_c @ weight + bias", lambda: np.add(x_c @ w, b, out=buf)),
+        ("softmax and dlogits, in place (includes a copy of the logits)", softmax_and_dlogits),
+        ("dx_c = dlogits @ weight.T", lambda: buf @ w.T),
+        ("dweight += x_c.T @ dlogits", lambda: np.add(dweight, np.matmul(x_c.T, buf, out=dweight_c), out=dweight)),
+    ]
+    with C.blas_threads(1):
+        times = [(name, C.median_time(f, budget)) for name, f in steps]
+    total = sum(sec for _, sec in times)
+    flops = 2 * chunk * x.shape[1] * w.shape[1]
+    return [[name, C.fmt(sec * 1e3), f"{100 * sec / total:.0f}%",
+             C.fmt(flops / sec / 1e9) if "@" in name else "-"] for name, sec in times]  # fmt: skip
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     def find(prefix: str, threads: int) -> dict[str, Any] | None:
         return next((r for r in rows if r["variant"].startswith(prefix) and r["threads"] == threads
@@ -309,14 +340,22 @@ def main(argv: list[str] | None = None) -> int:
           f"float32\nMachine: {C.machine_line(info)}\n", flush=True)  # fmt: skip
     rows = run(shape, budget, not args.no_torch_memory, min_runs)
     goals = targets(rows)
-    tab = table(rows) + "\n\nTargets (issue 5):\n\n" + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
+    chunk = default_chunk_size(shape[2], np.dtype(np.float32))
+    prof = profile(*make_inputs(*shape), min(chunk, shape[0]), budget / 4)
+    tab = (
+        table(rows)
+        + "\n\nTargets (issue 5):\n\n"
+        + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
+        + f"\n\nProfile of one chunk ({min(chunk, shape[0])} rows) of the fused op, 1 BLAS thread:\n\n"
+        + C.md_table(["step", "median ms", "share", "GFLOP/s"], prof, "lrrr")
+    )
     print(tab)
     failed = [f"{r['variant']}: {r['check']}" for r in rows if r["status"] != "ok"]
     print("\nEvery variant's loss and gradients were checked against a float64 reference before timing."
           + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
     payload = {"benchmark": "linear-ce", "machine": info, "quick": args.quick, "shape": shape, "budget_s": budget,
                "command": "python benchmarks/bench_linear_ce.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "rows": rows, "targets": goals}  # fmt: skip
+               "rows": rows, "targets": goals, "profile": prof}  # fmt: skip
     paths = C.write_results(args.out, "bench_linear_ce", "Linear + cross-entropy", tab, payload)
     if not args.no_plots:
         paths += plot(rows, args.out)
