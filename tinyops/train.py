@@ -377,13 +377,15 @@ def cmd_train(
         }  # fmt: skip
         save_model(out_dir / MODEL_FILE, cfg, res.params, stats, meta, running=res.stats)
         _write_json(out_dir / LOSSES_FILE, {"config": cfg.name, **meta, **losses})
-        if plots and res.steps_done:
+        plotted = plots and res.steps_done > 0  # nothing to plot before the first step
+        if plotted:
             save_plots(out_dir, res.lossi, res.params, ITOS)
         print(
             f"{cfg.name} seed {seed}: {res.steps_done} steps in {res.seconds:.1f} s "
             f"({meta['us_per_step']} us/step); " + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         )
-        print(f"saved {os.fspath(out_dir)}/{{{MODEL_FILE},{LOSSES_FILE}{',loss.png,embedding.png' if plots else ''}}}")
+        files = [MODEL_FILE, LOSSES_FILE, *(["loss.png", "embedding.png"] if plotted else [])]
+        print(f"saved {os.fspath(out_dir)}/{{{','.join(files)}}}")
         return 130 if res.interrupted else 0
 
     return _run(run)
