@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -369,3 +370,25 @@ def test_softmax_family_gradients_on_non_finite_rows_as_torch(dtype: np.dtype[An
         (t_dx,) = torch.autograd.grad(tfn(xt), xt, torch.tensor(dout.astype(np.float64)))
         assert np.array_equal(np.isnan(dx), np.isnan(t_dx.numpy())), f"{fwd.__name__}: {dx} vs {t_dx}"
         assert np.allclose(dx, t_dx.numpy(), rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_concurrent_callers_share_the_pool() -> None:
+    """Callers on several threads, each asking for another thread count (the pool grows meanwhile)."""
+    x, t, g = rows(np.random.default_rng(3), 60, 9, F32)
+    want = run(x, t, g, "fast", 1)
+    failures: list[str] = []
+
+    def caller(k: int) -> None:
+        for i in range(8):
+            threads = 1 + (i + k) % 5
+            got = run(x, t, g, "fast", threads)
+            if not all(np.array_equal(u, v, equal_nan=True) for u, v in zip(got, want, strict=True)):
+                failures.append(f"caller {k}, threads={threads}")
+
+    callers = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for c in callers:
+        c.start()
+    for c in callers:
+        c.join()
+    assert not failures, failures

@@ -126,9 +126,8 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
     """The module's persistent pool, grown to at least ``workers`` threads."""
     global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool_workers < workers:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
+        if _pool is None or _pool_workers < workers:  # a smaller pool is dropped, not shut down: a caller
+            # may still be submitting to it; its threads exit once it is unreferenced and idle
             _pool, _pool_workers = ThreadPoolExecutor(workers, thread_name_prefix="tinyops-ce"), workers
         return _pool
 
