@@ -248,6 +248,8 @@ def fmt_ulp(x: float) -> str:
         return "-"
     if x == float("inf"):
         return "inf"
+    if x < 0.01:
+        return "0" if x == 0 else "<0.01"
     if x < 10:
         return f"{x:.2g}"
     return f"{x:.2g}" if x >= 1e5 else f"{x:.0f}"
@@ -277,6 +279,23 @@ def region_table(results: dict[str, Any], dtype_name: str, quantity: str) -> str
         rows.append([region, *(fmt_ulp(per_region[n].get(region, {}).get(quantity, float("nan"))) for n in names)])
     title = f"**{dtype_name} {quantity}**: worst ULP error per region"
     return title + "\n\n" + C.md_table(["region", *names], rows, align="l" + "r" * len(names))
+
+
+def region_pairs_table(results: dict[str, Any], dtype_name: str) -> str:
+    """Worst ULP error per region and quantity, tinyops (default) / torch, in one table."""
+    names = results["implementations"]
+    torch_name = next((n for n in names if n.startswith("torch")), None)
+    per_region = results["per_dtype"][dtype_name]["worst_per_region"]
+    rows = []
+    for region in regions.REGIONS:
+        cells = []
+        for q in QUANTITIES:
+            ours = fmt_ulp(per_region["tinyops"].get(region, {}).get(q, float("nan")))
+            theirs = fmt_ulp(per_region[torch_name].get(region, {}).get(q, float("nan"))) if torch_name else "-"
+            cells.append(f"{ours} / {theirs}")
+        rows.append([region, *cells])
+    title = f"**{dtype_name}**: worst ULP error per region, tinyops / {torch_name or 'torch (not installed)'}"
+    return title + "\n\n" + C.md_table(["region", *QUANTITIES], rows, align="l" + "r" * len(QUANTITIES))
 
 
 def target_check(results: dict[str, Any]) -> tuple[str, bool]:
@@ -341,9 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(size)
     tab = table(results)
     regions_tab = "\n\n".join(
-        region_table(results, dtype, q) for dtype, q in (("float32", "loss"), ("float32", "grad"), ("float32", "lse"),
-                                                          ("float64", "lse"))
-    )  # fmt: skip
+        [region_table(results, "float32", "loss"), *(region_pairs_table(results, d) for d in DTYPES)]
+    )
     check_line, ok = target_check(results)
     print("\n" + tab + "\n\n" + regions_tab + "\n\n" + check_line)
     command = "python benchmarks/bench_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
