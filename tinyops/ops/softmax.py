@@ -64,7 +64,7 @@ class ShiftedRows(NamedTuple):
     """
 
     m: Array  # (R,) float64: the row max as is (nan, +inf or -inf on bad rows)
-    d_hi: Array  # (R, n) float64: x - m (x - 0 on bad rows)
+    d_hi: Array | None  # (R, n) float64: x - m (x - 0 on bad rows); None unless asked for
     d_lo: Array | None  # (R, n) float64 for float64 rows: the rounding error of d_hi, else None
     e: Array  # (R, n) float64: exp(d), 1 at the maxima
     r: Array  # (R,) float64: sum_{j != a} exp(x_j - m), a one index of the max
@@ -72,8 +72,11 @@ class ShiftedRows(NamedTuple):
     bad: npt.NDArray[np.bool_] | None  # (R,) rows with a non-finite max, or None
 
 
-def shifted_rows(x: Array) -> ShiftedRows:
+def shifted_rows(x: Array, *, keep_d: bool = False) -> ShiftedRows:
     """Compute :class:`ShiftedRows` of the rows of ``x`` (R, n), n >= 1, float16/32/64; x is not written.
+
+    ``keep_d``: keep ``d = x - m`` (log_softmax needs it); otherwise ``exp`` overwrites it in place and
+    ``d_hi`` is None.
 
     Run it under ``np.errstate(over=, invalid=, divide="ignore")``: the rows with a non-finite max may
     overflow or make nan on the way (their outputs are set apart by the caller).
@@ -99,12 +102,12 @@ def shifted_rows(x: Array) -> ShiftedRows:
         bb = d_hi - x  # (R, n)
         d_lo = (x - (d_hi - bb)) + (-shift[:, None] - bb)  # (R, n)
         np.nan_to_num(d_lo, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # from infinite x: no correction
-    e = np.exp(d_hi)  # (R, n); on bad rows exp(x) may overflow: their outputs are set apart
+    e = np.exp(d_hi, out=None if keep_d else d_hi)  # (R, n); on bad rows it may overflow: set apart
     if d_lo is not None:
         e += e * d_lo  # exp(hi + lo) = exp(hi) * (1 + lo) + O(lo^2), |lo| <= ulp(hi) / 2
     # r: the sum without one largest term, exp(0) = 1, which would round the small terms away
     if narrow:  # no per-row argmax: sum the terms below the max, add back the ties but one
-        below = e * (d_hi < 0)  # (R, n)
+        below = e * (e < 1)  # (R, n); a term that rounds to 1 counts as a tie: off by < eps, with r >= 1
         r = below.sum(axis=1)  # (R,)
         ties = np.rint(e.sum(axis=1) - r)  # (R,) the number of maxima, exactly (an integer >= 1)
         r += ties - 1
@@ -114,7 +117,7 @@ def shifted_rows(x: Array) -> ShiftedRows:
         r = e.sum(axis=1)  # (R,)
         e[rows, a] = 1.0
     log1p_r = np.log1p(r)  # (R,)
-    return ShiftedRows(m, d_hi, d_lo, e, r, log1p_r, bad)
+    return ShiftedRows(m, d_hi if keep_d else None, d_lo, e, r, log1p_r, bad)
 
 
 def softmax_rows(s: ShiftedRows, out: Array | None = None) -> Array:
@@ -355,7 +358,8 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
         y = rows.astype(np.float64)
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
-            s = shifted_rows(rows)
+            s = shifted_rows(rows, keep_d=True)
+            assert s.d_hi is not None
             y = s.d_hi - s.log1p_r[:, None]  # (R, n)
         if s.d_lo is not None:
             y += s.d_lo  # (x - m) = d_hi + d_lo exactly
