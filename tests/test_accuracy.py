@@ -199,8 +199,9 @@ def test_ulp_error_hand_worked() -> None:
     zero = np.array([mpmath.mpf(0)], dtype=object)
     assert exact.ulp_error(np.float32(0), zero, F32)[0] == 0
     assert exact.ulp_error(np.float32(2.0**-149), zero, F32)[0] == 1
-    # plain float64 "exact" values are accepted too
+    # plain float64 "exact" values are accepted too, and any float dtype is a unit (float16: ulp(1) = 2**-10)
     assert exact.ulp_error(np.float32(1), np.float64(1 + 2.0**-23), F32) == 1
+    assert exact.ulp_error(np.float16(1), quarter_ulp, np.float16)[0] == pytest.approx(2.0**-25 / 2.0**-10)
 
 
 def test_ulp_error_special_values() -> None:
