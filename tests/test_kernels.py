@@ -392,3 +392,21 @@ def test_concurrent_callers_share_the_pool() -> None:
     for c in callers:
         c.join()
     assert not failures, failures
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("C", [9, 90])  # a column-major state and a row-major one
+def test_backward_into_out_and_into_the_state(precision: str, C: int) -> None:
+    x, t, g = rows(np.random.default_rng(C), 33, C, F32)
+    t = t.astype(np.intp)
+    _, _, state = K.ce_rows_forward(x, t, precision=precision, threads=2)  # type: ignore[arg-type]
+    want = K.ce_rows_backward(g, state)
+    buf = np.full(want.shape, 7.0, dtype=np.float32)
+    assert K.ce_rows_backward(g, state, out=buf) is buf
+    assert np.array_equal(buf, want, equal_nan=True)
+    spent = K.ce_rows_backward(g, state, out=state.exps)  # consumes the state
+    assert spent is state.exps and np.array_equal(spent, want, equal_nan=True)
+    for bad in (np.zeros((33, C), np.float64), np.zeros((32, C), np.float32), [[0.0] * C] * 33):
+        with pytest.raises(ValueError, match=r"out must be an array of shape \(33, \d+\) and dtype float32, got"):
+            K.ce_rows_backward(g, state, out=bad)  # type: ignore[arg-type]

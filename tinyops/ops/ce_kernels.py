@@ -238,15 +238,22 @@ def ce_rows_forward(
 # ----------------------------------------------------------------------------- backward
 
 
-def ce_rows_backward(g: Array, state: RowsState) -> Array:
+def ce_rows_backward(g: Array, state: RowsState, *, out: Array | None = None) -> Array:
     """``dx = g[:, None] * (softmax(x) - onehot(t))``, (M, C), from the forward's state.
 
     Args:
         g: (M,) per-row upstream gradient in x's dtype (0 for ignored rows).
         state: from :func:`ce_rows_forward`.
+        out: None (a new array), or an (M, C) array of the state's dtype to write dx into -- a buffer
+            reused from call to call, or ``state.exps`` itself (the backward then consumes the state:
+            no second (M, C) array, but the state is spent). Writing into fresh memory costs the
+            operating system's page faults, about as much as the exp pass itself for large arrays.
 
     Returns:
-        dx: (M, C), the state's dtype; a new array.
+        dx: (M, C), the state's dtype; ``out`` if given, else a new array.
+
+    Raises:
+        ValueError: ``out`` has another shape or dtype than the state's softmax.
 
     Derivation:
         ``loss = logsumexp(x) - x[t]``; the gradient of logsumexp is softmax and that of ``x[t]`` is
@@ -256,7 +263,13 @@ def ce_rows_backward(g: Array, state: RowsState) -> Array:
     """
     exps, sums, t, dtarget, threads = state
     M, C = exps.shape
-    dx = np.empty_like(exps)  # (M, C)
+    if out is None:
+        dx = np.empty_like(exps)  # (M, C)
+    elif not isinstance(out, np.ndarray) or out.shape != exps.shape or out.dtype != exps.dtype:
+        got = f"shape {out.shape} and dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be an array of shape {exps.shape} and dtype {exps.dtype}, got {got}")
+    else:
+        dx = out  # elementwise below, so out may be exps itself
     g_over_sum = g / sums  # (M,)
 
     def block(i0: int, i1: int) -> None:
