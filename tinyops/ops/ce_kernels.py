@@ -193,46 +193,72 @@ def ce_rows_forward(
     fast = precision == "fast"
     block_elements = BLOCK_ELEMENTS if fast else ACCURATE_BLOCK_ELEMENTS
     rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads), block_elements)
-    narrow = C <= NARROW_C  # short rows: computed column-major (see the module docstring)
-    exps = np.empty_like(x, order="F" if narrow else "C")  # (M, C) the state's exps, written block by block
-    sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)  # (M,)
-    loss = np.empty(M, dtype=x.dtype)  # (M,)
-    lse = np.empty(M, dtype=x.dtype)  # (M,)
-    dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)  # (M,)
-    log2e = x.dtype.type(LOG2E)
+    rows = _fast_rows if fast else _accurate_rows
+    if rows_per_block >= M:  # one block: NumPy allocates the results as it goes (fewest calls)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = rows(x, t, None)
+    else:  # the results, written block by block
+        order: Literal["C", "F"] = "F" if C <= NARROW_C else "C"
+        sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)
+        dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)
+        res = _Rows(np.empty_like(x, order=order), sums, np.empty(M, x.dtype), np.empty(M, x.dtype), dtarget)
 
-    def fast_block(i0: int, i1: int) -> None:
-        xb, eb = x[i0:i1], exps[i0:i1]  # (B, C)
-        src = xb
-        if narrow:  # fast
-            np.copyto(eb, xb)  # column-major: the row reductions below become vector ops across rows
-            src = eb
-        m = src.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
-        np.subtract(src, m, out=eb)  # (B, C), <= 0
-        np.multiply(eb, log2e, out=eb)  # exp(d) = exp2(d * log2(e)): NumPy's float32 exp2 is 2x faster
-        np.exp2(eb, out=eb)  # (B, C) in (0, 1]
-        s = np.sum(eb, axis=1, out=sums[i0:i1])  # (B,) >= 1; the softmax is exps / s, the backward divides
-        lse_b = np.log(s, out=lse[i0:i1])  # (B,)
-        lse_b += m[:, 0]  # lse = log(sum(exp(x - m))) + m
-        np.subtract(lse_b, xb[np.arange(i1 - i0), t[i0:i1]], out=loss[i0:i1])  # loss = lse - x[t]
+        def block(i0: int, i1: int) -> None:
+            rows(x[i0:i1], t[i0:i1], _Rows(*(a[i0:i1] for a in res)))
 
-    def accurate_block(i0: int, i1: int) -> None:
-        xb, tb, r = x[i0:i1], t[i0:i1], np.arange(i1 - i0)  # (B, C), (B,), (B,)
-        s = shifted_rows(xb)  # float64 pieces: m, r = sum_{j != argmax} exp(x_j - m), log1p(r)
-        softmax_rows(s, out=exps[i0:i1])  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
-        loss_b = (s.m - xb[r, tb]) + s.log1p_r  # (B,) float64, two terms >= 0
-        lse_b = s.m + s.log1p_r  # (B,)
-        dtarget_b = np.expm1(-loss_b)  # (B,) softmax_t - 1 = exp(-loss) - 1
-        if s.bad is not None:  # a nan, a +inf, or all -inf: as torch (see the module docstring)
-            loss_b[s.bad] = np.nan
-            lse_b[s.bad] = s.m[s.bad]
-            dtarget_b[s.bad] = np.nan
-        loss[i0:i1], lse[i0:i1], dtarget[i0:i1] = loss_b, lse_b, dtarget_b
+        _run(block, M, rows_per_block, threads_used)
+    return res.loss, res.lse, RowsState(res.exps, res.sums, t, res.dtarget, threads_used)
 
-    _run(fast_block if fast else accurate_block, M, rows_per_block, threads_used)
-    if fast:
-        np.expm1(np.negative(loss), out=dtarget)  # softmax_t - 1 = exp(-loss) - 1
-    return loss, lse, RowsState(exps, sums, t, dtarget, threads_used)
+
+class _Rows(NamedTuple):
+    """A block's results: (B, C) exps and (B,) sums, lse, loss, dtarget (see :class:`RowsState`)."""
+
+    exps: Array
+    sums: Array
+    lse: Array
+    loss: Array
+    dtarget: Array
+
+
+def _fast_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Rows:
+    """'fast' on rows ``x`` (B, C) with targets ``t`` (B,), into ``out`` (slices of the results) if given."""
+    o = (None,) * 5 if out is None else out
+    e: Array | None = o[0]
+    src = x
+    if x.shape[1] <= NARROW_C:  # column-major: the row reductions below become vector ops across rows
+        if e is None:
+            e = np.array(x, order="F")
+        else:
+            np.copyto(e, x)
+        src = e
+    m = src.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
+    e = np.subtract(src, m, out=e)  # (B, C), <= 0
+    np.multiply(e, x.dtype.type(LOG2E), out=e)  # exp(d) = exp2(d * log2(e)): NumPy's float32 exp2 is 2x faster
+    np.exp2(e, out=e)  # (B, C) in (0, 1]
+    s = np.sum(e, axis=1, out=o[1])  # (B,) >= 1; the softmax is exps / s, the backward divides
+    lse = np.log(s, out=o[2])  # (B,)
+    lse += m[:, 0]  # lse = log(sum(exp(x - m))) + m
+    loss = np.subtract(lse, x[np.arange(x.shape[0]), t], out=o[3])  # loss = lse - x[t]
+    dtarget = np.expm1(np.negative(loss), out=o[4])  # softmax_t - 1 = exp(-loss) - 1
+    return _Rows(e, s, lse, loss, dtarget)
+
+
+def _accurate_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Rows:
+    """'accurate' on rows ``x`` (B, C) with targets ``t`` (B,), into ``out`` (slices of the results) if given."""
+    s = shifted_rows(x)  # float64 pieces: m, r = sum_{j != argmax} exp(x_j - m), log1p(r)
+    exps = np.empty_like(s.e, dtype=x.dtype) if out is None else out.exps
+    softmax_rows(s, out=exps)  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
+    loss = (s.m - x[np.arange(x.shape[0]), t]) + s.log1p_r  # (B,) float64, two terms >= 0
+    lse = s.m + s.log1p_r  # (B,)
+    dtarget = np.expm1(-loss)  # (B,) softmax_t - 1 = exp(-loss) - 1
+    if s.bad is not None:  # a nan, a +inf, or all -inf: as torch (see the module docstring)
+        loss[s.bad] = np.nan
+        lse[s.bad] = s.m[s.bad]
+        dtarget[s.bad] = np.nan
+    if out is None:
+        return _Rows(exps, np.ones(x.shape[0], x.dtype), lse.astype(x.dtype), loss.astype(x.dtype), dtarget)
+    out.lse[...], out.loss[...], out.dtarget[...] = lse, loss, dtarget
+    return out
 
 
 # ----------------------------------------------------------------------------- backward
