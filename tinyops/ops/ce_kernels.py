@@ -12,7 +12,7 @@ integer array already checked to lie in [0, C). Both functions return arrays of 
 write into their inputs. The contract:
 
     ce_rows_forward(x, t, *, precision, threads) -> (loss (M,), lse (M,), state)
-    ce_rows_backward(g (M,), state) -> dx (M, C)
+    ce_rows_backward(g (M,), state, *, out=None) -> dx (M, C)   (out: a buffer to reuse, or state.exps)
 
 ``state`` (:class:`RowsState`) holds the softmax (M, C) -- what the backward needs -- as
 ``exps / sums[:, None]`` (the fast path leaves the division to the backward's one pass), and the
@@ -58,7 +58,8 @@ the passes over a block (max, subtract, scale, exp2, sum) run in the core's L2 c
 (NumPy's ufuncs release the GIL); the blocks do not depend on k and each row is computed by the same
 calls whatever the split, so the results are bit-for-bit identical for every thread count.
 ``threads=None`` means 1. Problems below :data:`SERIAL_ELEMENTS` elements always run on the calling
-thread. The backward splits its one pass into ``threads`` row ranges the same way.
+thread, as one block (NumPy then allocates the results as it goes: the fewest calls for a small batch).
+The backward splits its one pass into ``threads`` row ranges.
 
 Infinities, row by row, as torch: a ``+inf`` logit gives a nan loss (and nan gradient); ``-inf`` at the
 target gives ``+inf``; ``-inf`` elsewhere contributes exp(-inf) = 0 (finite loss, zero probability there);
