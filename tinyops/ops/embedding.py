@@ -71,6 +71,29 @@ def embedding_forward(
     return out, EmbeddingCache(idx, (V, D), weight.dtype, pad, bool(scale_grad_by_freq))
 
 
+SCATTER_BLOCK = 2**17  # elements of dout per np.add.at call in _scatter_add_rows
+
+
+def _scatter_add_rows(flat: npt.NDArray[np.integer[Any]], dout2: npt.NDArray[Any], V: int) -> npt.NDArray[Any]:
+    """``dweight[v, :] = sum_{m : flat[m] == v} dout2[m, :]``: (M,) indices, (M, D) rows -> (V, D).
+
+    One unbuffered ``np.add.at`` on the flattened (V*D,) gradient with the flat indices ``flat*D + j``,
+    a block of rows at a time. The 1-D form takes NumPy's fast add.at path (two to three times faster
+    than ``np.add.at`` on (V, D) rows) and the blocks keep the flat indices in cache.
+    ``benchmarks/bench_embedding.py`` measures it beside bincount, sort + reduceat, a one-hot matmul
+    and torch, on one batch (96 rows), the whole training split (547,875 rows) and a 50257 x 768 table.
+    """
+    M, D = dout2.shape
+    dweight = np.zeros(V * D, dtype=dout2.dtype)  # (V*D,)
+    cols = np.arange(D)  # (D,)
+    rows_per_block = max(1, SCATTER_BLOCK // max(D, 1))
+    for r0 in range(0, M, rows_per_block):
+        block = slice(r0, r0 + rows_per_block)
+        flat_block = (flat[block, None].astype(np.intp) * D + cols).reshape(-1)  # (B*D,) into dweight
+        np.add.at(dweight, flat_block, dout2[block].reshape(-1))  # scatter-add: repeated rows are summed
+    return dweight.reshape(V, D)
+
+
 def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArray[Any]:
     """Gradient of the lookup with respect to ``weight``.
 
@@ -87,7 +110,7 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
         ``dweight[v, :] = sum_{m : idx[m] == v} dout[m, :]`` -- a scatter-add: a row looked up
         k times receives the sum of its k upstream gradients. ``dweight[idx] += dout`` would be
         wrong (buffered fancy assignment keeps only one of the repeated rows), so the sum is done
-        with the unbuffered ``np.add.at(dweight, idx, dout)``.
+        with the unbuffered ``np.add.at`` (on the flattened gradient: :func:`_scatter_add_rows`).
         With ``scale_grad_by_freq`` the row's sum is divided by its count k (torch's option: the
         forward is unchanged, so this is not the gradient of the forward but a rescaled one):
         ``dweight[v, :] /= count[v]``. With ``padding_idx`` that row is set to zero:
@@ -96,8 +119,7 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
     idx, (V, D), dtype, padding_idx, scale_grad_by_freq = cache
     dout = check_dout(dout, (*idx.shape, D), dtype)  # (..., D)
     flat = idx.reshape(-1)  # (M,)
-    dweight = np.zeros((V, D), dtype=dtype)  # (V, D)
-    np.add.at(dweight, flat, dout.reshape(-1, D))  # scatter-add: repeated rows are summed
+    dweight = _scatter_add_rows(flat, dout.reshape(-1, D), V)  # (V, D) scatter-add: repeated rows are summed
     if scale_grad_by_freq:
         count = np.bincount(flat, minlength=V)  # (V,)
         dweight /= np.maximum(count, 1)[:, None].astype(dtype)  # rows never looked up stay 0
