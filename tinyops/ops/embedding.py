@@ -72,26 +72,34 @@ def embedding_forward(
 
 
 SCATTER_BLOCK = 2**17  # elements of dout per np.add.at call in _scatter_add_rows
+ONE_HOT_MAX = 2**15  # up to this many (M, V) entries, _scatter_add_rows is a one-hot matmul
 
 
 def _scatter_add_rows(flat: npt.NDArray[np.integer[Any]], dout2: npt.NDArray[Any], V: int) -> npt.NDArray[Any]:
     """``dweight[v, :] = sum_{m : flat[m] == v} dout2[m, :]``: (M,) indices, (M, D) rows -> (V, D).
 
-    One unbuffered ``np.add.at`` on the flattened (V*D,) gradient with the flat indices ``flat*D + j``,
-    a block of rows at a time. The 1-D form takes NumPy's fast add.at path (two to three times faster
-    than ``np.add.at`` on (V, D) rows) and the blocks keep the flat indices in cache.
-    ``benchmarks/bench_embedding.py`` measures it beside bincount, sort + reduceat, a one-hot matmul
-    and torch, on one batch (96 rows), the whole training split (547,875 rows) and a 50257 x 768 table.
+    Small M * V (one training batch: 96 rows of a 27-row table) and finite dout2: ``onehot.T @ dout2``
+    with the (M, V) ``onehot[m, flat[m]] = 1``, one small matmul. Otherwise one unbuffered ``np.add.at`` on the
+    flattened (V*D,) gradient with the flat indices ``flat*D + j``, a block of rows at a time: the 1-D
+    form takes NumPy's fast add.at path (two to three times faster than ``np.add.at`` on (V, D) rows)
+    and the blocks keep the flat indices in cache. ``benchmarks/bench_embedding.py`` measures both
+    beside bincount, sort + reduceat and torch, on one batch (96 rows), the whole training split
+    (547,875 rows) and a 50257 x 768 table.
     """
     M, D = dout2.shape
-    dweight = np.zeros(V * D, dtype=dout2.dtype)  # (V*D,)
+    if M * V <= ONE_HOT_MAX and np.isfinite(dout2).all():  # (0 * inf in the matmul would spread to every row)
+        onehot = np.zeros((M, V), dtype=dout2.dtype)  # (M, V)
+        onehot[np.arange(M), flat] = 1
+        dweight: npt.NDArray[Any] = onehot.T @ dout2  # (V, D)  row v sums the dout rows whose index is v
+        return dweight
+    dweight_flat = np.zeros(V * D, dtype=dout2.dtype)  # (V*D,)
     cols = np.arange(D)  # (D,)
     rows_per_block = max(1, SCATTER_BLOCK // max(D, 1))
     for r0 in range(0, M, rows_per_block):
         block = slice(r0, r0 + rows_per_block)
         flat_block = (flat[block, None].astype(np.intp) * D + cols).reshape(-1)  # (B*D,) into dweight
-        np.add.at(dweight, flat_block, dout2[block].reshape(-1))  # scatter-add: repeated rows are summed
-    return dweight.reshape(V, D)
+        np.add.at(dweight_flat, flat_block, dout2[block].reshape(-1))  # scatter-add: repeated rows are summed
+    return dweight_flat.reshape(V, D)
 
 
 def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArray[Any]:
