@@ -84,6 +84,7 @@ def assert_same_bits(a: tuple[Array, ...], b: tuple[Array, ...], what: str) -> N
         (5, 200),  # one row a block, fewer blocks than threads for threads=8
         (1, 3),  # a single row
         (0, 4),  # no rows
+        (0, 0),  # no rows, no classes
     ],
 )
 def test_threads_give_the_same_bits(precision: str, dtype: np.dtype[Any], M: int, C: int) -> None:

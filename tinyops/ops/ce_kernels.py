@@ -195,7 +195,10 @@ def ce_rows_forward(
     block_elements = BLOCK_ELEMENTS if fast else ACCURATE_BLOCK_ELEMENTS
     rows_per_block, threads_used = _rows_per_block(M, C, check_threads(threads), block_elements)
     rows = _fast_rows if fast else _accurate_rows
-    if rows_per_block >= M:  # one block: NumPy allocates the results as it goes (fewest calls)
+    if M == 0:  # no rows (maybe no classes either): nothing to reduce
+        e = np.empty_like(x)
+        res = _Rows(e, np.ones(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype))
+    elif rows_per_block >= M:  # one block: NumPy allocates the results as it goes (fewest calls)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = rows(x, t, None)
     else:  # the results, written block by block
