@@ -64,6 +64,8 @@ def machine_info() -> dict[str, Any]:
         "blas": blas_info(),
         "blas_threads": get_blas_threads(),
         "env_threads": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")},
+        # runnable processes averaged over the last minute: above the core count, other work shares the cores
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     try:
         import torch
@@ -79,7 +81,8 @@ def machine_line(info: dict[str, Any]) -> str:
     torch_v = f", torch {info['torch']}" if info.get("torch") else ""
     return (
         f"{info['cpu']}, {info['usable_cores']} cores, Python {info['python']}, NumPy {info['numpy']} "
-        f"({info['blas']}, {info['blas_threads']} BLAS threads by default){torch_v}"
+        f"({info['blas']}, {info['blas_threads']} BLAS threads by default){torch_v}; "
+        f"load average {info.get('load_average_1min')} at the start"
     )
 
 
