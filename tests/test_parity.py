@@ -75,6 +75,8 @@ CE_CASES: list[Any] = [
     ("empty-sum", np.zeros((0, 3)), np.zeros(0, np.int64), {"reduction": "sum"}),  # 0
     ("empty-none", np.zeros((0, 3)), np.zeros(0, np.int64), {"reduction": "none"}),
     ("empty-probs", np.zeros((0, 3)), np.zeros((0, 3)), {}),
+    ("no-rows-no-classes", np.zeros((0, 0)), np.zeros(0, np.int64), {"reduction": "none"}),
+    ("kdim-no-rows", np.zeros((0, 4, 3)), np.zeros((0, 3), np.int64), {}),
     ("plus-inf-logit", np.array([[inf, 0.0, 1.0], [0.0, 1.0, 2.0]]), np.array([1, 2]), {"reduction": "none"}),
     ("plus-inf-at-target", np.array([[inf, 0.0, 1.0]]), np.array([0]), {"reduction": "none"}),
     ("minus-inf-at-target", np.array([[-inf, 0.0, 1.0], [0.0, 1.0, 2.0]]), np.array([0, 2]), {"reduction": "none"}),

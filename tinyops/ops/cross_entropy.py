@@ -170,9 +170,12 @@ def _rows(a: Array, C: int) -> Array:
     """(C,) -> (1, C); (N, C) as it is; (N, C, d1, ...) -> (N * d1 * ..., C) with the class axis last."""
     if a.ndim == 1:
         return a[None, :]
+    if a.ndim == 2 and a.flags.c_contiguous:
+        return a
+    M = math.prod(_loss_shape_of(a.shape))  # (not -1: C may be 0)
     if a.ndim > 2:
         a = np.moveaxis(a, 1, -1)
-    return np.ascontiguousarray(a.reshape(-1, C))
+    return np.ascontiguousarray(a.reshape(M, C))
 
 
 def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
@@ -314,7 +317,7 @@ def cross_entropy_forward(
             if not 0 <= v < C:
                 raise IndexError(f"target must be in [0, {C}) (C = {C}) or equal ignore_index ({ignore_index}), "
                                  f"got {v}")  # fmt: skip
-    t = t.astype(np.intp) if ignored is None else np.where(ignored, 0, t).astype(np.intp)  # (M,), ignored -> 0
+    t = np.asarray(t if ignored is None else np.where(ignored, 0, t), dtype=np.intp)  # (M,), ignored -> 0
     row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
     if wk is not None:
         row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
@@ -395,8 +398,8 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
         g = np.full(M, dloss, dtype=work)  # (M,)
     else:  # the mean's divisor; if it is 0 (the loss is nan) the kept rows get a nan gradient, as torch's
         g = np.full(M, float(dloss) / denom if denom != 0 else np.nan, dtype=work)  # (M,)
-    with np.errstate(invalid="ignore"):
-        if row_weight is not None:
+    if row_weight is not None:
+        with np.errstate(invalid="ignore"):
             g *= row_weight  # (M,)
     if ignored is not None:
         g[ignored] = 0  # ignored rows: a zero gradient, whatever the rest (all ignored: zeros, as torch)
