@@ -173,7 +173,7 @@ def test_embedding_edge_case_matches_torch(name: str, idx: Array, kwargs: dict[s
     w = EMB_W.astype(dtype)
     out, dw = _compare(tinyops.embedding_forward, tinyops.embedding_backward,
                        lambda wt, i, **kw: F.embedding(i, wt, **kw), w, (idx,), kwargs)  # fmt: skip
-    assert out.shape == (*idx.shape, 2)
+    assert out.shape == (*idx.shape, 2) and dw.shape == w.shape
 
 
 @pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.5, float("inf")])
