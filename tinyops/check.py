@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from .gradcheck import GradcheckResult, compare, format_comparisons, gradcheck
+from .ops import batchnorm as bn
 from .ops import cross_entropy as ce
 from .ops import embedding as emb
 from .ops import linear as lin
+from .ops import linear_cross_entropy as lce
 from .ops import softmax as sm
 from .ops import tanh as th
 
@@ -37,6 +39,20 @@ def _logits_ignored(rng: np.random.Generator) -> list[Any]:
     return [rng.normal(0.0, 3.0, (5, 7)), np.array([0, 6, -100, 3, 1])]
 
 
+def _batchnorm(x: Any, weight: Any, bias: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """batchnorm1d_forward without its third result, the new running statistics (they get no gradient)."""
+    out, cache, _ = bn.batchnorm1d_forward(x, weight, bias, **kwargs)
+    return out, cache
+
+
+def _bn_inputs(shape: tuple[int, ...]) -> Callable[[np.random.Generator], list[Any]]:
+    C = shape[1]
+    return lambda r: [r.normal(1.0, 2.0, shape), r.normal(1.0, 0.3, C), r.normal(0.0, 0.5, C)]
+
+
+_BN_EVAL = bn.BatchNormStats(np.linspace(-0.5, 0.5, 4), np.linspace(0.5, 2.0, 4), 10)
+
+
 CASES: tuple[CheckCase, ...] = (
     # repeated indices (1 twice, 4 three times) exercise the scatter-add
     CheckCase("embedding", emb.embedding_forward, emb.embedding_backward,
@@ -46,6 +62,11 @@ CASES: tuple[CheckCase, ...] = (
     CheckCase("linear (no bias)", lin.linear_forward, lin.linear_backward,
               lambda r: [r.normal(size=(3, 4)), r.normal(size=(4, 2))]),
     CheckCase("tanh", th.tanh_forward, th.tanh_backward, lambda r: [r.normal(0.0, 1.5, (4, 5))]),
+    CheckCase("batchnorm1d (training)", _batchnorm, bn.batchnorm1d_backward, _bn_inputs((6, 4))),
+    CheckCase("batchnorm1d (training, unbiased, (N, C, L))", _batchnorm, bn.batchnorm1d_backward,
+              _bn_inputs((3, 4, 5)), {"unbiased": True}),
+    CheckCase("batchnorm1d (eval)", _batchnorm, bn.batchnorm1d_backward, _bn_inputs((6, 4)),
+              {"running": _BN_EVAL, "training": False}),
     CheckCase("logsumexp", sm.logsumexp_forward, sm.logsumexp_backward,
               lambda r: [r.normal(0.0, 3.0, (4, 6))]),
     CheckCase("logsumexp (axis 0, keepdims)", sm.logsumexp_forward, sm.logsumexp_backward,
@@ -65,6 +86,13 @@ CASES: tuple[CheckCase, ...] = (
     CheckCase("cross_entropy (probability targets, (N, C, d1))", ce.cross_entropy_forward,
               ce.cross_entropy_backward, lambda r: [r.normal(0.0, 3.0, (2, 7, 3))],
               {"target": _PROBS, "weight": _WEIGHT, "label_smoothing": 0.1}),
+    *(
+        CheckCase(f"linear_cross_entropy ({red}, chunks of 3 rows)", lce.linear_cross_entropy_forward,
+                  lce.linear_cross_entropy_backward,
+                  lambda r: [r.normal(size=(7, 5)), r.normal(size=(5, 9)), np.array([0, 8, 3, 3, 1, 2, 5]),
+                             r.normal(size=9)], {"reduction": red, "chunk_size": 3})
+        for red in ("mean", "none")
+    ),
     *(
         CheckCase(f"cross_entropy_naive ({red})", ce.cross_entropy_naive_forward,
                   ce.cross_entropy_naive_backward, _logits, {"reduction": red})
