@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-thorough bench check clean
+.PHONY: test test-thorough bench bench-full train check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
 
+$(VENV)/.train-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[train]'
+	touch $@
+
 # The test suite with the CI hypothesis profile (>= 200 examples per property, derandomized),
 # then the linters.
 test: $(VENV)/.test-installed
@@ -28,10 +32,24 @@ test: $(VENV)/.test-installed
 test-thorough: $(VENV)/.test-installed
 	TINYOPS_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest
 
-# The main job: the op self-check and the quick fused-vs-naive loss benchmark (synthetic data).
+# The main job: the op self-check and the quick fused-vs-naive loss benchmark (synthetic data, about
+# 2 minutes): prints the table, writes results/bench_loss.{md,json} and the plots results/bench_loss_*.png.
 bench: $(VENV)/.bench-installed
 	$(BIN)/tinyops check
-	$(BIN)/python benchmarks/bench_loss.py --quick
+	$(BIN)/tinyops bench loss --quick
+
+# The whole suite (tens of minutes; results/): loss, embedding, linear + cross-entropy, accuracy in ULPs.
+bench-full: $(VENV)/.bench-installed
+	$(BIN)/tinyops bench loss
+	$(BIN)/tinyops bench embedding
+	$(BIN)/tinyops bench linear-ce
+	$(BIN)/tinyops bench accuracy
+
+# Train the makemore MLP (pt2: 200,000 steps) on a names file: make train DATA=path/to/names.txt
+# Extra options go in TRAIN_ARGS, e.g. TRAIN_ARGS="--seed 1 --out results/pt2-seed1" or "--config pt4".
+train: $(VENV)/.train-installed
+	@test -n "$(DATA)" || { echo "usage: make train DATA=path/to/names.txt [TRAIN_ARGS=...]" >&2; exit 2; }
+	$(BIN)/tinyops train --data "$(DATA)" --config pt2 $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis results

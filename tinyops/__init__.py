@@ -6,6 +6,14 @@ plus a plain value function where a value is what one wants.
 """
 
 from .gradcheck import Comparison, GradcheckResult, InputCheck, compare, format_comparisons, gradcheck
+from .ops.batchnorm import (
+    BatchNormCache,
+    BatchNormStats,
+    batchnorm1d,
+    batchnorm1d_backward,
+    batchnorm1d_forward,
+    batchnorm1d_stats,
+)
 from .ops.cross_entropy import (
     CrossEntropyCache,
     CrossEntropyNaiveCache,
@@ -18,6 +26,12 @@ from .ops.cross_entropy import (
 )
 from .ops.embedding import EmbeddingCache, embedding, embedding_backward, embedding_forward, embedding_renorm
 from .ops.linear import LinearCache, linear, linear_backward, linear_forward
+from .ops.linear_cross_entropy import (
+    LinearCrossEntropyCache,
+    linear_cross_entropy,
+    linear_cross_entropy_backward,
+    linear_cross_entropy_forward,
+)
 from .ops.softmax import (
     LogSoftmaxCache,
     LogsumexpCache,
@@ -40,6 +54,8 @@ from .ops.tanh import TanhCache, tanh, tanh_backward, tanh_forward
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNormCache",
+    "BatchNormStats",
     "Comparison",
     "CrossEntropyCache",
     "CrossEntropyNaiveCache",
@@ -47,10 +63,15 @@ __all__ = [
     "GradcheckResult",
     "InputCheck",
     "LinearCache",
+    "LinearCrossEntropyCache",
     "LogSoftmaxCache",
     "LogsumexpCache",
     "SoftmaxCache",
     "TanhCache",
+    "batchnorm1d",
+    "batchnorm1d_backward",
+    "batchnorm1d_forward",
+    "batchnorm1d_stats",
     "compare",
     "cross_entropy",
     "cross_entropy_backward",
@@ -66,6 +87,9 @@ __all__ = [
     "gradcheck",
     "linear",
     "linear_backward",
+    "linear_cross_entropy",
+    "linear_cross_entropy_backward",
+    "linear_cross_entropy_forward",
     "linear_forward",
     "log_softmax",
     "log_softmax_backward",
