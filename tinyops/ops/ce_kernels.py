@@ -58,7 +58,10 @@ the passes over a block (max, subtract, scale, exp2, sum) run in the core's L2 c
 (NumPy's ufuncs release the GIL); the blocks do not depend on k and each row is computed by the same
 calls whatever the split, so the results are bit-for-bit identical for every thread count.
 ``threads=None`` means 1. Problems below :data:`SERIAL_ELEMENTS` elements always run on the calling
-thread, as one block (NumPy then allocates the results as it goes: the fewest calls for a small batch).
+thread, as one block (NumPy then allocates the results as it goes: the fewest calls for a small batch);
+problems of at most :data:`SMALL_ELEMENTS` (a training batch, 32 x 27) take :func:`_small_rows`, the
+same formulas in about half the NumPy calls (argmax and flat ``take`` for the max, one matrix-vector
+product for the row sums: at that size a call costs more than its arithmetic).
 The backward splits its one pass into ``threads`` row ranges.
 
 Infinities, row by row, as torch: a ``+inf`` logit gives a nan loss (and nan gradient); ``-inf`` at the
@@ -89,6 +92,7 @@ FAST_ABS_K = 8.0  # 'fast': |lse - exact| <= K eps (1 + |lse|), |loss - exact| <
 FAST_REL_K = 16.0  # 'fast': |softmax_j - exact| <= FAST_REL_K * eps * (1 + |x_j - max|) * softmax_j + tiny
 NARROW_C = NARROW_N  # rows this short are reduced column-major: NumPy reduces short rows slowly
 SERIAL_ELEMENTS = 1 << 17  # below this, threads cost more than they save
+SMALL_ELEMENTS = 1 << 13  # up to this many elements (a training batch: 32 x 27), one (M, C) array, no blocks
 LOG2E = 1.4426950408889634  # log2(e)
 
 
@@ -200,7 +204,8 @@ def ce_rows_forward(
         res = _Rows(e, np.ones(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype))
     elif rows_per_block >= M:  # one block: NumPy allocates the results as it goes (fewest calls)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = rows(x, t, None)
+            small = _small_rows(x, t, fast) if M * C <= SMALL_ELEMENTS else None
+            res = rows(x, t, None) if small is None else small
     else:  # the results, written block by block
         order: Literal["C", "F"] = "F" if C <= NARROW_C else "C"
         sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)
@@ -263,6 +268,56 @@ def _accurate_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Row
         return _Rows(exps, np.ones(x.shape[0], x.dtype), lse.astype(x.dtype), loss.astype(x.dtype), dtarget)
     out.lse[...], out.loss[...], out.dtarget[...] = lse, loss, dtarget
     return out
+
+
+def _small_rows(x: Array, t: npt.NDArray[np.intp], fast: bool) -> _Rows | None:
+    """Both precisions on a small problem (at most :data:`SMALL_ELEMENTS`), in the fewest NumPy calls.
+
+    At this size each NumPy call costs more than its arithmetic, and NumPy's row reductions over short
+    rows cost several calls' worth; so the max is found by ``argmax`` and picked by a flat ``take``, the
+    row sums are one matrix-vector product with ones, and the whole (M, C) array is one block (no
+    column-major copy). The formulas are those of :func:`_fast_rows` (x's dtype) and
+    :func:`_accurate_rows` (float64; the largest term is kept out of ``r`` by zeroing it at the argmax:
+    a tie elsewhere keeps its ``exp(0) = 1``, as it should). Accurate float64 inputs (whose ``x - m``
+    needs the TwoSum of :func:`~tinyops.ops.softmax.shifted_rows`) and any row with a non-finite max
+    return None: the caller falls back to the general kernels, which handle those rows by the rules.
+    """
+    M, C = x.shape
+    if C == 0 or not (fast or x.dtype == np.float32):
+        return None
+    flat = np.arange(0, M * C, C)  # (M,) the flat index of each row's first entry
+    a = np.argmax(x, axis=1)  # (M,) one index of each row's max (the first nan, if any)
+    ia = np.add(flat, a, out=a)  # (M,) flat index of the max
+    it = flat + t  # (M,) flat index of the target
+    xt = x.take(it)  # (M,) x[t]
+    if fast:
+        m = x.take(ia)  # (M,) the row max
+        if not np.isfinite(m).all():  # +inf, all -inf, or nan
+            return None
+        e = np.subtract(x, m[:, None])  # (M, C) <= 0
+        np.exp(e, out=e)  # (M, C) in (0, 1]
+        s = np.dot(e, np.ones(C, x.dtype))  # (M,) >= 1 row sums; the softmax is e / s (the backward divides)
+        lse = np.log(s)  # (M,)
+        lse += m  # lse = log(sum(exp(x - m))) + m
+        loss = np.subtract(lse, xt)  # loss = lse - x[t]
+        return _Rows(e, s, lse, loss, np.expm1(np.negative(loss)))  # softmax_t - 1 = exp(-loss) - 1
+    m64 = x.take(ia).astype(np.float64)  # (M,) the row max, float64
+    if not np.isfinite(np.dot(m64, m64)):  # +inf, all -inf or nan somewhere
+        return None
+    e64 = np.subtract(x, m64[:, None], dtype=np.float64)  # (M, C) x - m, exact in float64
+    np.exp(e64, out=e64)  # (M, C) in [0, 1], 1 at the max
+    e64.put(ia, 0.0)  # the max's term kept out of r
+    r = np.dot(e64, np.ones(C))  # (M,) r = sum_{j != a} exp(x_j - m)
+    log1p_r = np.log1p(r)  # (M,)
+    p_max = np.divide(1.0, np.add(r, 1.0, out=r), out=r)  # (M,) softmax at the max, 1 / (1 + r)
+    exps = np.empty((M, C), x.dtype)  # (M, C) the softmax, computed in float64 and rounded once:
+    np.multiply(e64, p_max[:, None], out=exps, casting="same_kind")
+    exps.put(ia, p_max)
+    loss = np.subtract(m64, xt)  # (M,) float64: (m - x[t]) + log1p(r), two terms >= 0
+    loss += log1p_r
+    lse = np.add(m64, log1p_r, out=log1p_r)  # (M,) m + log1p(r)
+    dtarget = np.expm1(np.negative(loss))  # (M,) softmax_t - 1 = exp(-loss) - 1
+    return _Rows(exps, np.ones(M, x.dtype), lse.astype(x.dtype), loss.astype(x.dtype), dtarget)
 
 
 # ----------------------------------------------------------------------------- backward
