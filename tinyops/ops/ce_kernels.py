@@ -72,6 +72,7 @@ is finite (and nan otherwise, as torch's ``0 * nan``).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -203,9 +204,12 @@ def ce_rows_forward(
         e = np.empty_like(x)
         res = _Rows(e, np.ones(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype), np.empty(0, x.dtype))
     elif rows_per_block >= M:  # one block: NumPy allocates the results as it goes (fewest calls)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            small = _small_rows(x, t, fast) if M * C <= SMALL_ELEMENTS else None
-            res = rows(x, t, None) if small is None else small
+        small = _small_rows(x, t, fast) if M * C <= SMALL_ELEMENTS else None  # raises no FP warning
+        if small is not None:
+            res = small
+        else:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                res = rows(x, t, None)
     else:  # the results, written block by block
         order: Literal["C", "F"] = "F" if C <= NARROW_C else "C"
         sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)
@@ -270,6 +274,22 @@ def _accurate_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Row
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _row_starts(M: int, C: int) -> npt.NDArray[np.intp]:
+    """``[0, C, 2C, ...]`` (M,): the flat index of each row's first entry (read-only, shared)."""
+    a = np.arange(M, dtype=np.intp) * C
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype: np.dtype[Any]) -> Array:
+    """(n,) ones (read-only, shared): row sums as one matrix-vector product."""
+    a = np.ones(n, dtype)
+    a.flags.writeable = False
+    return a
+
+
 def _small_rows(x: Array, t: npt.NDArray[np.intp], fast: bool) -> _Rows | None:
     """Both precisions on a small problem (at most :data:`SMALL_ELEMENTS`), in the fewest NumPy calls.
 
@@ -285,29 +305,29 @@ def _small_rows(x: Array, t: npt.NDArray[np.intp], fast: bool) -> _Rows | None:
     M, C = x.shape
     if C == 0 or not (fast or x.dtype == np.float32):
         return None
-    flat = np.arange(0, M * C, C)  # (M,) the flat index of each row's first entry
+    flat = _row_starts(M, C)  # (M,) the flat index of each row's first entry
     a = np.argmax(x, axis=1)  # (M,) one index of each row's max (the first nan, if any)
     ia = np.add(flat, a, out=a)  # (M,) flat index of the max
     it = flat + t  # (M,) flat index of the target
     xt = x.take(it)  # (M,) x[t]
     if fast:
         m = x.take(ia)  # (M,) the row max
-        if not np.isfinite(m).all():  # +inf, all -inf, or nan
+        if not np.isfinite(m).all():  # +inf, all -inf, or nan: checked first, so nothing below warns
             return None
         e = np.subtract(x, m[:, None])  # (M, C) <= 0
         np.exp(e, out=e)  # (M, C) in (0, 1]
-        s = np.dot(e, np.ones(C, x.dtype))  # (M,) >= 1 row sums; the softmax is e / s (the backward divides)
+        s = np.dot(e, _ones(C, x.dtype))  # (M,) >= 1 row sums; the softmax is e / s (the backward divides)
         lse = np.log(s)  # (M,)
         lse += m  # lse = log(sum(exp(x - m))) + m
         loss = np.subtract(lse, xt)  # loss = lse - x[t]
         return _Rows(e, s, lse, loss, np.expm1(np.negative(loss)))  # softmax_t - 1 = exp(-loss) - 1
     m64 = x.take(ia).astype(np.float64)  # (M,) the row max, float64
-    if not np.isfinite(np.dot(m64, m64)):  # +inf, all -inf or nan somewhere
+    if not np.isfinite(m64).all():  # +inf, all -inf or nan: checked first, so nothing below warns
         return None
     e64 = np.subtract(x, m64[:, None], dtype=np.float64)  # (M, C) x - m, exact in float64
     np.exp(e64, out=e64)  # (M, C) in [0, 1], 1 at the max
     e64.put(ia, 0.0)  # the max's term kept out of r
-    r = np.dot(e64, np.ones(C))  # (M,) r = sum_{j != a} exp(x_j - m)
+    r = np.dot(e64, _ones(C, np.dtype(np.float64)))  # (M,) r = sum_{j != a} exp(x_j - m)
     log1p_r = np.log1p(r)  # (M,)
     p_max = np.divide(1.0, np.add(r, 1.0, out=r), out=r)  # (M,) softmax at the max, 1 / (1 + r)
     exps = np.empty((M, C), x.dtype)  # (M, C) the softmax, computed in float64 and rounded once:
@@ -364,5 +384,5 @@ def ce_rows_backward(g: Array, state: RowsState, *, out: Array | None = None) ->
         block(0, M)  # one pass; exps is finite or nan, so nothing here raises a floating-point warning
     else:
         _run(block, M, max(1, -(-M // threads)), threads)
-    dx[np.arange(M), t] = g * dtarget  # g * (softmax_t - onehot_t) = g * (softmax_t - 1)
+    dx.put(_row_starts(M, C) + t, g * dtarget)  # g * (softmax_t - onehot_t) = g * (softmax_t - 1) at [m, t[m]]
     return dx
