@@ -34,7 +34,7 @@ from .primitives import reduce_losses
 Array = npt.NDArray[Any]
 
 CHUNK_BYTES = 4 * 2**20  # default chunk: the rows whose (chunk, V) logits take about 4 MiB ...
-MIN_CHUNK = 256  # ... but never fewer rows: each chunk adds one pass over the (D, V) weight gradient
+MIN_CHUNK = 512  # ... but never fewer rows: each chunk is three BLAS calls and one pass over the (D, V) gradient
 
 
 class LinearCrossEntropyCache(NamedTuple):
@@ -192,7 +192,7 @@ def linear_cross_entropy_forward(
             (torch's ``F.linear_cross_entropy`` takes the transpose, (V, D)).
         target: (N,) integers in [0, V).
         bias: (V,) in x's dtype, or None.
-        chunk_size: rows per chunk; None picks about 4 MiB of logits per chunk (at least 256 rows).
+        chunk_size: rows per chunk; None picks about 4 MiB of logits per chunk (at least 512 rows).
             The result does not depend on it beyond rounding in the weight and bias gradient sums.
         reduction: 'mean' (nan for N == 0, as torch) | 'sum' | 'none'.
 
