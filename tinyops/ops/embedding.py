@@ -6,6 +6,7 @@ is N, T).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -87,7 +88,9 @@ def _scatter_add_rows(flat: npt.NDArray[np.integer[Any]], dout2: npt.NDArray[Any
     (547,875 rows) and a 50257 x 768 table.
     """
     M, D = dout2.shape
-    if M * V <= ONE_HOT_MAX and np.isfinite(dout2).all():  # (0 * inf in the matmul would spread to every row)
+    # a finite sum means every entry is finite (an inf or nan makes it inf or nan): 0 * inf in the matmul
+    # would spread a non-finite entry to every row, so those go to add.at
+    if M * V <= ONE_HOT_MAX and math.isfinite(dout2.sum()):
         onehot = np.zeros((M, V), dtype=dout2.dtype)  # (M, V)
         onehot[np.arange(M), flat] = 1
         dweight: npt.NDArray[Any] = onehot.T @ dout2  # (V, D)  row v sums the dout rows whose index is v
