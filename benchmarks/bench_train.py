@@ -3,12 +3,18 @@
 For each configuration (pt2, pt4), float32, one thread each (OMP/OpenBLAS/MKL threads are set to 1 before
 NumPy and torch are imported, and ``torch.set_num_threads(1)``):
 
-1. check: from the same parameters, both implementations train the same batches for a few steps; their
-   losses and final parameters must agree (float32 rounding only) before anything is timed;
+1. check: from the same parameters, tinyops (each variant timed in 2.) and torch train the same batches
+   for a few steps; their losses and final parameters must agree (float32 rounding only) before anything
+   is timed;
 2. time: blocks of steps, tinyops and torch alternating (so both see the same machine load), on the same
-   batches; the median microseconds per step of each and their ratio;
-3. profile: each op call of the tinyops step timed alone on the step's own inputs (median), beside the
-   bare NumPy arithmetic it performs: the difference is the op's per-call input checks and bookkeeping;
+   batches; the median microseconds per step of each and their ratio. tinyops is timed three ways: its
+   training step (``tinyops.mlp.Trainer``, the loss at ``TRAIN_PRECISION``), the same with the loss at the
+   other precision, and the step composed from the public ops (``tinyops.mlp.train_step``); each is
+   checked in 1.;
+3. profile: the parts of the training step (:class:`tinyops.mlp.Trainer`: forward, loss kernel, backward,
+   update), each timed alone; and each call of the step composed from the public ops timed alone on the
+   step's own inputs (median), beside the bare NumPy arithmetic it performs: the difference is the op's
+   per-call input checks and bookkeeping;
 4. full run (without ``--quick``): the wall time of ``tinyops train`` for the config's 200,000 steps
    (the training loop of :mod:`tinyops.train`, batch sampling included).
 
@@ -48,6 +54,7 @@ import common as C
 import tinyops
 from tinyops import mlp
 from tinyops import train as T
+from tinyops.ops.ce_kernels import ce_rows_backward, ce_rows_forward
 
 Array = np.ndarray[Any, Any]
 
@@ -102,16 +109,24 @@ def check_agreement(config: mlp.Config, X: Array, Y: Array, steps: int = 20) -> 
     """Train both from the same parameters on the same batches; return the largest differences."""
     params = mlp.init_params(config, np.random.default_rng(0))
     model = TorchMLP(params, config)
-    stats = mlp.initial_stats(config)
+    trainers = [mlp.Trainer(params, config, precision=p) for p in ("fast", "accurate")]
+    op_params, stats = {k: v.copy() for k, v in params.items()}, mlp.initial_stats(config)
     ix = batches(len(X), steps, config.batch_size, 1)
-    ours, theirs = [], []
+    ours: list[list[float]] = [[], [], []]  # Trainer fast, Trainer accurate, train_step (the ops composed)
+    theirs = []
     for i in range(steps):
-        loss, stats = mlp.train_step(params, X[ix[i]], Y[ix[i]], config, config.lr, stats)
-        ours.append(loss)
+        for t, losses in zip(trainers, ours, strict=False):
+            losses.append(t.step(X[ix[i]], Y[ix[i]], config.lr))
+        loss, stats = mlp.train_step(op_params, X[ix[i]], Y[ix[i]], config, config.lr, stats)
+        ours[2].append(loss)
         theirs.append(model.step(torch.from_numpy(X[ix[i]]), torch.from_numpy(Y[ix[i]]), config.lr))
-    loss_diff = max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
+    loss_diff = max(abs(a - b) / abs(b) for losses in ours for a, b in zip(losses, theirs, strict=True))
     tp = model.params()
-    param_diff = max(float(np.abs(params[k] - tp[k]).max() / (np.abs(tp[k]).max())) for k in params)
+    param_diff = max(
+        float(np.abs(ps[k] - tp[k]).max() / (np.abs(tp[k]).max()))
+        for ps in (trainers[0].params, trainers[1].params, op_params)
+        for k in ps
+    )
     if not (loss_diff < 1e-4 and param_diff < 1e-4):
         raise SystemExit(
             f"{config.name}: tinyops and torch disagree after {steps} steps (loss rel diff {loss_diff:.2e}, "
@@ -121,9 +136,14 @@ def check_agreement(config: mlp.Config, X: Array, Y: Array, steps: int = 20) -> 
 
 
 def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int) -> dict[str, float]:
-    """Median microseconds per step of each implementation, blocks alternating, on the same batches."""
+    """Median microseconds per step, blocks alternating, on the same batches, of: tinyops' training step
+    (:class:`tinyops.mlp.Trainer`, the loss at :data:`tinyops.mlp.TRAIN_PRECISION`), the same with the
+    other precision, the step composed from the public ops (:func:`tinyops.mlp.train_step`), and torch."""
     params = mlp.init_params(config, np.random.default_rng(0))
     model = TorchMLP(params, config)
+    other: Any = "accurate" if mlp.TRAIN_PRECISION == "fast" else "fast"
+    trainer, trainer_other = mlp.Trainer(params, config), mlp.Trainer(params, config, precision=other)
+    op_params = {k: v.copy() for k, v in params.items()}
     stats = mlp.initial_stats(config)
     ix = batches(len(X), block, config.batch_size, 2)
     Xb = [X[i] for i in ix]
@@ -132,25 +152,65 @@ def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int)
     Yt = [torch.from_numpy(y) for y in Yb]
     lr = config.lr_after  # a small rate: many repeated blocks on the same batches stay well-behaved
 
-    def ours() -> None:
+    def ours(t: mlp.Trainer) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(block):
+                t.step(Xb[i], Yb[i], lr)
+
+        return run
+
+    def composed() -> None:
         nonlocal stats
         for i in range(block):
-            _, stats = mlp.train_step(params, Xb[i], Yb[i], config, lr, stats)
+            _, stats = mlp.train_step(op_params, Xb[i], Yb[i], config, lr, stats)
 
     def theirs() -> None:
         for i in range(block):
             model.step(Xt[i], Yt[i], lr)
 
-    ours()
-    theirs()  # warm-up
-    t_ours, t_theirs = [], []
+    runs = {"tinyops_us": ours(trainer), "other_precision_us": ours(trainer_other), "ops_us": composed,
+            "torch_us": theirs}  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
     for _ in range(repeats):
-        for fn, acc in ((ours, t_ours), (theirs, t_theirs)):
+        for k, fn in runs.items():
             t0 = time.perf_counter()
             fn()
-            acc.append((time.perf_counter() - t0) / block * 1e6)
-    mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
-    return {"tinyops_us": mo, "torch_us": mt, "speedup": mt / mo, "block": block, "repeats": repeats}
+            times[k].append((time.perf_counter() - t0) / block * 1e6)
+    res: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
+    res |= {"speedup": res["torch_us"] / res["tinyops_us"], "precision": mlp.TRAIN_PRECISION,
+            "other_precision": other, "block": block, "repeats": repeats}  # fmt: skip
+    return res
+
+
+def profile_trainer(config: mlp.Config, X: Array, Y: Array, number: int) -> list[tuple[str, float]]:
+    """(part, µs) of the training step: its forward without the loss, the loss kernel's forward and
+    backward, the rest of the backward, the update; each timed alone (median) on one batch."""
+    trainer = mlp.Trainer(mlp.init_params(config, np.random.default_rng(0)), config)
+    ix = batches(len(X), 1, config.batch_size, 4)[0]
+    Xb, Yb = X[ix], Y[ix]
+    trainer.forward(Xb, Yb)
+    state = trainer.ce_state
+    assert state is not None
+    prec = trainer.precision
+    ce_fwd = median_us(lambda: ce_rows_forward(trainer.logits, Yb, precision=prec), number)
+    ce_bwd = median_us(lambda: ce_rows_backward(trainer.mean_w, state, out=trainer.dlogits), number)
+
+    def backward() -> None:
+        trainer.ce_state = state
+        trainer.backward()
+
+    fwd = median_us(lambda: trainer.forward(Xb, Yb), number)
+    bwd = median_us(backward, number)
+    upd = median_us(lambda: trainer.update(0.0), number)
+    return [
+        ("forward: embedding .. logits", fwd - ce_fwd),
+        (f"cross-entropy kernel fwd ({prec})", ce_fwd),
+        (f"cross-entropy kernel bwd ({prec})", ce_bwd),
+        ("backward: logits .. embedding", bwd - ce_bwd),
+        ("sgd update (flat, in place)", upd),
+    ]
 
 
 # ============================================================================ where the time goes
@@ -341,12 +401,15 @@ def run(args: argparse.Namespace) -> int:
         agree = check_agreement(config, X, Y)
         timing = time_steps(config, X, Y, block, repeats)
         prof = profile_ops(config, X, Y, number)
+        parts = profile_trainer(config, X, Y, number)
+        r_parts = sum(us for _, us in parts)
         floor = matmul_floor(config, number)
         timing["matmul_floor_us"] = floor
         r: dict[str, Any] = {
             "agreement": agree,
             "timing": timing,
             "profile": prof,
+            "step_parts": parts,
             "data": "names" if real else "random",
         }
         lines += [
@@ -358,11 +421,18 @@ def run(args: argparse.Namespace) -> int:
             "",
             "| implementation | µs/step (median of {repeats} blocks of {block}) |".format(**timing),
             "|---|---:|",
-            f"| tinyops | {timing['tinyops_us']:.1f} |",
+            f"| tinyops (`Trainer`, loss '{timing['precision']}') | {timing['tinyops_us']:.1f} |",
+            f"| tinyops (`Trainer`, loss '{timing['other_precision']}') | {timing['other_precision_us']:.1f} |",
+            f"| tinyops (`train_step`: the public ops composed) | {timing['ops_us']:.1f} |",
             f"| torch eager | {timing['torch_us']:.1f} |",
-            f"| **speedup** | **{timing['speedup']:.2f}x** |",
+            f"| **speedup** (torch / `Trainer`) | **{timing['speedup']:.2f}x** |",
             f"| the six matrix products alone (floor) | {floor:.1f} |",
             f"| torch / products: the speedup if all else were free | {timing['torch_us'] / floor:.2f}x |",
+            "",
+            "| `Trainer` step, part | µs |",
+            "|---|---:|",
+            *[f"| {part} | {us:.1f} |" for part, us in parts],
+            f"| **sum** | **{r_parts:.1f}** |",
             "",
             "| op call | tinyops µs | bare NumPy µs | checks + bookkeeping µs |",
             "|---|---:|---:|---:|",

@@ -39,8 +39,8 @@ def test_tinyops_and_torch_agree(bench: Any, name: str) -> None:
 
 
 def test_a_wrong_step_is_not_timed(bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    update = mlp.sgd_update
-    monkeypatch.setattr(mlp, "sgd_update", lambda params, grads, lr: update(params, grads, 1.01 * lr))
+    update = mlp.Trainer.update
+    monkeypatch.setattr(mlp.Trainer, "update", lambda self, lr: update(self, 1.01 * lr))
     config = mlp.CONFIGS["pt4"]
     with pytest.raises(SystemExit, match="disagree"):
         bench.check_agreement(config, *data(config))

@@ -97,6 +97,80 @@ def test_one_step_equals_torch_autograd(name: str) -> None:
         assert new_stats is None
 
 
+@pytest.mark.parametrize("precision", ["fast", "accurate"])
+@pytest.mark.parametrize("name", ["pt2", "pt4"])
+def test_trainer_equals_the_ops_and_torch_autograd(name: str, precision: str) -> None:
+    """The training step's forward/backward (preallocated buffers, the bias as a weight row, the one-hot
+    scatter-add) gives torch's loss and gradients and the running statistics of the composed ops, float64."""
+    config = CONFIGS[name]
+    params = mlp.init_params(config, np.random.default_rng(12), np.float64)
+    X, Y = batch(config, seed=8)
+    before = {k: v.copy() for k, v in params.items()}
+    X0, Y0 = X.copy(), Y.copy()
+    stats = mlp.initial_stats(config, np.float64)
+    trainer = mlp.Trainer(params, config, stats, precision=precision)  # type: ignore[arg-type]
+    loss = trainer.forward(X, Y)
+    trainer.backward()
+    ref_loss, ref_grads, _ = torch_step(params, X, Y, config)
+    _, cache, new_stats = mlp.forward(params, X, Y, config, stats=stats)
+    op_grads = mlp.backward(cache)
+
+    assert all(np.array_equal(params[k], before[k]) for k in params), "the trainer wrote into the caller's params"
+    assert np.array_equal(X, X0) and np.array_equal(Y, Y0)
+    assert abs(loss - ref_loss) <= 1e-13 * abs(ref_loss)
+    scale = max(np.abs(g).max() for g in ref_grads.values())
+    for k in config.param_names:
+        g = trainer.grads[k]
+        assert g.shape == params[k].shape and g.dtype == np.float64, k
+        np.testing.assert_allclose(g, ref_grads[k], rtol=1e-10, atol=1e-13 * scale, err_msg=k)
+        np.testing.assert_allclose(g, op_grads[k], rtol=1e-10, atol=1e-13 * scale, err_msg=k)
+    got = trainer.stats
+    if config.batchnorm:
+        assert got is not None and new_stats is not None and got.num_batches_tracked == 1
+        np.testing.assert_allclose(got.mean, new_stats.mean, rtol=1e-12)
+        np.testing.assert_allclose(got.var, new_stats.var, rtol=1e-12)
+    else:
+        assert got is None
+
+
+@pytest.mark.parametrize("name", ["pt2", "pt4"])
+def test_trainer_steps_equal_the_composed_steps(name: str) -> None:
+    """Five SGD steps of the trainer (in place on its flat parameters) equal five of :func:`train_step`
+    (forward, backward, sgd_update through the public ops), float64, with the lecture's two rates."""
+    config = CONFIGS[name]
+    params = mlp.init_params(config, np.random.default_rng(13), np.float64)
+    trainer = mlp.Trainer(params, config, mlp.initial_stats(config, np.float64))
+    stats = mlp.initial_stats(config, np.float64)
+    for i, lr in enumerate([0.1, 0.1, 0.1, 0.01, 0.01]):
+        X, Y = batch(config, seed=20 + i)
+        ours = trainer.step(X, Y, lr)
+        loss, stats = mlp.train_step(params, X, Y, config, lr, stats)
+        assert abs(ours - loss) <= 1e-12 * abs(loss)
+    for k in config.param_names:
+        np.testing.assert_allclose(trainer.params[k], params[k], rtol=1e-11, atol=1e-13, err_msg=k)
+        assert np.shares_memory(trainer.params[k], trainer.flat_params), k  # the update is one flat pass
+    if config.batchnorm:
+        got = trainer.stats
+        assert got is not None and stats is not None and got.num_batches_tracked == stats.num_batches_tracked == 5
+        np.testing.assert_allclose(got.mean, stats.mean, rtol=1e-11)
+        np.testing.assert_allclose(got.var, stats.var, rtol=1e-11)
+
+
+def test_trainer_rejects_bad_arguments() -> None:
+    config = CONFIGS["pt4"]
+    params = mlp.init_params(config, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="exactly the names"):
+        mlp.Trainer({k: v for k, v in params.items() if k != "bngain"}, config)
+    with pytest.raises(ValueError, match=r"params\['W1'\] must have shape \(30, 200\)"):
+        mlp.Trainer(params | {"W1": params["W1"][:, :100]}, config)
+    with pytest.raises(ValueError, match="dtype float32, got shape \\(27,\\) and dtype float64"):
+        mlp.Trainer(params | {"b2": params["b2"].astype(np.float64)}, config)
+    with pytest.raises(ValueError, match="precision must be 'accurate' or 'fast', got 'exact'"):
+        mlp.Trainer(params, config, precision="exact")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 2 for pt4, got 1"):
+        mlp.Trainer(params, config, batch_size=1)
+
+
 def test_sgd_update_and_schedule() -> None:
     config = CONFIGS["pt4"]
     params = mlp.init_params(config, np.random.default_rng(1))

@@ -171,15 +171,15 @@ def test_ctrl_c_saves_the_parameters_so_far(
 ) -> None:
     """A SIGINT during step 50 lets that step finish, stops the loop, and saves a complete run."""
     calls = {"n": 0}
-    step = mlp.train_step
+    step = mlp.Trainer.step
 
-    def interrupted_step(*args: Any) -> Any:
+    def interrupted_step(self: mlp.Trainer, *args: Any) -> Any:
         if calls["n"] == 50:
             os.kill(os.getpid(), signal.SIGINT)
         calls["n"] += 1
-        return step(*args)
+        return step(self, *args)
 
-    monkeypatch.setattr(mlp, "train_step", interrupted_step)
+    monkeypatch.setattr(mlp.Trainer, "step", interrupted_step)
     out = tmp_path / "run"
     rc = main(["train", "--data", str(names), "--steps", "1000", "--out", str(out), "--no-progress", "--no-plots"])
     assert rc == 130

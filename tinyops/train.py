@@ -128,8 +128,7 @@ def train(
     if Xtr.shape[0] == 0:
         raise UsageError("the training split is empty")
     rng = np.random.default_rng(seed)
-    params = mlp.init_params(config, rng, dtype)
-    stats = mlp.initial_stats(config, dtype)
+    trainer = mlp.Trainer(mlp.init_params(config, rng, dtype), config, mlp.initial_stats(config, dtype))
     B = config.batch_size
     Xb = np.empty((B, config.block_size), dtype=Xtr.dtype)  # the batch, reused every step
     Yb = np.empty(B, dtype=Ytr.dtype)
@@ -146,7 +145,7 @@ def train(
             ix = batches[step % BATCH_BLOCK]
             np.take(Xtr, ix, axis=0, out=Xb)
             np.take(Ytr, ix, axis=0, out=Yb)
-            lossi[step], stats = mlp.train_step(params, Xb, Yb, config, mlp.learning_rate(step, config), stats)
+            lossi[step] = trainer.step(Xb, Yb, mlp.learning_rate(step, config))
             if bar is not None and (step + 1) % 1000 == 0:
                 bar.update(1000)
                 bar.set_postfix(loss=f"{lossi[step - 999 : step + 1].mean():.4f}", lr=mlp.learning_rate(step, config))
@@ -156,7 +155,7 @@ def train(
     if bar is not None:
         bar.update(step - bar.n)  # the steps since the last update
         bar.close()
-    return TrainResult(params, stats, lossi[:step], step, step < steps, seconds)
+    return TrainResult(trainer.params, trainer.stats, lossi[:step], step, step < steps, seconds)
 
 
 def _progress_bar(total: int) -> Any:
