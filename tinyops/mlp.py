@@ -14,6 +14,12 @@ Shapes: N = batch, T = block_size (context length), D = n_embd, H = n_hidden, V 
 Two configurations: ``pt2`` (makemore part 2: N(0, 1) init, 11,897 parameters) and ``pt4`` (part 4,
 "becoming a backprop ninja", at n_hidden = 200: scaled init and batchnorm, 12,297 parameters). Both
 train 200,000 steps of batch 32 with SGD at lr 0.1, then 0.01 from step 100,000.
+
+Two ways to take a step, one model. :func:`forward`, :func:`backward` and :func:`train_step` compose
+the public ops (each validating its inputs and returning new arrays): the step as the ops define it.
+:class:`Trainer` is the same step written for speed, the one ``tinyops train`` runs: the ops' formulas
+into buffers allocated once, SGD in place on parameters it owns (tests/test_mlp.py holds the two equal,
+and both equal to torch autograd).
 """
 
 from __future__ import annotations
@@ -202,7 +208,10 @@ def learning_rate(step: int, config: Config) -> float:
 def train_step(
     params: Params, Xb: IntArray, Yb: IntArray, config: Config, lr: float, stats: BatchNormStats | None
 ) -> tuple[float, BatchNormStats | None]:
-    """One step of SGD on the batch: forward, backward, update. Returns the loss and the new running stats."""
+    """One step of SGD on the batch: forward, backward, update. Returns the loss and the new running stats.
+
+    The step composed from the public ops, for any batch size; :class:`Trainer` runs the same step faster.
+    """
     loss, cache, stats = forward(params, Xb, Yb, config, stats=stats, training=True)
     grads = backward(cache)
     sgd_update(params, grads, lr)
