@@ -234,7 +234,8 @@ class Trainer:
 
     The same step as ``forward`` -> ``backward`` -> ``sgd_update`` (the ops above), written with the ops'
     formulas straight into preallocated buffers (``out=``): at batch 32 a NumPy call costs more than its
-    arithmetic, so the step makes one call per formula and no more. The trainer owns its parameters:
+    arithmetic, so the step makes one call per formula and no more (products by ``np.dot``, the same BLAS
+    call as ``@`` with less overhead per call). The trainer owns its parameters:
 
     - ``params`` are views of one flat array and ``grads`` views of another (same layout), so the update
       ``p -= lr * grad`` of every parameter is two NumPy calls on the flat arrays, in place;
@@ -324,8 +325,8 @@ class Trainer:
         self.bnmean: Array = self.bnstats[0]  # (H,) a view
         self.bnvar: Array = self.bnstats[1]  # (H,) a view
         self.bnvar_inv, self.bndiff, self.bnraw, self.hpreact = e(H), e((N, H)), e((N, H)), e((N, H))  # pt4
+        self.h = e((N, H))  # (N, H) contiguous: elementwise passes over a strided view cost twice as much
         self.h1 = np.ones((N, H + 1), dtype)  # (N, H + 1) [h, 1]
-        self.h = self.h1[:, :H]  # (N, H) a view
         self.logits = e((N, V))  # (N, V)
         self.X = np.zeros((N, T), np.intp)  # (N, T) the batch's contexts, for the embedding's backward
         self.ce_state: RowsState | None = None
@@ -353,13 +354,13 @@ class Trainer:
         P, c = self.params, self.config
         np.copyto(self.X, X)  # ours: the caller may reuse its batch arrays
         np.take(P["C"], self.X, axis=0, out=self.emb)  # (N, T, D) embedding: emb = C[X], into embcat1
-        np.matmul(self.embcat1, self.W1b1, out=self.hprebn)  # (N, H) linear: hprebn = embcat @ W1 + b1
+        np.dot(self.embcat1, self.W1b1, out=self.hprebn)  # (N, H) linear: hprebn = embcat @ W1 + b1
         hpreact = self.hprebn
         if c.batchnorm:  # batchnorm1d, training, Bessel-corrected variance (part 4)
-            np.matmul(self.mean_w, self.hprebn, out=self.bnmean)  # (H,) bnmean = mean(hprebn)
+            np.dot(self.mean_w, self.hprebn, out=self.bnmean)  # (H,) bnmean = mean(hprebn)
             np.subtract(self.hprebn, self.bnmean, out=self.bndiff)  # (N, H) bndiff = hprebn - bnmean
             np.multiply(self.bndiff, self.bndiff, out=self.tmp)  # (N, H) bndiff**2
-            np.matmul(self.var_w, self.tmp, out=self.bnvar)  # (H,) bnvar = sum(bndiff**2) / (N - 1)
+            np.dot(self.var_w, self.tmp, out=self.bnvar)  # (H,) bnvar = sum(bndiff**2) / (N - 1)
             np.add(self.bnvar, c.bn_eps, out=self.bnvar_inv)  # (H,) bnvar_inv = (bnvar + eps)**-0.5
             np.power(self.bnvar_inv, -0.5, out=self.bnvar_inv)
             np.multiply(self.bndiff, self.bnvar_inv, out=self.bnraw)  # (N, H) bnraw = bndiff * bnvar_inv
@@ -371,8 +372,9 @@ class Trainer:
             np.add(self.running, self.bnstats, out=self.running)
             self.num_batches_tracked += 1
             hpreact = self.hpreact
-        np.tanh(hpreact, out=self.h)  # (N, H) tanh, into h1
-        np.matmul(self.h1, self.W2b2, out=self.logits)  # (N, V) linear: logits = h @ W2 + b2
+        np.tanh(hpreact, out=self.h)  # (N, H) tanh
+        np.copyto(self.h1[:, :-1], self.h)  # (N, H + 1) [h, 1]
+        np.dot(self.h1, self.W2b2, out=self.logits)  # (N, V) linear: logits = h @ W2 + b2
         losses, _, self.ce_state = ce_rows_forward(self.logits, Y, precision=self.precision)  # (N,) fused CE
         return float(np.dot(losses, self.mean_w))  # loss = mean(logsumexp(logits) - logits[Y])
 
@@ -382,17 +384,17 @@ class Trainer:
         P, G, c = self.params, self.grads, self.config
         ce_rows_backward(self.mean_w, self.ce_state, out=self.dlogits)  # (N, V) dlogits = (softmax - onehot) / N
         self.ce_state = None
-        np.matmul(self.h1.T, self.dlogits, out=self.dW2b2)  # (H + 1, V) linear: dW2 = h.T @ dlogits, db2 = sum
-        np.matmul(self.dlogits, P["W2"].T, out=self.dh)  # (N, H) dh = dlogits @ W2.T
+        np.dot(self.h1.T, self.dlogits, out=self.dW2b2)  # (H + 1, V) linear: dW2 = h.T @ dlogits, db2 = sum
+        np.dot(self.dlogits, P["W2"].T, out=self.dh)  # (N, H) dh = dlogits @ W2.T
         np.multiply(self.h, self.h, out=self.tmp)  # (N, H) tanh: dhpreact = (1 - h**2) * dh
         np.subtract(1.0, self.tmp, out=self.tmp)
         np.multiply(self.tmp, self.dh, out=self.dhpreact)
         dhprebn = self.dhpreact
         if c.batchnorm:  # batchnorm1d (the one-line form of its derivation, part 4's dhprebn)
             N = self.N
-            np.matmul(self.ones, self.dhpreact, out=G["bnbias"])  # (H,) dbnbias = sum(dhpreact)
+            np.dot(self.ones, self.dhpreact, out=G["bnbias"])  # (H,) dbnbias = sum(dhpreact)
             np.multiply(self.dhpreact, self.bnraw, out=self.tmp)  # (H,) dbngain = sum(dhpreact * bnraw)
-            np.matmul(self.ones, self.tmp, out=G["bngain"])
+            np.dot(self.ones, self.tmp, out=G["bngain"])
             # dhprebn = bngain * bnvar_inv / N * (N * dhpreact - dbnbias - N / (N - 1) * bnraw * dbngain)
             np.multiply(G["bngain"], N / (N - 1), out=self.vec)  # (H,)
             np.multiply(self.bnraw, self.vec, out=self.tmp)  # (N, H) N / (N - 1) * bnraw * dbngain
@@ -403,13 +405,13 @@ class Trainer:
             np.multiply(self.vec, 1.0 / N, out=self.vec)
             np.multiply(self.dhprebn, self.vec, out=self.dhprebn)
             dhprebn = self.dhprebn
-        np.matmul(self.embcat1.T, dhprebn, out=self.dW1b1)  # (T*D + 1, H) linear: dW1 = embcat.T @ dhprebn, db1
-        np.matmul(dhprebn, P["W1"].T, out=self.dembcat)  # (N, T*D) dembcat = dhprebn @ W1.T
+        np.dot(self.embcat1.T, dhprebn, out=self.dW1b1)  # (T*D + 1, H) linear: dW1 = embcat.T @ dhprebn, db1
+        np.dot(dhprebn, P["W1"].T, out=self.dembcat)  # (N, T*D) dembcat = dhprebn @ W1.T
         # embedding: dC[v] = the sum of the rows of demb whose index is v, = onehot(X).T @ demb
         self.onehot.fill(0)  # (N*T, V)
         self.onehot.put(self.row_starts + self.X.reshape(-1), 1)  # 1 at [i, X_i]
         demb = self.dembcat.reshape(-1, c.n_embd)  # (N*T, D) a view
-        np.matmul(self.onehot.T, demb, out=G["C"])  # (V, D)
+        np.dot(self.onehot.T, demb, out=G["C"])  # (V, D)
 
     def update(self, lr: float) -> None:
         """SGD, in place: ``p -= lr * grad`` for every parameter at once (two calls on the flat arrays)."""
