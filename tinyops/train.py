@@ -130,8 +130,6 @@ def train(
     rng = np.random.default_rng(seed)
     trainer = mlp.Trainer(mlp.init_params(config, rng, dtype), config, mlp.initial_stats(config, dtype))
     B = config.batch_size
-    Xb = np.empty((B, config.block_size), dtype=Xtr.dtype)  # the batch, reused every step
-    Yb = np.empty(B, dtype=Ytr.dtype)
     lossi = np.empty(steps, dtype=np.float32)
     bar = _progress_bar(steps) if progress else None
     step = 0
@@ -142,10 +140,9 @@ def train(
                 break
             if step % BATCH_BLOCK == 0:
                 batches = rng.integers(0, Xtr.shape[0], (BATCH_BLOCK, B))  # the next BATCH_BLOCK batches
-            ix = batches[step % BATCH_BLOCK]
-            np.take(Xtr, ix, axis=0, out=Xb)
-            np.take(Ytr, ix, axis=0, out=Yb)
-            lossi[step] = trainer.step(Xb, Yb, mlp.learning_rate(step, config))
+            ix = batches[step % BATCH_BLOCK]  # (B,) gathered by indexing: for a small batch it beats
+            # np.take into a reused buffer (which buffers its out=); the trainer copies the batch anyway
+            lossi[step] = trainer.step(Xtr[ix], Ytr[ix], mlp.learning_rate(step, config))
             if bar is not None and (step + 1) % 1000 == 0:
                 bar.update(1000)
                 bar.set_postfix(loss=f"{lossi[step - 999 : step + 1].mean():.4f}", lr=mlp.learning_rate(step, config))
