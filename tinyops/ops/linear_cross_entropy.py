@@ -168,6 +168,7 @@ def _accumulate_grads(
             dweight += dweight_c
         if dbias is not None:
             dbias += dlogits.sum(axis=0)  # (V,)
+        del dlogits  # before the next chunk's buffer is made: one (chunk, V) buffer at a time
     return dx, dweight, dbias
 
 
