@@ -411,3 +411,53 @@ def test_backward_into_out_and_into_the_state(precision: str, C: int) -> None:
     for bad in (np.zeros((33, C), np.float64), np.zeros((32, C), np.float32), [[0.0] * C] * 33):
         with pytest.raises(ValueError, match=r"out must be an array of shape \(33, \d+\) and dtype float32, got"):
             K.ce_rows_backward(g, state, out=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("shape", [(32, 27), (1, 5), (300, 27), (2, 4096)])
+def test_small_path_agrees_with_the_blocked_path(precision: str, shape: tuple[int, int]) -> None:
+    """Problems of at most SMALL_ELEMENTS take the few-call path (finite rows), rows with a non-finite max fall
+    back to the general kernel; both agree with the general kernel forced on, to float32 rounding."""
+    rng = np.random.default_rng(sum(shape))
+    x, t, g = rows(rng, *shape, F32)
+    finite = x.copy()
+    finite[~np.isfinite(finite)] = -np.inf  # -inf entries stay (a finite max), +inf and nan go
+    finite[:, 0] = np.where(np.isneginf(finite).all(axis=1), 0.0, finite[:, 0])
+    taken: list[bool] = []
+    small = K._small_rows
+
+    def spy(*args: Any) -> Any:
+        out = small(*args)
+        taken.append(out is not None)
+        return out
+
+    for logits, expect_small in ((finite, True), (x, False)):
+        taken.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(K, "_small_rows", spy)
+            got = run(logits, t, g, precision, None)
+        assert taken == [expect_small or not (shape[0] >= 8)], taken
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(K, "SMALL_ELEMENTS", 0)
+            want = run(logits, t, g, precision, None)
+        if not taken[0]:  # the general kernel both times: the same calls, the same bits
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+            continue
+        eps = float(np.finfo(np.float32).eps)
+        d = np.abs(logits - logits.max(axis=1, keepdims=True))  # (M, C) the fast bound grows with |x - max|
+        d[~np.isfinite(d)] = 0
+        loss, lse = want[0], want[1]
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            assert a.dtype == b.dtype
+            if precision == "accurate":  # both round once from float64
+                np.testing.assert_allclose(a, b, rtol=4 * eps, atol=1e-40)
+            else:  # fast: loss and lse absolute, K eps (1 + |lse| + |loss|); softmax and dx relative,
+                # K eps (1 + |x - max|) (exp2 in one kernel, exp in the other); a loss of +inf (-inf at the
+                # target) in both
+                if i < 2:
+                    tol = 2 * K.FAST_ABS_K * eps * (1 + np.abs(lse) + np.abs(loss))
+                else:
+                    tol = 2 * K.FAST_REL_K * eps * (1 + d) * np.abs(b) + 1e-40
+                with np.errstate(invalid="ignore"):
+                    assert ((a == b) | (np.abs(a - b) <= tol)).all(), i
