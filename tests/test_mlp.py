@@ -165,6 +165,8 @@ def test_trainer_rejects_bad_arguments() -> None:
         mlp.Trainer(params | {"W1": params["W1"][:, :100]}, config)
     with pytest.raises(ValueError, match="dtype float32, got shape \\(27,\\) and dtype float64"):
         mlp.Trainer(params | {"b2": params["b2"].astype(np.float64)}, config)
+    with pytest.raises(ValueError, match="float32 or float64, got params\\['C'\\] of dtype float16"):
+        mlp.Trainer({k: v.astype(np.float16) for k, v in params.items()}, config)
     with pytest.raises(ValueError, match="precision must be 'accurate' or 'fast', got 'exact'"):
         mlp.Trainer(params, config, precision="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be >= 2 for pt4, got 1"):

@@ -244,8 +244,8 @@ class Trainer:
       ``p -= lr * grad`` of every parameter is two NumPy calls on the flat arrays, in place;
     - each linear layer's bias lies right after its weight, so ``[W; b]`` is one (in + 1, out) block and
       ``x @ W + b = [x, 1] @ [W; b]``: the bias is the weight row of an input that is always 1 (the
-      buffers ``embcat`` and ``h`` carry that column). In the backward ``[x, 1].T @ dout`` gives
-      ``dW = x.T @ dout`` and ``db = 1 @ dout = sum(dout)`` in one product.
+      buffers ``embcat1 = [embcat, 1]`` and ``h1 = [h, 1]`` carry that column). In the backward
+      ``[x, 1].T @ dout`` gives ``dW = x.T @ dout`` and ``db = 1 @ dout = sum(dout)`` in one product.
 
     :meth:`forward` keeps its intermediates in the trainer (its cache); :meth:`backward` walks them in
     reverse into one named gradient per parameter (``grads[name]``, each line naming the op whose backward
@@ -257,7 +257,7 @@ class Trainer:
     and option handling are not repeated every step. See :data:`TRAIN_PRECISION`.
 
     Args:
-        params: initial parameters (copied; :func:`init_params`), all of one float dtype.
+        params: initial parameters (copied; :func:`init_params`), all float32 or all float64.
         config: the configuration.
         stats: pt4's initial running statistics (copied; None: fresh ones); ignored for pt2.
         batch_size: rows per batch (default ``config.batch_size``); every batch must have it.
@@ -281,6 +281,8 @@ class Trainer:
         if set(params) != set(names):
             raise ValueError(f"params must have exactly the names {names}, got {tuple(params)}")
         dtype = params["C"].dtype
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"params must be float32 or float64, got params['C'] of dtype {dtype}")
         for k in names:
             if params[k].shape != shapes[k] or params[k].dtype != dtype:
                 raise ValueError(f"params[{k!r}] must have shape {shapes[k]} and dtype {dtype}, "
