@@ -171,6 +171,9 @@ def test_trainer_rejects_bad_arguments() -> None:
         mlp.Trainer(params, config, precision="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be >= 2 for pt4, got 1"):
         mlp.Trainer(params, config, batch_size=1)
+    X, Y = batch(config, N=31)
+    with pytest.raises(ValueError, match=r"X of shape \(32, 3\) and Y of shape \(32,\), got \(31, 3\) and \(31,\)"):
+        mlp.Trainer(params, config).step(X, Y, 0.1)
 
 
 def test_sgd_update_and_schedule() -> None:

@@ -354,8 +354,12 @@ class Trainer:
     def forward(self, X: IntArray, Y: IntArray) -> float:
         """The batch's mean loss; the intermediates stay in the trainer for :meth:`backward`.
 
-        X: (N, T) ints in [0, V); Y: (N,) ints in [0, V) (not checked: take them from the checked dataset).
+        X: (N, T) ints in [0, V); Y: (N,) ints in [0, V) (the values are not checked: take them from the
+        checked dataset). Raises ValueError for a batch of other shapes.
         """
+        if X.shape != self.X.shape or Y.shape != (self.N,):
+            raise ValueError(f"the batch must be X of shape {self.X.shape} and Y of shape ({self.N},), "
+                             f"got {X.shape} and {Y.shape}")  # fmt: skip
         P, c = self.params, self.config
         np.copyto(self.X, X)  # ours: the caller may reuse its batch arrays
         np.take(P["C"], self.X, axis=0, out=self.emb)  # (N, T, D) embedding: emb = C[X], into embcat1
