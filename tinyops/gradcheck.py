@@ -55,12 +55,14 @@ def compare(name: str, ours: npt.ArrayLike, reference: Any) -> Comparison:
 
     Args:
         name: the label printed in the row, e.g. ``"dlogits"``.
-        ours: the array to check.
-        reference: same shape; an ndarray, or a torch tensor (``t.grad``).
+        ours: the array to check, any shape, any real dtype (float16/32/64, or integers).
+        reference: the same shape, any real dtype; an ndarray, or a torch tensor (``t.grad``).
 
     Returns:
         A :class:`Comparison`; ``print`` shows one aligned row
         ``dlogits              | exact: False | approximate: True  | maxdiff: 5.59e-09``.
+        ``exact`` compares the values as given (``np.array_equal``); ``approximate``
+        (``allclose(rtol=1e-5, atol=1e-8)``) and ``maxdiff`` are computed in float64.
 
     Raises:
         ValueError: the shapes differ.

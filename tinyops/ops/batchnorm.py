@@ -45,7 +45,18 @@ class BatchNormCache(NamedTuple):
 
 
 def batchnorm1d_stats(num_features: int, dtype: npt.DTypeLike = np.float32) -> BatchNormStats:
-    """Fresh running statistics, as torch initializes them: mean 0, var 1, no batch tracked."""
+    """Fresh running statistics, as torch initializes them: mean 0, var 1, no batch tracked.
+
+    Args:
+        num_features: C, the number of channels.
+        dtype: the statistics' float dtype (that of the x they will normalize). Default float32.
+
+    Returns:
+        :class:`BatchNormStats` with (C,) mean zeros and var ones, and num_batches_tracked 0.
+
+    Raises:
+        ValueError: num_features is not a positive int.
+    """
     if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
         raise ValueError(f"num_features must be a positive int, got {num_features!r}")
     return BatchNormStats(np.zeros(num_features, dtype), np.ones(num_features, dtype), 0)
