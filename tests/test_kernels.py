@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -273,9 +274,10 @@ def test_no_writes_no_aliasing_and_backward_twice(precision: str, threads: int) 
         assert np.array_equal(a, b, equal_nan=True)
     for a, b in zip([a for a in state if isinstance(a, np.ndarray)], state_before, strict=True):
         assert np.array_equal(a, b, equal_nan=True), "the backward wrote into the state"
-    for out in (loss, lse, dx1, state.exps):
+    assert state.x is x and state.exps is None  # blocked: the state reads the caller's logits, keeps no copy
+    for out in (loss, lse, dx1, state.sums, state.shift, state.dtarget):
         assert not any(np.shares_memory(out, a) for a in (x, t, g))
-    assert not np.shares_memory(dx1, state.exps) and not np.shares_memory(loss, lse)
+    assert not np.shares_memory(loss, lse) and not np.shares_memory(dx1, dx2)
     assert loss.dtype == lse.dtype == dx1.dtype == np.float32
 
 
@@ -398,19 +400,73 @@ def test_concurrent_callers_share_the_pool() -> None:
 @pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("C", [9, 90])  # a column-major state and a row-major one
-def test_backward_into_out_and_into_the_state(precision: str, C: int) -> None:
+def test_backward_into_out_and_into_the_state(precision: str, C: int, monkeypatch: pytest.MonkeyPatch) -> None:
     x, t, g = rows(np.random.default_rng(C), 33, C, F32)
     t = t.astype(np.intp)
+    x_before = x.copy()
     _, _, state = K.ce_rows_forward(x, t, precision=precision, threads=2)  # type: ignore[arg-type]
+    assert state.exps is None and state.x is x  # blocked
     want = K.ce_rows_backward(g, state)
     buf = np.full(want.shape, 7.0, dtype=np.float32)
     assert K.ce_rows_backward(g, state, out=buf) is buf
     assert np.array_equal(buf, want, equal_nan=True)
-    spent = K.ce_rows_backward(g, state, out=state.exps)  # consumes the state
-    assert spent is state.exps and np.array_equal(spent, want, equal_nan=True)
+    for view in (x, x[::-1]):  # the backward reads the logits: it refuses to write into them
+        with pytest.raises(ValueError, match=r"out must not share memory with the logits"):
+            K.ce_rows_backward(g, state, out=view)
+    assert np.array_equal(x, x_before, equal_nan=True)
     for bad in (np.zeros((33, C), np.float64), np.zeros((32, C), np.float32), [[0.0] * C] * 33):
         with pytest.raises(ValueError, match=r"out must be an array of shape \(33, \d+\) and dtype float32, got"):
             K.ce_rows_backward(g, state, out=bad)  # type: ignore[arg-type]
+    monkeypatch.setattr(K, "SERIAL_ELEMENTS", 10**9)  # one block: the state keeps its exps, out may be them
+    _, _, state = K.ce_rows_forward(x, t, precision=precision, threads=2)  # type: ignore[arg-type]
+    assert state.exps is not None and state.x is None
+    one = K.ce_rows_backward(g, state)
+    np.testing.assert_allclose(one, want, rtol=4e-7, atol=1e-7)
+    spent = K.ce_rows_backward(g, state, out=state.exps)  # consumes the state
+    assert spent is state.exps and np.array_equal(spent, one, equal_nan=True)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@settings(max_examples=50)
+@given(data=st.data())
+def test_accuracy_of_the_blocked_path(precision: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
+    """The blocked kernels (the softmax recomputed from the logits in the backward) keep the same bounds."""
+    x, t = data.draw(ts.hard_logits(dtype=dtype, n=st.integers(2, 8), v=st.integers(2, 160)), label="logits, target")
+    g = upstream(data, len(t), dtype)
+    threads = data.draw(st.sampled_from([1, 2]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(K, "BLOCK_ELEMENTS", 2 * x.shape[1] - 1)  # one row a block ...
+        mp.setattr(K, "ACCURATE_BLOCK_ELEMENTS", (x.shape[0] - 1) * x.shape[1])  # ... M - 1 rows, then 1
+        mp.setattr(K, "SERIAL_ELEMENTS", 0)
+        assert K.ce_rows_forward(x, t.astype(np.intp), precision=precision)[2].exps is None  # type: ignore[arg-type]
+        check_against_exact(x, t, g, precision, threads)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_blocked_path_holds_one_large_array(precision: str, dtype: np.dtype[Any]) -> None:
+    """Forward + backward past SERIAL_ELEMENTS allocate one (M, C) array (dx) plus O(M) and a few blocks."""
+    M, C = 2048, 2048  # 4M elements: 16 or 32 MiB per (M, C) array; a block is 1 MiB
+    x, t, g = rows(np.random.default_rng(7), M, C, dtype)
+    t = t.astype(np.intp)
+    big = M * C * dtype.itemsize
+    tracemalloc.start()
+    try:
+        _, _, state = K.ce_rows_forward(x, t, precision=precision, threads=2)  # type: ignore[arg-type]
+        _, fwd_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        dx = K.ce_rows_backward(g, state)
+        _, bwd_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert state.exps is None
+    assert fwd_peak < big / 4, f"forward peak {fwd_peak} B: an (M, C) array ({big} B) was made"
+    assert bwd_peak < big * 1.25, f"backward peak {bwd_peak} B: more than dx ({big} B) and a few blocks"
+    want = K.ce_rows_backward(g, K.ce_rows_forward(x, t, precision="accurate")[2])
+    fin = np.isfinite(want)
+    assert np.array_equal(fin, np.isfinite(dx))
+    np.testing.assert_allclose(dx[fin], want[fin], rtol=1e-4 if dtype == F32 else 1e-12, atol=1e-30)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

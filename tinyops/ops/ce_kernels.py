@@ -12,12 +12,25 @@ integer array already checked to lie in [0, C). Both functions return arrays of 
 write into their inputs. The contract:
 
     ce_rows_forward(x, t, *, precision, threads) -> (loss (M,), lse (M,), state)
-    ce_rows_backward(g (M,), state, *, out=None) -> dx (M, C)   (out: a buffer to reuse, or state.exps)
+    ce_rows_backward(g (M,), state, *, out=None) -> dx (M, C)   (out: a buffer to reuse)
 
-``state`` (:class:`RowsState`) holds the softmax (M, C) -- what the backward needs -- as
-``exps / sums[:, None]`` (the fast path leaves the division to the backward's one pass), and the
-target entry of the gradient, ``softmax_t - 1``, formed without cancellation. No other (M, C) array
-is kept; the backward is one pass, ``dx = exps * (g / sums)[:, None]``, then the M target entries.
+``state`` (:class:`RowsState`) holds what the backward needs: the softmax, and the target entry of the
+gradient, ``softmax_t - 1``, formed without cancellation. How it holds the softmax depends on the size:
+
+- **one block** (below :data:`SERIAL_ELEMENTS` elements: a training batch): the (M, C) softmax itself,
+  as ``exps / sums[:, None]`` (the fast path leaves the division to the backward's one pass,
+  ``dx = exps * (g / sums)[:, None]``); the fewest NumPy calls.
+- **blocked** (larger problems): no (M, C) array at all. The forward reduces each block of rows in a
+  small cache-resident buffer and keeps only per-row results (the shift ``m``, the divisor ``sums``, the
+  target entry) and a reference to the caller's logits ``x``; the backward recomputes
+  ``softmax = exp(x - m) / sums`` block by block straight into the dx it returns. Two exp passes, but one
+  (M, C) array written (dx) instead of two: half the peak memory, and for 'fast' about the same time (a
+  fresh (M, C) array's page faults and writes cost about what the second exp pass over a block in
+  cache does); 'accurate' pays more for its second float64 exp. **The backward assumes x
+  unchanged since the forward** (as torch's saved tensors); nothing here writes into it, and ``out``
+  may not overlap it.
+
+Either way the backward ends with the M target entries, ``dx[m, t[m]] = g[m] * (softmax_t - 1)``.
 
 **precision='accurate'** (the default of the public op). Each row is computed as in
 :mod:`tinyops.ops.softmax`, in float64 for float32 input: with ``m = x[a]`` the row max and
@@ -27,17 +40,18 @@ is kept; the backward is one pass, ``dx = exps * (g / sums)[:, None]``, then the
     lse  = m + log1p(r)
     softmax_t - 1 = expm1(-loss)       the gradient's target entry: ``p - 1`` cancels when p is near 1
 
-and the softmax is rounded once to x's dtype. Rows go in blocks of :data:`ACCURATE_BLOCK_ELEMENTS`,
-so the float64 temporaries are one block's. Bounds held by tests/test_kernels.py and
-tests/test_accuracy.py against the exact (mpmath) values: float32 inputs, 2 ULP for the loss and lse,
-4 ULP for the softmax and every gradient entry whose exact value is normal; float64 inputs, 8 ULP
-(``benchmarks/bench_accuracy.py`` prints the measured worst cases). One known exception: ``lse``
-itself when it is close to 0 against the max (``m < 0`` and ``log1p(r)`` close to ``-m``, e.g.
-log-normalized rows): ``m + log1p(r)`` then cancels and keeps an absolute error of about
-``eps64 * |m|`` (float32 inputs) or ``eps * |m|`` (float64). The loss never cancels.
+and the softmax (blocked: the backward's ``g * softmax``) is rounded once to x's dtype. Rows go in
+blocks of :data:`ACCURATE_BLOCK_ELEMENTS`, so the float64 temporaries are one block's. Bounds held by
+tests/test_kernels.py and tests/test_accuracy.py against the exact (mpmath) values: float32 inputs,
+2 ULP for the loss and lse, 4 ULP for the softmax and every gradient entry whose exact value is
+normal; float64 inputs, 8 ULP (``benchmarks/bench_accuracy.py`` prints the measured worst cases).
+One known exception: ``lse`` itself when it is close to 0 against the max (``m < 0`` and
+``log1p(r)`` close to ``-m``, e.g. log-normalized rows): ``m + log1p(r)`` then cancels and keeps an
+absolute error of about ``eps64 * |m|`` (float32 inputs) or ``eps * |m|`` (float64). The loss never
+cancels.
 
 **precision='fast'**: the classic kernel in x's dtype (float32 internals for float32), in place in
-the state: ``m = max(x)``, ``exps = exp2((x - m) * log2(e))`` (NumPy's float32 ``exp2`` runs twice as
+one buffer: ``m = max(x)``, ``exps = exp2((x - m) * log2(e))`` (NumPy's float32 ``exp2`` runs twice as
 fast as its ``exp``), ``s = sum(exps)``, ``lse = log(s) + m``, ``loss = lse - x[t]``, target entry
 ``expm1(-loss)``. Its errors are absolute where the classic formula cancels (``lse - x[t]``, as torch's):
 
@@ -49,7 +63,7 @@ fast as its ``exp``), ``s = sum(exps)``, ``lse = log(s) + m``, ``loss = lse - x[
 the constants), so a loss of 1e-6 can be off by 100% (as torch's) while a softmax entry is good to a
 few ULP near the max. The edge rows below give the same loss and gradient as 'accurate'; lse is nan on a row with a
 ``+inf`` or of all ``-inf`` (the accurate path gives torch's ``+inf``/``-inf``). Rows of at most
-:data:`NARROW_C` classes are reduced column-major (the state's exps are then a Fortran-ordered array):
+:data:`NARROW_C` classes are reduced column-major (in a Fortran-ordered copy of the rows or the block):
 NumPy reduces short rows one at a time, slowly, but a column-major block elementwise, fast.
 
 **Blocks and threads.** Rows are processed in blocks of about :data:`BLOCK_ELEMENTS` elements, so that
@@ -62,7 +76,8 @@ thread, as one block (NumPy then allocates the results as it goes: the fewest ca
 problems of at most :data:`SMALL_ELEMENTS` (a training batch, 32 x 27) take :func:`_small_rows`, the
 same formulas in about half the NumPy calls (argmax and flat ``take`` for the max, one matrix-vector
 product for the row sums: at that size a call costs more than its arithmetic).
-The backward splits its one pass into ``threads`` row ranges.
+The one-block backward splits its one pass into ``threads`` row ranges; the blocked backward runs
+the forward's blocks on the same threads (a row's values never depend on the blocks or the split).
 
 Infinities, row by row, as torch: a ``+inf`` logit gives a nan loss (and nan gradient); ``-inf`` at the
 target gives ``+inf``; ``-inf`` elsewhere contributes exp(-inf) = 0 (finite loss, zero probability there);
@@ -98,17 +113,32 @@ LOG2E = 1.4426950408889634  # log2(e)
 
 
 class RowsState(NamedTuple):
-    """What the backward needs: the softmax of every row, as ``exps / sums``, and the target entries."""
+    """What the backward needs: the softmax of every row (stored, or recomputed from x), and the target entries.
 
-    exps: Array  # (M, C) x's dtype: exp(x - max) (fast), or the softmax itself (accurate)
-    sums: Array  # (M,) x's dtype: softmax = exps / sums[:, None] (sum(exps); ones if accurate)
+    One block (small problems): ``exps`` is set and ``softmax = exps / sums[:, None]``. Blocked (larger
+    problems): ``exps`` is None and ``x`` is the caller's logits, not copied: the backward recomputes
+    ``softmax = exp(x - shift) / sums`` block by block and assumes x unchanged since the forward (as
+    torch's saved tensors); nothing here writes into it.
+    """
+
+    exps: Array | None  # (M, C) x's dtype: exp(x - max) (fast) or the softmax itself (accurate); None if blocked
+    sums: Array  # (M,) the softmax's row divisor: sum(exps) (fast, x's dtype); ones (accurate, one block);
+    # 1 + r (accurate, blocked: float64, nan on a row with a non-finite max)
     target: npt.NDArray[np.intp]  # (M,)
     dtarget: Array  # (M,) softmax(x)[t] - 1 = expm1(-loss): float64 if accurate, x's dtype if fast
     threads: int  # the forward's thread count, reused by the backward
+    x: Array | None = None  # (M, C) the caller's logits when blocked (a reference), else None
+    shift: Array | None = None  # (M,) when blocked: the row max (fast, x's dtype; accurate, float64, 0 on bad rows)
+    fast: bool = True  # precision == 'fast'
 
     def softmax(self) -> Array:
         """The (M, C) softmax, a new array."""
-        out: Array = self.exps / self.sums[:, None]
+        if self.exps is not None:
+            out: Array = self.exps / self.sums[:, None]
+            return out
+        assert self.x is not None
+        out = np.empty_like(self.x)  # (M, C)
+        _recompute(self, np.ones(self.x.shape[0], self.x.dtype), out)
         return out
 
 
@@ -210,32 +240,47 @@ def ce_rows_forward(
         else:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 res = rows(x, t, None)
-    else:  # the results, written block by block
+    else:  # blocked: the per-row results, written block by block; no (M, C) array (the backward recomputes)
         order: Literal["C", "F"] = "F" if C <= NARROW_C else "C"
-        sums = np.empty(M, dtype=x.dtype) if fast else np.ones(M, dtype=x.dtype)
-        dtarget = np.empty(M, dtype=x.dtype if fast else np.float64)
-        res = _Rows(np.empty_like(x, order=order), sums, np.empty(M, x.dtype), np.empty(M, x.dtype), dtarget)
+        row_dtype = x.dtype if fast else np.dtype(np.float64)
+        sums, shift, dtarget = np.empty(M, row_dtype), np.empty(M, row_dtype), np.empty(M, row_dtype)
+        res = _Rows(None, sums, np.empty(M, x.dtype), np.empty(M, x.dtype), dtarget, shift)
+        scratch = threading.local()  # one block's exps per thread (fast), reused from block to block
 
         def block(i0: int, i1: int) -> None:
-            rows(x[i0:i1], t[i0:i1], _Rows(*(a[i0:i1] for a in res)))
+            e = None
+            if fast:
+                buf = getattr(scratch, "e", None)
+                if buf is None:
+                    buf = scratch.e = np.empty((rows_per_block, C), x.dtype, order=order)  # (B, C)
+                e = buf[: i1 - i0]
+            rows(x[i0:i1], t[i0:i1], _Rows(e, sums[i0:i1], res.lse[i0:i1], res.loss[i0:i1], dtarget[i0:i1],
+                                           shift[i0:i1]))  # fmt: skip
 
         _run(block, M, rows_per_block, threads_used)
-    return res.loss, res.lse, RowsState(res.exps, res.sums, t, res.dtarget, threads_used)
+        state = RowsState(None, sums, t, dtarget, threads_used, x, shift, fast)
+        return res.loss, res.lse, state
+    return res.loss, res.lse, RowsState(res.exps, res.sums, t, res.dtarget, threads_used, None, None, fast)
 
 
 class _Rows(NamedTuple):
-    """A block's results: (B, C) exps and (B,) sums, lse, loss, dtarget (see :class:`RowsState`)."""
+    """A block's results: (B, C) exps and (B,) sums, lse, loss, dtarget, shift (see :class:`RowsState`).
 
-    exps: Array
+    Blocked, ``exps`` is a scratch buffer (fast) or None (accurate: no softmax is formed) and ``shift``
+    receives the rows' shift; in one block, ``shift`` is None.
+    """
+
+    exps: Array | None
     sums: Array
     lse: Array
     loss: Array
     dtarget: Array
+    shift: Array | None = None
 
 
 def _fast_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Rows:
     """'fast' on rows ``x`` (B, C) with targets ``t`` (B,), into ``out`` (slices of the results) if given."""
-    o = (None,) * 5 if out is None else out
+    o = (None,) * 6 if out is None else out
     e: Array | None = o[0]
     src = x
     if x.shape[1] <= NARROW_C:  # column-major: the row reductions below become vector ops across rows
@@ -244,23 +289,24 @@ def _fast_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Rows:
         else:
             np.copyto(e, x)
         src = e
-    m = src.max(axis=1, keepdims=True)  # (B, 1); a nan, +inf or all -inf row turns nan below
-    e = np.subtract(src, m, out=e)  # (B, C), <= 0
+    m = src.max(axis=1, out=o[5])  # (B,); a nan, +inf or all -inf row turns nan below
+    e = np.subtract(src, m[:, None], out=e)  # (B, C), <= 0
     np.multiply(e, x.dtype.type(LOG2E), out=e)  # exp(d) = exp2(d * log2(e)): NumPy's float32 exp2 is 2x faster
     np.exp2(e, out=e)  # (B, C) in (0, 1]
     s = np.sum(e, axis=1, out=o[1])  # (B,) >= 1; the softmax is exps / s, the backward divides
     lse = np.log(s, out=o[2])  # (B,)
-    lse += m[:, 0]  # lse = log(sum(exp(x - m))) + m
+    lse += m  # lse = log(sum(exp(x - m))) + m
     loss = np.subtract(lse, x[np.arange(x.shape[0]), t], out=o[3])  # loss = lse - x[t]
     dtarget = np.expm1(np.negative(loss), out=o[4])  # softmax_t - 1 = exp(-loss) - 1
-    return _Rows(e, s, lse, loss, dtarget)
+    return _Rows(e, s, lse, loss, dtarget, None if out is None else m)
 
 
 def _accurate_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Rows:
     """'accurate' on rows ``x`` (B, C) with targets ``t`` (B,), into ``out`` (slices of the results) if given."""
     s = shifted_rows(x)  # float64 pieces: m, r = sum_{j != argmax} exp(x_j - m), log1p(r)
     exps = np.empty_like(s.e, dtype=x.dtype) if out is None else out.exps
-    softmax_rows(s, out=exps)  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
+    if exps is not None:  # one block: the softmax kept; blocked: its shift and divisor, below
+        softmax_rows(s, out=exps)  # (B, C), the softmax rounded once to x's dtype; nan on bad rows
     loss = (s.m - x[np.arange(x.shape[0]), t]) + s.log1p_r  # (B,) float64, two terms >= 0
     lse = s.m + s.log1p_r  # (B,)
     dtarget = np.expm1(-loss)  # (B,) softmax_t - 1 = exp(-loss) - 1
@@ -271,6 +317,11 @@ def _accurate_rows(x: Array, t: npt.NDArray[np.intp], out: _Rows | None) -> _Row
     if out is None:
         return _Rows(exps, np.ones(x.shape[0], x.dtype), lse.astype(x.dtype), loss.astype(x.dtype), dtarget)
     out.lse[...], out.loss[...], out.dtarget[...] = lse, loss, dtarget
+    if out.shift is not None:  # blocked: softmax = exp(x - shift) / (1 + r), nan on bad rows
+        np.add(s.r, 1.0, out=out.sums)
+        np.copyto(out.shift, s.m)
+        if s.bad is not None:
+            out.shift[s.bad], out.sums[s.bad] = 0.0, np.nan  # not shifted (as shifted_rows); a nan divisor
     return out
 
 
@@ -348,41 +399,90 @@ def ce_rows_backward(g: Array, state: RowsState, *, out: Array | None = None) ->
 
     Args:
         g: (M,) per-row upstream gradient in x's dtype (0 for ignored rows).
-        state: from :func:`ce_rows_forward`.
-        out: None (a new array), or an (M, C) array of the state's dtype to write dx into -- a buffer
-            reused from call to call, or ``state.exps`` itself (the backward then consumes the state:
-            no second (M, C) array, but the state is spent). Writing into fresh memory costs the
-            operating system's page faults, about as much as the exp pass itself for large arrays.
+        state: from :func:`ce_rows_forward`; a blocked state reads the forward's logits, which must be
+            unchanged since (they are not written).
+        out: None (a new array), or an (M, C) array of x's dtype to write dx into -- a buffer reused
+            from call to call, or (one-block state) ``state.exps`` itself (the backward then consumes the
+            state). Writing into fresh memory costs the operating system's page faults, about as much as
+            the exp pass itself for large arrays.
 
     Returns:
-        dx: (M, C), the state's dtype; ``out`` if given, else a new array.
+        dx: (M, C), x's dtype; ``out`` if given, else a new array.
 
     Raises:
-        ValueError: ``out`` has another shape or dtype than the state's softmax.
+        ValueError: ``out`` has another shape or dtype than x, or shares memory with the logits.
 
     Derivation:
         ``loss = logsumexp(x) - x[t]``; the gradient of logsumexp is softmax and that of ``x[t]`` is
         ``onehot(t)``, so ``d loss / dx = softmax - onehot`` and ``dx = g * (softmax - onehot)``:
-        ``g * softmax`` everywhere, then ``g * (softmax_t - 1)`` at the target, with ``softmax_t - 1``
+        ``g * softmax`` everywhere (blocked: ``softmax = exp(x - shift) / sums`` recomputed a block at
+        a time straight into dx), then ``g * (softmax_t - 1)`` at the target, with ``softmax_t - 1``
         from the state (``expm1(-loss)`` in the accurate mode).
     """
-    exps, sums, t, dtarget, threads = state
-    M, C = exps.shape
+    exps, sums, t, dtarget, threads, x, _, _ = state
+    src: Array = exps if exps is not None else x  # type: ignore[assignment]  # one of them is set
+    M, C = src.shape
     if out is None:
-        dx = np.empty_like(exps)  # (M, C)
-    elif not isinstance(out, np.ndarray) or out.shape != exps.shape or out.dtype != exps.dtype:
+        dx = np.empty_like(src)  # (M, C)
+    elif not isinstance(out, np.ndarray) or out.shape != src.shape or out.dtype != src.dtype:
         got = f"shape {out.shape} and dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
-        raise ValueError(f"out must be an array of shape {exps.shape} and dtype {exps.dtype}, got {got}")
+        raise ValueError(f"out must be an array of shape {src.shape} and dtype {src.dtype}, got {got}")
+    elif x is not None and np.shares_memory(out, x):
+        raise ValueError("out must not share memory with the logits (the backward reads them), got a view of them")
     else:
         dx = out  # elementwise below, so out may be exps itself
-    g_over_sum = g / sums  # (M,)
-
-    def block(i0: int, i1: int) -> None:
-        np.multiply(exps[i0:i1], g_over_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
-
-    if threads == 1 or M * C < SERIAL_ELEMENTS:
-        block(0, M)  # one pass; exps is finite or nan, so nothing here raises a floating-point warning
+    if exps is None:
+        _recompute(state, g, dx)  # g * softmax, a block at a time
     else:
-        _run(block, M, max(1, -(-M // threads)), threads)
+        g_over_sum = g / sums  # (M,)
+
+        def block(i0: int, i1: int) -> None:
+            np.multiply(exps[i0:i1], g_over_sum[i0:i1, None], out=dx[i0:i1])  # g * softmax
+
+        if threads == 1 or M * C < SERIAL_ELEMENTS:
+            block(0, M)  # one pass; exps is finite or nan, so nothing here raises a floating-point warning
+        else:
+            _run(block, M, max(1, -(-M // threads)), threads)
     dx.put(_row_starts(M, C) + t, g * dtarget)  # g * (softmax_t - onehot_t) = g * (softmax_t - 1) at [m, t[m]]
     return dx
+
+
+def _recompute(state: RowsState, g: Array, dx: Array) -> None:
+    """``dx = g[:, None] * softmax(x)`` (M, C) for a blocked state, recomputing the softmax a block at a time.
+
+    'fast': the forward's own formula, ``exp2((x - m) * log2(e)) * (g / s)``, written straight into dx
+    (four passes over a block of dx while it is in cache). 'accurate': ``exp(x - m) * (g / (1 + r))`` in
+    float64, ``exp(x - m)`` as :func:`~tinyops.ops.softmax.shifted_rows` forms it (the TwoSum
+    correction for float64 rows), rounded once to x's dtype. A row's values do not depend on the blocks,
+    so the thread count does not change a bit.
+    """
+    x, shift, sums = state.x, state.shift, state.sums
+    assert x is not None and shift is not None
+    M, C = x.shape
+    block_elements = BLOCK_ELEMENTS if state.fast else ACCURATE_BLOCK_ELEMENTS
+    rows_per_block, threads = _rows_per_block(M, C, state.threads, block_elements)
+    scale = g / sums  # (M,) g / s (fast, x's dtype), g / (1 + r) (accurate, float64)
+    log2e = x.dtype.type(LOG2E)
+
+    def block(i0: int, i1: int) -> None:
+        xb, d = x[i0:i1], dx[i0:i1]  # (B, C)
+        m = shift[i0:i1, None]  # (B, 1)
+        if state.fast:
+            np.subtract(xb, m, out=d)  # (B, C) x - m
+            np.multiply(d, log2e, out=d)
+            np.exp2(d, out=d)  # exps = exp(x - m)
+            np.multiply(d, scale[i0:i1, None], out=d)  # g * exps / s = g * softmax
+            return
+        e = np.subtract(xb, m, dtype=np.float64)  # (B, C) d_hi = x - m, exact for float32 rows
+        lo = None
+        if x.dtype == np.float64:  # TwoSum: d_hi + d_lo == x - m exactly (as shifted_rows)
+            bb = e - xb
+            lo = (xb - (e - bb)) + (-m - bb)  # (B, C)
+            np.nan_to_num(lo, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.exp(e, out=e)  # (B, C) exp(d_hi)
+        if lo is not None:
+            e += e * lo  # exp(hi + lo) = exp(hi) * (1 + lo)
+        np.multiply(e, scale[i0:i1, None], out=d, casting="same_kind")  # g * exp(x - m) / (1 + r) = g * softmax,
+        # rounded once to x's dtype; nan on a bad row (its divisor is nan)
+
+    _run(block, M, rows_per_block, threads)
