@@ -167,7 +167,7 @@ def test_trainer_rejects_bad_arguments() -> None:
         mlp.Trainer(params | {"b2": params["b2"].astype(np.float64)}, config)
     with pytest.raises(ValueError, match="float32 or float64, got params\\['C'\\] of dtype float16"):
         mlp.Trainer({k: v.astype(np.float16) for k, v in params.items()}, config)
-    with pytest.raises(ValueError, match="precision must be 'accurate' or 'fast', got 'exact'"):
+    with pytest.raises(ValueError, match="precision must be one of 'accurate', 'fast', got 'exact'"):
         mlp.Trainer(params, config, precision="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be >= 2 for pt4, got 1"):
         mlp.Trainer(params, config, batch_size=1)

@@ -39,7 +39,7 @@ from .ops.batchnorm import (
     batchnorm1d_forward,
     batchnorm1d_stats,
 )
-from .ops.ce_kernels import Precision, RowsState, ce_rows_backward, ce_rows_forward
+from .ops.ce_kernels import Precision, RowsState, ce_rows_backward, ce_rows_forward, check_precision
 from .ops.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
 from .ops.embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .ops.linear import LinearCache, linear_backward, linear_forward
@@ -287,8 +287,7 @@ class Trainer:
             if params[k].shape != shapes[k] or params[k].dtype != dtype:
                 raise ValueError(f"params[{k!r}] must have shape {shapes[k]} and dtype {dtype}, "
                                  f"got shape {params[k].shape} and dtype {params[k].dtype}")  # fmt: skip
-        if precision not in ("accurate", "fast"):
-            raise ValueError(f"precision must be 'accurate' or 'fast', got {precision!r}")
+        check_precision(precision)
         N = config.batch_size if batch_size is None else batch_size
         if N < (2 if config.batchnorm else 1):
             raise ValueError(f"batch_size must be >= {2 if config.batchnorm else 1} for {config.name}, got {N}")

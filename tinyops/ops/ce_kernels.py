@@ -142,6 +142,12 @@ class RowsState(NamedTuple):
         return out
 
 
+def check_precision(precision: object) -> None:
+    """Raise ValueError unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+
+
 def check_threads(threads: object) -> int:
     """``None`` -> 1; an int >= 1 as is; anything else raises ValueError."""
     if threads is None:
@@ -223,8 +229,7 @@ def ce_rows_forward(
     Raises:
         ValueError: unknown precision; threads not None or an int >= 1.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    check_precision(precision)
     M, C = x.shape
     fast = precision == "fast"
     block_elements = BLOCK_ELEMENTS if fast else ACCURATE_BLOCK_ELEMENTS

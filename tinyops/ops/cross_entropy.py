@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
 from . import primitives as P
-from .ce_kernels import PRECISIONS, Precision, RowsState, ce_rows_backward, ce_rows_forward
+from .ce_kernels import Precision, RowsState, ce_rows_backward, ce_rows_forward, check_precision, check_threads
 from .softmax import logsumexp_forward
 
 Array = npt.NDArray[Any]
@@ -154,10 +154,8 @@ def _check_options(
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    check_precision(precision)  # checked here too: the dense path never reaches the row kernel
+    check_threads(threads)
     return float(label_smoothing)
 
 
@@ -184,27 +182,6 @@ def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
         return a.reshape(shape)
     N, C, *spatial = shape
     return np.ascontiguousarray(np.moveaxis(a.reshape(N, *spatial, C), -1, 1))
-
-
-def _reduce(losses: Array, reduction: Reduction, denom: float, loss_shape: tuple[int, ...]) -> Array:
-    """Sum or mean (``sum / denom``) of the per-row losses, accumulated in float64 (an exact-enough sum
-    for float16/float32; pairwise summation for float64, redone as ``sum(losses / denom)`` if only the
-    sum overflows); 'none' reshapes them to the loss shape."""
-    if reduction == "none":
-        return losses.reshape(loss_shape)
-    if losses.dtype.itemsize < 8:  # float16/float32 losses: the float64 sum cannot overflow
-        total = float(losses.sum(dtype=np.float64))
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = float(losses.sum())  # pairwise summation
-    if reduction == "sum":
-        return np.asarray(total, dtype=losses.dtype)
-    if denom == 0:  # no row counted (all ignored, none, or all of weight 0): nan, as torch's 0 / 0
-        return np.asarray(np.nan, dtype=losses.dtype)
-    mean = total / denom
-    if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
-        mean = float((losses / denom).sum())
-    return np.asarray(mean, dtype=losses.dtype)
 
 
 def cross_entropy_forward(
@@ -336,7 +313,7 @@ def cross_entropy_forward(
             losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
         if ignored is not None:
             losses[ignored] = 0  # ignored rows: loss 0 whatever their logits
-    loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
+    loss = P.reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
     return loss, CrossEntropyCache(state, None, None, row_weight, ignored, denom, reduction, logits.shape, dtype)
 
 
@@ -360,7 +337,7 @@ def _soft_forward(
         losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
     if ignored is not None:
         losses[ignored] = 0
-    loss = _reduce(losses.astype(dtype, copy=False), reduction, denom, loss_shape)
+    loss = P.reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
     return loss, CrossEntropyCache(None, probs, coef, None, ignored, denom, reduction, logits_shape, dtype)
 
 

@@ -9,6 +9,7 @@ Shapes: N = rows, C = classes.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -114,26 +115,31 @@ class NegReduceCache(NamedTuple):
     reduction: Reduction
 
 
-def reduce_losses(losses: Array, reduction: Reduction) -> Array:
-    """``losses.mean()``, ``losses.sum()`` or ``losses``, as a 0-D array (like torch's 0-D tensor).
+def reduce_losses(losses: Array, reduction: Reduction, *, denom: float | None = None) -> Array:
+    """``losses.sum() / denom`` (mean; ``denom`` defaults to the number of losses), ``losses.sum()`` or
+    ``losses``, as a 0-D array (like torch's 0-D tensor) of the losses' dtype.
 
-    The mean of no rows is nan (as torch). The mean never overflows when the losses do not: float16
-    and float32 losses are summed in float64 (which also keeps the mean to within an ulp); for float64,
-    a sum that overflows although every loss is finite is redone as ``sum(losses / N)``.
+    float16 and float32 losses are summed in float64, which cannot overflow and keeps the result within
+    an ulp; float64 losses by pairwise summation, and a mean whose sum overflows although every loss is
+    finite is redone as ``sum(losses / denom)``. A mean over a divisor of 0 (no rows, or no row counted)
+    is nan, as torch's ``0 / 0``.
     """
     if reduction == "none":
         return losses
-    if reduction == "sum":
-        return np.asarray(losses.sum())
-    if losses.size == 0:  # torch: the mean of an empty batch is nan
-        return np.array(np.nan, dtype=losses.dtype)
     if losses.dtype.itemsize < 8:
-        return np.asarray(losses.mean(dtype=np.float64), dtype=losses.dtype)
-    with np.errstate(over="ignore"):
-        mean = losses.mean()  # pairwise summation
-    if np.isinf(mean) and np.isfinite(losses).all():  # the sum overflowed, the mean does not
-        mean = (losses / losses.size).sum()
-    return np.asarray(mean)
+        total = float(losses.sum(dtype=np.float64))
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(losses.sum())
+    if reduction == "sum":
+        return np.asarray(total, dtype=losses.dtype)
+    n = float(losses.size) if denom is None else denom
+    if n == 0:
+        return np.asarray(np.nan, dtype=losses.dtype)
+    mean = total / n
+    if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
+        mean = float((losses / n).sum())
+    return np.asarray(mean, dtype=losses.dtype)
 
 
 def neg_reduce_forward(x: Array, reduction: Reduction) -> tuple[Array, NegReduceCache]:
