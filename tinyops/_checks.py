@@ -17,6 +17,12 @@ REDUCTIONS = ("mean", "sum", "none")
 Reduction = Literal["mean", "sum", "none"]
 
 Axis = int | tuple[int, ...] | None
+Array = npt.NDArray[Any]  # the one alias of the package: an ndarray of any dtype
+
+Backend = Literal["compiled", "reference"]
+BACKENDS: tuple[Backend, ...] = ("compiled", "reference")
+"""Which layer computes an op: ``'compiled'`` (numba kernels, :mod:`tinyops.kernels`; the default) or
+``'reference'`` (the plain NumPy of :mod:`tinyops.ops`, the formulas the derivations quote)."""
 
 
 def _describe(value: Any) -> str:
@@ -70,6 +76,20 @@ def as_index_array(name: str, value: Any, size: int, *, size_name: str) -> npt.N
 def check_same_dtype(name: str, arr: npt.NDArray[Any], ref_name: str, ref: npt.NDArray[Any]) -> None:
     if arr.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
+
+
+def check_backend(backend: object) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+
+
+def check_threads(threads: object) -> int:
+    """``threads`` as an int >= 1 (None means 1), or raise naming the value."""
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    return int(threads)
 
 
 def check_reduction(reduction: object) -> None:

@@ -1,0 +1,202 @@
+"""The fused cross-entropy's row kernels, compiled: loss, lse and dlogits of (M, C) logits against indices.
+
+Shapes: M = rows, C = classes. ``x`` (M, C) float32/float64, C-contiguous; ``t`` (M,) intp in [0, C).
+
+    loss[m] = logsumexp(x[m]) - x[m, t[m]]                         forward,  (M,)
+    dx[m]   = g[m] * (softmax(x[m]) - onehot(t[m]))                backward, (M, C)
+
+Per row, the forward makes two passes over the row (the first brings it into the cache):
+
+1. the row max ``mx``;
+2. the sum of ``exp(x_j - mx)``;
+
+and keeps three numbers a row (the shift ``mx``, the divisor ``den`` and the target entry of the
+gradient, ``softmax_t - 1``) plus a reference to ``x``: no (M, C) state. The backward makes one pass that
+recomputes each exp and writes ``dx_j = exp(x_j - mx) * (g / den)``, then puts ``g * (softmax_t - 1)``
+at the target. Two exps per element, but one (M, C) array written, and each row read from memory twice.
+
+**precision='fast'**: everything in x's dtype: ``den = s = sum_j exp(x_j - mx)``, ``lse = mx + log(s)``,
+``loss = lse - x_t``, ``softmax_t - 1 = expm1(-loss)``. Its errors are torch's: absolute where
+``lse - x_t`` cancels.
+
+**precision='accurate'**: float64 inside, and the largest term kept out of the sum (as the reference,
+:func:`tinyops.ops.softmax.shifted_rows`): ``r = sum_{x_j < mx} exp(x_j - mx) + (ties - 1)``, then
+``loss = (mx - x_t) + log1p(r)`` (two terms >= 0: nothing cancels), ``lse = mx + log1p(r)``,
+``den = 1 + r`` and ``softmax_t - 1 = expm1(-loss)``. For float32 rows ``x_j - mx`` is exact in float64;
+for float64 rows it is ``hi + lo`` by TwoSum and ``exp(hi + lo) = exp(hi) * (1 + lo)``.
+
+**Rows whose max is not finite** (a ``+inf``, all ``-inf``, or all nan) are never shifted by it: their
+loss and gradient are nan, their lse the max itself (``+inf``/``-inf``), or nan if the row holds a nan.
+A nan elsewhere in a row with a finite max makes its sum, and so its loss and gradient, nan. ``-inf``
+entries give ``exp(-inf) = 0``: probability 0. As torch.
+
+Each driver has a serial twin with the same row function: one thread pays no pool start-up, which at a
+training batch (32 x 27, about 1 µs of work) is most of the time. The same row function means the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from ._numba import MAX_FLAGS, SUM_FLAGS, jit
+from .exp import exp64, exp_of, is_float32
+
+# ----------------------------------------------------------------------------- pieces of a row
+
+
+@jit(fastmath=MAX_FLAGS)
+def row_max(row: Any) -> Any:
+    """The largest entry of a row (-inf for an empty one). It may skip a nan: the sum after it sees the nan."""
+    mx = row.dtype.type(-np.inf)
+    for j in range(row.shape[0]):
+        v = row[j]
+        mx = v if v > mx else mx
+    return mx
+
+
+@jit()
+def two_diff_lo(a: float, b: float, hi: float) -> float:
+    """TwoSum: the rounding error of ``hi = fl(a - b)``, so that ``hi + lo == a - b`` exactly (0 if not finite)."""
+    bb = hi - a
+    lo = (a - (hi - bb)) + (-b - bb)
+    return lo if math.isfinite(lo) else 0.0
+
+
+@jit()
+def bad_row(row: Any, t: int, mx: float, out: Any, i: int) -> None:
+    """A row whose max is not finite: loss and gradient nan, lse the max (nan if the row holds a nan)."""
+    has_nan = False
+    for j in range(row.shape[0]):
+        has_nan |= row[j] != row[j]
+    loss, lse, shift, den, dtarget = out
+    loss[i] = np.nan
+    lse[i] = np.nan if has_nan else mx
+    shift[i] = 0.0
+    den[i] = np.nan  # the backward's exp(x - 0) / nan: a nan gradient row
+    dtarget[i] = np.nan
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@jit(fastmath=SUM_FLAGS)
+def fast_row(row: Any, t: int, out: Any, i: int) -> None:
+    """'fast' on one row, in its dtype: ``s = sum exp(x - mx)``, ``lse = mx + log(s)``, ``loss = lse - x_t``."""
+    mx = row_max(row)
+    if not math.isfinite(mx):
+        bad_row(row, t, mx, out, i)
+        return
+    s = row.dtype.type(0.0)
+    for j in range(row.shape[0]):
+        s += exp_of(row[j] - mx)
+    loss, lse, shift, den, dtarget = out
+    lse_i = mx + np.log(s)
+    loss[i] = lse_i - row[t]
+    lse[i] = lse_i
+    shift[i] = mx
+    den[i] = s
+    dtarget[i] = math.expm1(-(lse_i - row[t]))  # softmax_t - 1 = exp(-loss) - 1
+
+
+@jit()
+def accurate_epilogue(mx: float, xt: float, r: float, out: Any, i: int) -> None:
+    """'accurate': ``loss = (mx - x_t) + log1p(r)``, ``lse = mx + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
+
+    Compiled without reassociation: the order of these sums is the accuracy."""
+    loss, lse, shift, den, dtarget = out
+    log1p_r = math.log1p(r)
+    loss_i = (mx - xt) + log1p_r  # two terms >= 0
+    loss[i] = loss_i
+    lse[i] = mx + log1p_r
+    shift[i] = mx
+    den[i] = 1.0 + r
+    dtarget[i] = math.expm1(-loss_i)
+
+
+@jit(fastmath=SUM_FLAGS)
+def accurate_row(row: Any, t: int, out: Any, i: int) -> None:
+    """'accurate' on one row, in float64: ``r`` = the sum of the exps without one largest term."""
+    mx = row_max(row)
+    if not math.isfinite(mx):
+        bad_row(row, t, mx, out, i)
+        return
+    m64 = np.float64(mx)
+    r = 0.0  # sum_{x_j < mx} exp(x_j - mx); a nan entry (d != 0) makes it nan
+    ties = 0  # entries equal to the max; all but one of them add exp(0) = 1 to r
+    if is_float32(row):
+        for j in range(row.shape[0]):
+            d = np.float64(row[j]) - m64  # exact: two float32 differ by a float64
+            r += exp64(d) if d != 0.0 else 0.0
+            ties += d == 0.0
+    else:
+        for j in range(row.shape[0]):
+            hi = row[j] - m64
+            e = exp64(hi)
+            e += e * two_diff_lo(row[j], m64, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
+            r += e if hi != 0.0 else 0.0
+            ties += hi == 0.0
+    accurate_epilogue(m64, np.float64(row[t]), r + (ties - 1), out, i)
+
+
+@jit(parallel=True)
+def forward_fast_parallel(x: Any, t: Any, out: Any) -> None:
+    for i in prange(x.shape[0]):
+        fast_row(x[i], t[i], out, i)
+
+
+@jit()
+def forward_fast_serial(x: Any, t: Any, out: Any) -> None:
+    for i in range(x.shape[0]):
+        fast_row(x[i], t[i], out, i)
+
+
+@jit(parallel=True)
+def forward_accurate_parallel(x: Any, t: Any, out: Any) -> None:
+    for i in prange(x.shape[0]):
+        accurate_row(x[i], t[i], out, i)
+
+
+@jit()
+def forward_accurate_serial(x: Any, t: Any, out: Any) -> None:
+    for i in range(x.shape[0]):
+        accurate_row(x[i], t[i], out, i)
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+@jit(fastmath=SUM_FLAGS)
+def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, drow: Any, accurate: bool) -> None:
+    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed."""
+    if accurate:
+        scale = np.float64(g) / den  # float64
+        if is_float32(row):
+            for j in range(row.shape[0]):
+                drow[j] = exp64(np.float64(row[j]) - shift) * scale  # rounded once to float32
+        else:
+            for j in range(row.shape[0]):
+                hi = row[j] - shift
+                e = exp64(hi)
+                drow[j] = (e + e * two_diff_lo(row[j], shift, hi)) * scale
+    else:
+        scale_x = g / den  # x's dtype
+        for j in range(row.shape[0]):
+            drow[j] = exp_of(row[j] - shift) * scale_x
+    if row.shape[0] > 0:
+        drow[t] = g * dtarget  # g * (softmax_t - 1)
+
+
+@jit(parallel=True)
+def backward_parallel(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any, dx: Any, accurate: bool) -> None:
+    for i in prange(x.shape[0]):
+        backward_row(x[i], t[i], g[i], shift[i], den[i], dtarget[i], dx[i], accurate)
+
+
+@jit()
+def backward_serial(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any, dx: Any, accurate: bool) -> None:
+    for i in range(x.shape[0]):
+        backward_row(x[i], t[i], g[i], shift[i], den[i], dtarget[i], dx[i], accurate)
