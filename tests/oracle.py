@@ -148,9 +148,11 @@ def assert_close(what: str, ours: Array, ref: Array, tol: Any) -> None:
         )
 
 
-def check_op(spec: OpSpec, case: Case) -> None:
+def check_op(spec: OpSpec, case: Case, layer: dict[str, Any] | None = None) -> None:
     """The whole oracle check of one case: values, gradients and dtypes against torch; no writes into
-    the inputs, ``dout`` or the cache; no output or gradient sharing memory with an array the caller holds."""
+    the inputs, ``dout`` or the cache; no output or gradient sharing memory with an array the caller holds.
+
+    ``layer``: options for ours only, never passed to torch (``backend``, ``threads``)."""
     dtype = case.dtype
     eps = float(np.finfo(dtype).eps)
     tiny = float(np.finfo(dtype).smallest_normal)  # below it, results underflow: an absolute floor
@@ -161,7 +163,7 @@ def check_op(spec: OpSpec, case: Case) -> None:
     key = np.dtype(dtype).name
     before = [a.copy() if isinstance(a, np.ndarray) else a for a in case.args]
 
-    out, cache = spec.forward(*case.args, **case.kwargs)
+    out, cache = spec.forward(*case.args, **case.kwargs, **(layer or {}))
     out = np.asarray(out)
     assert out.dtype == dtype, f"{spec.name}: output dtype {out.dtype} != input dtype {dtype}"
     dout = upstream(out.shape, dtype, case.dout_seed)

@@ -8,12 +8,14 @@ pinned ``@example``s for ties, -inf entries and the exp overflow thresholds) and
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import example, given
@@ -396,11 +398,28 @@ SPECS: tuple[OpSpec, ...] = (
 )  # fmt: skip
 
 
-def _oracle_test(spec: OpSpec) -> Callable[[Case], None]:
+def layers(forward: Callable[..., Any]) -> list[dict[str, Any]]:
+    """Every layer an op runs on: each backend (with 1 and 3 threads for the compiled one, where the op has
+    threads), or just the op as it is when it has one layer."""
+    params = inspect.signature(forward).parameters
+    if "backend" not in params:
+        return [{}]
+    out: list[dict[str, Any]] = [{"backend": "reference"}, {"backend": "compiled"}]
+    if "threads" in params:
+        out.append({"backend": "compiled", "threads": 3})
+    return out
+
+
+def _layer_id(layer: dict[str, Any]) -> str:
+    return "-".join(str(v) for v in layer.values()) or "numpy"
+
+
+def _oracle_test(spec: OpSpec) -> Callable[..., None]:
+    @pytest.mark.parametrize("layer", layers(spec.forward), ids=_layer_id)
     @given(case=spec.cases)
-    def test(case: Case) -> None:
+    def test(layer: dict[str, Any], case: Case) -> None:
         with np.errstate(all="ignore"):  # the naive ops keep NumPy's warnings on purpose
-            check_op(spec, case)
+            check_op(spec, case, layer)
 
     for pinned in spec.pinned:
         test = example(case=pinned)(test)
@@ -408,11 +427,12 @@ def _oracle_test(spec: OpSpec) -> Callable[[Case], None]:
     return test
 
 
-def _gradcheck_test(spec: OpSpec) -> Callable[[Case], None]:
+def _gradcheck_test(spec: OpSpec) -> Callable[..., None]:
+    @pytest.mark.parametrize("layer", layers(spec.forward), ids=_layer_id)
     @given(case=spec.grad_cases)
-    def test(case: Case) -> None:
-        result = tinyops.gradcheck(spec.forward, case.args, spec.backward, kwargs=case.kwargs,
-                                   seed=case.dout_seed)  # fmt: skip
+    def test(layer: dict[str, Any], case: Case) -> None:
+        kwargs = {**case.kwargs, **layer}
+        result = tinyops.gradcheck(spec.forward, case.args, spec.backward, kwargs=kwargs, seed=case.dout_seed)
         assert result.passed, f"{spec.name} gradcheck failed:\n{result}"
 
     test.__name__ = f"test_gradcheck_{spec.name}"

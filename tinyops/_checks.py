@@ -78,6 +78,17 @@ def check_same_dtype(name: str, arr: npt.NDArray[Any], ref_name: str, ref: npt.N
         raise TypeError(f"{name} has dtype {arr.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
 
 
+Precision = Literal["accurate", "fast"]
+PRECISIONS: tuple[Precision, ...] = ("accurate", "fast")
+"""The fused cross-entropy's arithmetic: ``'accurate'`` (float64 inside, within a few ulp of the exact value)
+or ``'fast'`` (the input's dtype inside, torch's formula and errors)."""
+
+
+def check_precision(precision: object) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+
+
 def check_backend(backend: object) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")

@@ -37,12 +37,14 @@ training batch (32 x 27, about 1 µs of work) is most of the time. The same row 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from numba import prange
 
-from ._numba import MAX_FLAGS, SUM_FLAGS, jit
+from .._checks import Array
+from ._numba import MAX_FLAGS, SUM_FLAGS, jit, use_threads
 from .exp import exp64, exp_of, is_float32
 
 # ----------------------------------------------------------------------------- pieces of a row
@@ -200,3 +202,59 @@ def backward_parallel(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any
 def backward_serial(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any, dx: Any, accurate: bool) -> None:
     for i in range(x.shape[0]):
         backward_row(x[i], t[i], g[i], shift[i], den[i], dtarget[i], dx[i], accurate)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+class RowsState(NamedTuple):
+    """What :func:`ce_rows_backward` needs: a reference to the logits and three numbers a row.
+
+    The backward recomputes ``softmax = exp(x - shift) / den`` and assumes ``x`` unchanged since the
+    forward (as torch's saved tensors); nothing here writes into it.
+    """
+
+    x: Array  # (M, C) the caller's logits, not copied
+    target: npt.NDArray[np.intp]  # (M,)
+    shift: Array  # (M,) the row max (0 on a row whose max is not finite); float64 if accurate, else x's dtype
+    den: Array  # (M,) the softmax's divisor: 1 + r (accurate) or s (fast); nan on a row whose max is not finite
+    dtarget: Array  # (M,) softmax_t - 1 = expm1(-loss)
+    accurate: bool
+    threads: int
+
+
+def ce_rows_forward(
+    x: Array, t: npt.NDArray[np.intp], *, precision: str = "accurate", threads: int = 1
+) -> tuple[Array, Array, RowsState]:
+    """Per-row loss and lse of (M, C) logits ``x`` (C-contiguous float32/float64) against (M,) intp ``t`` in [0, C).
+
+    Returns ``(loss (M,), lse (M,), state)``, loss and lse in x's dtype. Nothing is checked here.
+    """
+    M = x.shape[0]
+    accurate = precision == "accurate"
+    row_dtype = np.float64 if accurate else x.dtype
+    loss, lse = np.empty(M, x.dtype), np.empty(M, x.dtype)
+    shift, den, dtarget = np.empty(M, row_dtype), np.empty(M, row_dtype), np.empty(M, row_dtype)
+    out = (loss, lse, shift, den, dtarget)
+    if threads == 1:
+        (forward_accurate_serial if accurate else forward_fast_serial)(x, t, out)
+    else:
+        use_threads(threads)
+        (forward_accurate_parallel if accurate else forward_fast_parallel)(x, t, out)
+    return loss, lse, RowsState(x, t, shift, den, dtarget, accurate, threads)
+
+
+def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Array:
+    """``dx = g[:, None] * (softmax(x) - onehot(t))`` (M, C) into ``out`` (may be ``state.x`` itself) or a new array.
+
+    ``g`` (M,) in x's dtype. The kernel reads each element of x before it writes the same element of dx,
+    so ``out`` may be the logits themselves (the backward then consumes them), but not a partial view of them.
+    """
+    x = state.x
+    dx = np.empty_like(x) if out is None else out
+    if state.threads == 1:
+        backward_serial(x, state.target, g, state.shift, state.den, state.dtarget, dx, state.accurate)
+    else:
+        use_threads(state.threads)
+        backward_parallel(x, state.target, g, state.shift, state.den, state.dtarget, dx, state.accurate)
+    return dx

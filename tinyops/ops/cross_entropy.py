@@ -1,23 +1,50 @@
-"""Cross-entropy of logits against integer targets: the seed's naive chain and the fused op.
+"""Cross-entropy of logits against targets: the seed's naive chain, the row kernel, and the fused op.
 
-Shapes: N = rows (examples), C = classes. ``logits`` (N, C), ``target`` (N,) integers in [0, C).
-Per row ``loss_n = -log softmax(logits_n)[target_n]``; ``reduction`` is 'mean' (default), 'sum' or 'none'.
+Shapes: N = rows (examples), C = classes, M = rows of the row kernel (N * d1 * ... for (N, C, d1, ...)
+logits). ``logits`` (N, C), ``target`` (N,) integers in [0, C). Per row
+``loss_n = -log softmax(logits_n)[target_n]``; ``reduction`` is 'mean' (default), 'sum' or 'none'.
+
+Three parts, read in order:
+
+1. **the naive chain** (the seed's loss, one primitive at a time, no max shift: it overflows);
+2. **the row kernel** (:func:`ce_rows_forward` / :func:`ce_rows_backward`): per-row loss and gradient of
+   (M, C) logits against class indices, ``loss = logsumexp(x) - x[t]`` and
+   ``dx = g * (softmax(x) - onehot(t))``, in NumPy here and compiled in :mod:`tinyops.kernels.cross_entropy`;
+   it checks nothing (the public op and the trainer call it with checked inputs);
+3. **the fused op** (:func:`cross_entropy_forward` / :func:`cross_entropy_backward`), torch's
+   ``F.cross_entropy``: it validates, moves the class axis last, and takes one of two paths. Class-index
+   targets go through the row kernel, every option folded into a per-row upstream gradient ``g``; label
+   smoothing and probability targets take the dense path, a target distribution per row. Each path has
+   its cache type. :func:`reduce_losses` is the 'mean' / 'sum' / 'none' of both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
+from .._checks import (
+    Array,
+    Backend,
+    Precision,
+    Reduction,
+    as_float_array,
+    as_index_array,
+    check_backend,
+    check_dout,
+    check_precision,
+    check_reduction,
+    check_same_dtype,
+    check_threads,
+)
 from . import primitives as P
-from .ce_kernels import Precision, RowsState, ce_rows_backward, ce_rows_forward, check_precision, check_threads
-from .softmax import logsumexp_forward
+from .softmax import shifted_rows, softmax_rows
 
-Array = npt.NDArray[Any]
+if TYPE_CHECKING:
+    from ..kernels.cross_entropy import RowsState as CompiledRowsState
 
 
 def _check_logits_target(
@@ -127,15 +154,149 @@ def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reducti
     return cross_entropy_naive_forward(logits, target, reduction=reduction)[0]
 
 
+# ============================================================================ the row kernel
+
+
+class RowsCache(NamedTuple):
+    """The reference row kernel's cache: the softmax of every row and the gradient's target entries."""
+
+    probs: Array  # (M, C) softmax(x), x's dtype
+    target: npt.NDArray[np.intp]  # (M,)
+    dtarget: Array  # (M,) softmax_t - 1 = expm1(-loss): float64 (accurate) or x's dtype (fast)
+
+
+def ce_rows_forward(
+    x: Array,
+    t: npt.NDArray[np.intp],
+    *,
+    precision: Precision = "accurate",
+    backend: Backend = "compiled",
+    threads: int | None = None,
+) -> tuple[Array, Array, RowsCache | CompiledRowsState]:
+    """Per-row cross-entropy of (M, C) logits against (M,) class indices; checks nothing.
+
+    The entry point for callers whose inputs are already checked (:func:`cross_entropy_forward`,
+    :func:`~tinyops.ops.linear_cross_entropy.linear_cross_entropy_forward`, :class:`tinyops.mlp.Trainer`).
+
+    Args:
+        x: (M, C) float32/float64, C-contiguous.
+        t: (M,) intp, values in [0, C).
+        precision: 'accurate' or 'fast' (below).
+        backend: 'compiled' (:mod:`tinyops.kernels.cross_entropy`) or 'reference' (this NumPy).
+        threads: rows in parallel on this many threads (compiled backend; None: one). Bit-identical results.
+
+    Returns:
+        ``(loss (M,), lse (M,), state)``: loss and lse in x's dtype; state for :func:`ce_rows_backward`.
+        The compiled state keeps a reference to ``x`` (the backward reads it again); the reference state
+        keeps the (M, C) softmax.
+
+    'accurate' (float64 inside): with ``m`` the row max and ``r = sum_{j != argmax} exp(x_j - m)`` (the
+    largest term kept out of the sum, :func:`~tinyops.ops.softmax.shifted_rows`),
+
+        loss = (m - x[t]) + log1p(r)       two terms >= 0: nothing cancels, even for a confident row
+        lse  = m + log1p(r)
+        softmax_t - 1 = expm1(-loss)       the gradient's target entry: ``p - 1`` cancels when p is near 1
+
+    'fast' (x's dtype inside): the classic ``lse = m + log(sum(exp(x - m)))``, ``loss = lse - x[t]``:
+    torch's formula, with its absolute error where ``lse - x[t]`` cancels.
+
+    Rows whose max is not finite (a ``+inf``, all ``-inf``, all nan) have a nan loss and gradient and
+    ``lse`` equal to the max (nan if the row holds a nan); a nan elsewhere makes the row nan; ``-inf``
+    entries have probability 0 (a ``-inf`` target gives ``loss = +inf``). As torch.
+    """
+    threads = check_threads(threads)
+    if backend == "compiled":
+        from ..kernels import cross_entropy as kernels  # numba is imported on first use only
+
+        return kernels.ce_rows_forward(x, t, precision=precision, threads=threads)
+    if x.shape[0] == 0:  # no rows (maybe no classes either): nothing to reduce
+        return np.empty(0, x.dtype), np.empty(0, x.dtype), RowsCache(x.copy(), t, np.empty(0, x.dtype))
+    rows = np.arange(x.shape[0])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: below
+        if precision == "accurate":
+            s = shifted_rows(x)  # float64: m, r, log1p(r); exp(x - m) in s.e
+            probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C) e / (1 + r), rounded once
+            loss = (s.m - x[rows, t]) + s.log1p_r  # (M,) float64
+            lse = s.m + s.log1p_r  # (M,)
+            m, bad = s.m, s.bad
+        else:
+            m = x.max(axis=1)  # (M,)
+            bad = None if np.isfinite(m).all() else ~np.isfinite(m)
+            shift = m if bad is None else np.where(bad, 0, m)  # a non-finite max is not subtracted
+            counts = np.exp(x - shift[:, None])  # (M, C)
+            counts_sum = counts.sum(axis=1)  # (M,)
+            lse = np.log(counts_sum) + shift  # (M,)
+            loss = lse - x[rows, t]  # (M,)
+            probs = counts / counts_sum[:, None]  # (M, C)
+        dtarget = np.expm1(-loss)  # (M,) softmax_t - 1 = exp(-loss) - 1
+    if bad is not None:  # a +inf, all -inf, or a nan max: as torch
+        loss[bad], lse[bad], dtarget[bad], probs[bad] = np.nan, m[bad], np.nan, np.nan
+    return loss.astype(x.dtype), lse.astype(x.dtype), RowsCache(probs, t, dtarget)
+
+
+def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Array | None = None) -> Array:
+    """``dx = g[:, None] * (softmax(x) - onehot(t))``, (M, C), from :func:`ce_rows_forward`'s state; checks nothing.
+
+    Args:
+        g: (M,) per-row upstream gradient in x's dtype (0 for ignored rows).
+        state: from :func:`ce_rows_forward`.
+        out: None (a new array) or an (M, C) array of x's dtype to write dx into (a buffer reused from
+            call to call). With a compiled state it may be the logits themselves (each element is read
+            before it is written), but no other view of them.
+
+    Returns:
+        dx: (M, C), x's dtype; ``out`` if given.
+
+    Derivation:
+        ``loss = logsumexp(x) - x[t]``; the gradient of logsumexp is softmax and that of ``x[t]`` is
+        ``onehot(t)``, so ``d loss / dx = softmax - onehot`` and ``dx = g * (softmax - onehot)``:
+        ``g * softmax`` everywhere, then ``g * (softmax_t - 1)`` at the target, with ``softmax_t - 1``
+        taken from the forward (``expm1(-loss)``, no cancellation when ``softmax_t`` is near 1).
+    """
+    if not isinstance(state, RowsCache):
+        from ..kernels import cross_entropy as kernels
+
+        return kernels.ce_rows_backward(g, state, out)
+    probs, t, dtarget = state
+    dx = np.multiply(probs, g[:, None], out=out)  # (M, C) g * softmax
+    dx[np.arange(len(t)), t] = g * dtarget  # g * (softmax_t - 1): one entry per row, assignment is a scatter
+    return dx
+
+
 # ============================================================================ the fused op
 
 
-class CrossEntropyCache(NamedTuple):
-    """What the fused backward needs. Rows are the M = N * d1 * ... positions, classes last."""
+def reduce_losses(losses: Array, reduction: Reduction, *, denom: float | None = None) -> Array:
+    """``losses.sum() / denom`` (mean; ``denom`` defaults to the number of losses), ``losses.sum()`` or
+    ``losses``, as a 0-D array (like torch's 0-D tensor) of the losses' dtype.
 
-    state: RowsState | None  # index targets, no smoothing: the row kernel's state
-    probs: Array | None  # (M, C) softmax, for label smoothing and probability targets
-    coef: Array | None  # (M, C) the target distribution times the class weights (0 on ignored rows)
+    float16 and float32 losses are summed in float64, which cannot overflow and keeps the result within
+    an ulp; float64 losses by pairwise summation, and a mean whose sum overflows although every loss is
+    finite is redone as ``sum(losses / denom)``. A mean over a divisor of 0 (no rows, or no row counted)
+    is nan, as torch's ``0 / 0``.
+    """
+    if reduction == "none":
+        return losses
+    if losses.dtype.itemsize < 8:
+        total = float(losses.sum(dtype=np.float64))
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(losses.sum())
+    if reduction == "sum":
+        return np.asarray(total, dtype=losses.dtype)
+    n = float(losses.size) if denom is None else denom
+    if n == 0:
+        return np.asarray(np.nan, dtype=losses.dtype)
+    mean = total / n
+    if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
+        mean = float((losses / n).sum())
+    return np.asarray(mean, dtype=losses.dtype)
+
+
+class CrossEntropyCache(NamedTuple):
+    """The fused op's cache for class-index targets. Rows are the M = N * d1 * ... positions, classes last."""
+
+    state: RowsCache | CompiledRowsState  # the row kernel's
     row_weight: Array | None  # (M,) weight[target] * (target != ignore_index), or None when all are 1
     ignored: npt.NDArray[np.bool_] | None  # (M,) target == ignore_index, or None when no row is
     denom: float  # the divisor of the mean
@@ -144,8 +305,25 @@ class CrossEntropyCache(NamedTuple):
     dtype: np.dtype[Any]  # the logits' dtype
 
 
+class CrossEntropyDenseCache(NamedTuple):
+    """The fused op's cache for a dense target distribution (label smoothing, probability targets)."""
+
+    probs: Array  # (M, C) softmax of the logits
+    coef: Array  # (M, C) the target distribution times the class weights (0 on ignored rows)
+    ignored: npt.NDArray[np.bool_] | None  # (M,) rows to skip (label smoothing with ignore_index), or None
+    denom: float  # the divisor of the mean
+    reduction: Reduction
+    logits_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+
 def _check_options(
-    reduction: object, label_smoothing: object, ignore_index: object, precision: object, threads: object
+    reduction: object,
+    label_smoothing: object,
+    ignore_index: object,
+    precision: object,
+    backend: object,
+    threads: object,
 ) -> float:
     check_reduction(reduction)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
@@ -155,6 +333,7 @@ def _check_options(
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
     check_precision(precision)  # checked here too: the dense path never reaches the row kernel
+    check_backend(backend)
     check_threads(threads)
     return float(label_smoothing)
 
@@ -184,6 +363,37 @@ def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
     return np.ascontiguousarray(np.moveaxis(a.reshape(N, *spatial, C), -1, 1))
 
 
+def _check_index_target(
+    target: Array, loss_shape: tuple[int, ...], C: int, ignore_index: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
+    """Class indices of the loss's shape, in [0, C) or ``ignore_index``: ``(t (M,) intp, ignored (M,) or None)``.
+
+    Ignored rows get the class 0 in ``t`` (any valid index: their gradient is zeroed)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(
+            f"target must have an integer (class indices) or floating (probabilities) dtype, got dtype {target.dtype}"
+        )
+    if target.shape != loss_shape:
+        raise ValueError(
+            f"target must have shape {loss_shape} (the logits without the class axis), got {target.shape}"
+        )
+    t = target.reshape(-1)  # (M,)
+    ignored = None  # None: no row is ignored
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if lo <= ignore_index <= hi:
+            ignored = t == ignore_index  # (M,)
+            kept = t[~ignored]
+            lo, hi = (int(kept.min()), int(kept.max())) if kept.size else (0, 0)
+        for v in (lo, hi):
+            if not 0 <= v < C:
+                raise IndexError(
+                    f"target must be in [0, {C}) (C = {C}) or equal ignore_index ({ignore_index}), got {v}"
+                )
+    t = np.asarray(t if ignored is None else np.where(ignored, 0, t), dtype=np.intp)  # (M,)
+    return t, ignored
+
+
 def cross_entropy_forward(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
@@ -193,15 +403,16 @@ def cross_entropy_forward(
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     precision: Precision = "accurate",
+    backend: Backend = "compiled",
     threads: int | None = None,
-) -> tuple[Array, CrossEntropyCache]:
+) -> tuple[Array, CrossEntropyCache | CrossEntropyDenseCache]:
     """Fused cross-entropy with torch's signature and semantics (``F.cross_entropy``).
 
     Per row (the class axis is 1, or 0 for an unbatched (C,) input), with ``lse = logsumexp(logits_n)``:
 
     - class-index targets: ``loss_n = w[t_n] * (lse - logits[n, t_n])``, computed by the row kernel
-      (:mod:`tinyops.ops.ce_kernels`) as ``lse - logits[n, t_n]`` with no ``log`` of a probability,
-      so no exp overflows; rows whose target equals ``ignore_index`` have loss 0 and gradient 0;
+      (:func:`ce_rows_forward`) with no ``log`` of a probability, so no exp overflows; rows whose target
+      equals ``ignore_index`` have loss 0 and gradient 0;
     - label smoothing ``eps``: ``(1 - eps) * w[t_n] * (lse - logits[n, t_n])
       + eps / C * sum_c w[c] * (lse - logits[n, c])`` (torch's formula: the smoothing term is weighted
       by the class weights too);
@@ -231,8 +442,10 @@ def cross_entropy_forward(
         ignore_index: the target value that marks a row to skip (index targets only).
         reduction: 'mean' | 'sum' | 'none' ('none': the loss per position, shape (), (N,) or (N, d1, ...)).
         label_smoothing: eps in [0, 1].
-        precision: 'accurate' (default: a few ULP, see :mod:`tinyops.ops.ce_kernels`) or 'fast'.
-        threads: threads for the row kernel (None: one).
+        precision: 'accurate' (default: float64 inside, a few ulp) or 'fast' (the logits' dtype inside,
+            torch's formula); see :func:`ce_rows_forward`. The dense path is always accurate.
+        backend: 'compiled' (default) or 'reference': which layer runs the row kernel (index targets).
+        threads: rows in parallel on this many threads (compiled backend; None: one).
 
     Returns:
         ``(loss, cache)``: loss of the logits' dtype, 0-D for 'mean'/'sum'.
@@ -241,10 +454,10 @@ def cross_entropy_forward(
         TypeError: logits not floating; target neither integer nor floating; weight or probability
             target of another dtype; a non-int ignore_index; a non-number label_smoothing.
         ValueError: logits 0-D; target or weight of the wrong shape; label_smoothing outside [0, 1];
-            unknown reduction or precision; ignore_index given with probability targets; bad threads.
+            unknown reduction, precision or backend; ignore_index given with probability targets; bad threads.
         IndexError: a class index outside [0, C) that is not ``ignore_index``.
     """
-    eps = _check_options(reduction, label_smoothing, ignore_index, precision, threads)
+    eps = _check_options(reduction, label_smoothing, ignore_index, precision, backend, threads)
     logits = as_float_array("logits", logits)
     if logits.ndim == 0:
         raise ValueError("logits must be (C,), (N, C) or (N, C, d1, ...), got a 0-D array")
@@ -263,8 +476,9 @@ def cross_entropy_forward(
     x = _rows(logits, C)  # (M, C)
     work = x.astype(np.float32) if dtype == np.float16 else x  # float16 is computed in float32
     wk = None if w is None else w.astype(work.dtype)
+    M = x.shape[0]
 
-    if target.dtype.kind == "f":  # ------------------------------------------- probability targets
+    if target.dtype.kind == "f":  # probability targets: the dense path
         if ignore_index != -100:
             raise ValueError(f"ignore_index ({ignore_index}) is not supported with probability targets")
         if target.shape != logits.shape:
@@ -274,74 +488,56 @@ def cross_entropy_forward(
         coef = q if eps == 0 else q * (1 - eps) + eps / C  # (M, C)
         if wk is not None:
             coef = coef * wk  # (M, C)
-        return _soft_forward(work, coef, None, reduction, float(x.shape[0]), loss_shape, logits.shape, dtype)
+        return _dense_forward(work, coef, None, reduction, float(M), logits.shape, dtype)
 
-    if target.dtype.kind not in "iu":  # --------------------------------------- class-index targets
-        raise TypeError(f"target must have an integer (class indices) or floating (probabilities) dtype, "
-                        f"got dtype {target.dtype}")  # fmt: skip
-    if target.shape != loss_shape:
-        raise ValueError(f"target must have shape {loss_shape} (the logits' {logits.shape} without the class "
-                         f"axis), got {target.shape}")  # fmt: skip
-    t = target.reshape(-1)  # (M,)
-    ignored = None  # None: no row is ignored
-    if t.size:
-        lo, hi = int(t.min()), int(t.max())
-        if lo <= ignore_index <= hi:
-            ignored = t == ignore_index  # (M,)
-            kept = t[~ignored]
-            lo, hi = (int(kept.min()), int(kept.max())) if kept.size else (0, 0)
-        for v in (lo, hi):
-            if not 0 <= v < C:
-                raise IndexError(f"target must be in [0, {C}) (C = {C}) or equal ignore_index ({ignore_index}), "
-                                 f"got {v}")  # fmt: skip
-    t = np.asarray(t if ignored is None else np.where(ignored, 0, t), dtype=np.intp)  # (M,), ignored -> 0
+    t, ignored = _check_index_target(target, loss_shape, C, ignore_index)  # (M,), (M,) or None
     row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
     if wk is not None:
         row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
-    denom = float(t.shape[0]) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
+    denom = float(M) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
 
-    if eps > 0:  # label smoothing: a dense target distribution, computed like probability targets
-        coef = np.full(work.shape, eps / C, dtype=work.dtype) if wk is None else np.tile(wk * (eps / C), (len(t), 1))
-        coef[np.arange(len(t)), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
+    if eps > 0:  # label smoothing: a dense target distribution
+        coef = np.full(work.shape, eps / C, dtype=work.dtype) if wk is None else np.tile(wk * (eps / C), (M, 1))
+        coef[np.arange(M), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
         if ignored is not None:
             coef[ignored] = 0
-        return _soft_forward(work, coef, ignored, reduction, denom, loss_shape, logits.shape, dtype)
+        return _dense_forward(work, coef, ignored, reduction, denom, logits.shape, dtype)
 
-    losses, _, state = ce_rows_forward(work, t, precision=precision, threads=threads)  # (M,)
+    losses, _, state = ce_rows_forward(work, t, precision=precision, backend=backend, threads=threads)  # (M,)
     if row_weight is not None:
         with np.errstate(invalid="ignore"):
             losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
         if ignored is not None:
             losses[ignored] = 0  # ignored rows: loss 0 whatever their logits
-    loss = P.reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
-    return loss, CrossEntropyCache(state, None, None, row_weight, ignored, denom, reduction, logits.shape, dtype)
+    loss = reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
+    return loss, CrossEntropyCache(state, row_weight, ignored, denom, reduction, logits.shape, dtype)
 
 
-def _soft_forward(
+def _dense_forward(
     x: Array,
     coef: Array,
     ignored: npt.NDArray[np.bool_] | None,
     reduction: Reduction,
     denom: float,
-    loss_shape: tuple[int, ...],
     logits_shape: tuple[int, ...],
     dtype: np.dtype[Any],
-) -> tuple[Array, CrossEntropyCache]:
-    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef``."""
-    lse, lse_cache = logsumexp_forward(x, axis=1, keepdims=True)  # (M, 1); the cache holds softmax(x)
-    probs = lse_cache.probs  # (M, C)
-    if np.isposinf(lse).any():  # a +inf logit: torch's whole gradient row is nan (softmax(inf - inf))
-        probs = np.where(np.isposinf(lse), np.nan, probs).astype(x.dtype)
-    with np.errstate(invalid="ignore"):
-        logp = x - lse  # (M, C) log_softmax
+) -> tuple[Array, CrossEntropyDenseCache]:
+    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef`` (M, C)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: nan
+        s = shifted_rows(x)  # float64 pieces of each row's logsumexp
+        lse = s.m + s.log1p_r  # (M,)
+        if s.bad is not None:
+            lse[s.bad] = s.m[s.bad]  # +inf, -inf or nan: as torch
+        probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C), nan on those rows
+        logp = x - lse.astype(x.dtype)[:, None]  # (M, C) log_softmax
         losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
     if ignored is not None:
         losses[ignored] = 0
-    loss = P.reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
-    return loss, CrossEntropyCache(None, probs, coef, None, ignored, denom, reduction, logits_shape, dtype)
+    loss = reduce_losses(losses.reshape(_loss_shape_of(logits_shape)).astype(dtype, copy=False), reduction, denom=denom)
+    return loss, CrossEntropyDenseCache(probs, coef, ignored, denom, reduction, logits_shape, dtype)
 
 
-def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Array:
+def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | CrossEntropyDenseCache) -> Array:
     """Gradient of the fused loss with respect to the logits.
 
     Args:
@@ -358,13 +554,13 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
         ``1/N`` (the sum by 1; 'none' by ``dloss_n``), a class weight by ``w[t_n]`` (and the mean's
         divisor becomes ``sum_n w[t_n]``); ignored rows by 0. So per row
         ``g_n = dloss * w[t_n] / denom`` and ``dlogits = g * (softmax - onehot(target))``
-        (unweighted mean: ``(softmax - onehot) / N``), in :func:`tinyops.ops.ce_kernels.ce_rows_backward`.
+        (unweighted mean: ``(softmax - onehot) / N``), in :func:`ce_rows_backward`.
 
         For a dense target distribution ``a_n = w * q'_n`` (label smoothing, probability targets),
         ``loss_n = -sum_c a_c (logits_c - lse)`` and ``d loss_n / d logits_j = p_j sum_c a_c - a_j``:
         ``dlogits = g * (probs * a.sum(1) - a)``. Each row of the unweighted gradient sums to 0.
     """
-    state, probs, coef, row_weight, ignored, denom, reduction, shape, dtype = cache
+    shape, dtype, reduction, denom = cache.logits_shape, cache.dtype, cache.reduction, cache.denom
     loss_shape = _loss_shape_of(shape)
     dloss = check_dout(dloss, loss_shape if reduction == "none" else (), dtype, name="dloss")
     M = math.prod(loss_shape)
@@ -375,16 +571,18 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Ar
         g = np.full(M, dloss, dtype=work)  # (M,)
     else:  # the mean's divisor; if it is 0 (the loss is nan) the kept rows get a nan gradient, as torch's
         g = np.full(M, float(dloss) / denom if denom != 0 else np.nan, dtype=work)  # (M,)
-    if row_weight is not None:
-        with np.errstate(invalid="ignore"):
-            g *= row_weight  # (M,)
-    if ignored is not None:
-        g[ignored] = 0  # ignored rows: a zero gradient, whatever the rest (all ignored: zeros, as torch)
-    if state is not None:
-        dx = ce_rows_backward(g, state)  # (M, C) = g * (softmax - onehot)
-    else:
-        assert probs is not None and coef is not None
+    if isinstance(cache, CrossEntropyDenseCache):
+        if cache.ignored is not None:
+            g[cache.ignored] = 0
+        probs, coef = cache.probs, cache.coef
         dx = g[:, None] * (probs * coef.sum(axis=1, keepdims=True) - coef)  # (M, C)
+    else:
+        if cache.row_weight is not None:
+            with np.errstate(invalid="ignore"):
+                g *= cache.row_weight  # (M,)
+        if cache.ignored is not None:
+            g[cache.ignored] = 0  # ignored rows: a zero gradient, whatever the rest (all ignored: zeros, as torch)
+        dx = ce_rows_backward(g, cache.state)  # (M, C) = g * (softmax - onehot)
     return _unrows(dx.astype(dtype, copy=False), shape)
 
 
@@ -397,8 +595,19 @@ def cross_entropy(
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     precision: Precision = "accurate",
+    backend: Backend = "compiled",
     threads: int | None = None,
 ) -> Array:
     """Fused, stable cross-entropy with torch's options; see :func:`cross_entropy_forward`."""
-    return cross_entropy_forward(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                                 label_smoothing=label_smoothing, precision=precision, threads=threads)[0]  # fmt: skip
+    loss, _ = cross_entropy_forward(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        precision=precision,
+        backend=backend,
+        threads=threads,
+    )
+    return loss

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
-from .primitives import reduce_losses
+from .cross_entropy import reduce_losses
 
 Array = npt.NDArray[Any]
 

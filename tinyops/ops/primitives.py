@@ -115,35 +115,16 @@ class NegReduceCache(NamedTuple):
     reduction: Reduction
 
 
-def reduce_losses(losses: Array, reduction: Reduction, *, denom: float | None = None) -> Array:
-    """``losses.sum() / denom`` (mean; ``denom`` defaults to the number of losses), ``losses.sum()`` or
-    ``losses``, as a 0-D array (like torch's 0-D tensor) of the losses' dtype.
-
-    float16 and float32 losses are summed in float64, which cannot overflow and keeps the result within
-    an ulp; float64 losses by pairwise summation, and a mean whose sum overflows although every loss is
-    finite is redone as ``sum(losses / denom)``. A mean over a divisor of 0 (no rows, or no row counted)
-    is nan, as torch's ``0 / 0``.
-    """
-    if reduction == "none":
-        return losses
-    if losses.dtype.itemsize < 8:
-        total = float(losses.sum(dtype=np.float64))
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = float(losses.sum())
-    if reduction == "sum":
-        return np.asarray(total, dtype=losses.dtype)
-    n = float(losses.size) if denom is None else denom
-    if n == 0:
-        return np.asarray(np.nan, dtype=losses.dtype)
-    mean = total / n
-    if math.isinf(mean) and np.isfinite(losses).all():  # the float64 sum overflowed, the mean does not
-        mean = float((losses / n).sum())
-    return np.asarray(mean, dtype=losses.dtype)
-
-
 def neg_reduce_forward(x: Array, reduction: Reduction) -> tuple[Array, NegReduceCache]:
-    return reduce_losses(-x, reduction), NegReduceCache(x.shape, x.dtype, reduction)
+    neg = -x  # (N,)
+    if reduction == "none":
+        out = neg
+    else:
+        total = float(neg.sum(dtype=np.float64))  # summed in float64, as the fused op's
+        N = x.shape[0]
+        mean = total / N if N else math.nan  # no rows: nan, as torch's 0 / 0
+        out = np.asarray(mean if reduction == "mean" else total, dtype=x.dtype)  # 0-D
+    return out, NegReduceCache(x.shape, x.dtype, reduction)
 
 
 def neg_reduce_backward(dout: Array, cache: NegReduceCache) -> Array:
