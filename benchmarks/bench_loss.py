@@ -1,18 +1,21 @@
-"""Cross-entropy forward + backward, naive versus fused versus torch, beside the hardware floor.
+"""Cross-entropy forward + backward: the naive chain, the fused op's two layers, torch eager and
+torch.compile, beside the machine's floor and its memory bandwidth.
 
-Variants (same logits, same run):
-  naive            the seed's chain exp -> sum -> divide -> pick -> log -> -mean, one primitive at a time
-  composed         tinyops log_softmax forward/backward plus a pick of the targets (NLL)
-  fused            tinyops.cross_entropy, default precision, 1 thread
-  fused fast       precision="fast", threads=1 and threads=2 (when the op has those options)
-  torch            F.cross_entropy with autograd, 1 and 2 threads (when torch is installed)
-  floor            one np.exp(logits, out=buf) pass on one core: no correct fused forward + backward
-                   avoids one exp and one write per element
+Variants (same logits, same run; "k threads" = 1 and 2 where the variant has threads):
+  naive                  the seed's chain exp -> sum -> divide -> pick -> log -> -mean, one primitive at a time
+  fused, reference       tinyops.cross_entropy_forward/backward(backend="reference"): the plain NumPy layer
+  fused, compiled        backend="compiled" (numba), precision "accurate" (the default) and "fast", k threads
+  torch eager            F.cross_entropy + autograd backward, k threads
+  torch.compile          torch.compile of the same function (inductor, C++ through gcc), compiled afresh for
+                         each shape (as a training loop at one shape gets it), k threads
+  exp pass               one exp over the (N, V) logits into a preallocated array, one core: NumPy's np.exp
+                         and the compiled exp32_array / exp64_array; the faster of the two is the floor
 
-Each variant's loss and dlogits are checked against a float64 reference (tolerance: a few eps of the
-variant's compute precision, times the magnitudes the rounding grows with) before it is timed; one that
-fails is reported as FAILED and not timed. Times are medians of repeated calls. Peak extra memory: tracemalloc
-for the NumPy variants, the peak-RSS growth of one call in a fresh process for torch.
+Each variant's loss and dlogits are checked against a float64 reference before it is timed; one that fails
+is reported FAILED and not timed. Times are medians of repeated calls; the first call of each variant at
+each shape is timed apart (it includes torch.compile's compilation, and the numba kernels' compilation
+or load from numba's disk cache). Memory traffic: the bytes each variant moves at the least (its whole-
+array passes, listed by --explain-traffic), against the bandwidth of a copy pass measured in the same run.
 
     python benchmarks/bench_loss.py [--quick] [--out results] [--shapes 32x27,4096x8192] [--dtypes float32]
 """
@@ -20,7 +23,6 @@ for the NumPy variants, the peak-RSS growth of one call in a fresh process for t
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +43,8 @@ Step = Callable[[Array, Array], tuple[Any, Array]]  # (logits, target) -> (loss,
 
 FULL_SHAPES = [(32, 27), (4096, 27), (182625, 27), (4096, 8192), (2048, 50257)]
 QUICK_SHAPES = [(32, 27), (4096, 27), (2048, 8192)]
-CE_PARAMS = inspect.signature(tinyops.cross_entropy_forward).parameters
+THREADS = (1, 2)
+DEFAULT = "fused, compiled accurate"  # the public op with its defaults: what "vs fused" divides by
 
 
 # ============================================================================ the variants
@@ -52,18 +55,6 @@ def naive_step(logits: Array, target: Array) -> tuple[Any, Array]:
     return loss, tinyops.cross_entropy_naive_backward(1.0, cache)
 
 
-def composed_step(logits: Array, target: Array) -> tuple[Any, Array]:
-    """log_softmax, then NLL: ``loss = -mean(logprobs[n, t_n])``; backward: ``dlogprobs`` is
-    ``-1/N`` at the targets and 0 elsewhere, pushed through log_softmax's backward."""
-    N = logits.shape[0]
-    rows = np.arange(N)
-    logprobs, cache = tinyops.log_softmax_forward(logits, axis=1)  # (N, V)
-    loss = -logprobs[rows, target].mean()
-    dlogprobs = np.zeros_like(logprobs)  # (N, V)
-    dlogprobs[rows, target] = -1.0 / N
-    return loss, tinyops.log_softmax_backward(dlogprobs, cache)
-
-
 def fused_step(**options: Any) -> Step:
     def step(logits: Array, target: Array) -> tuple[Any, Array]:
         loss, cache = tinyops.cross_entropy_forward(logits, target, **options)
@@ -72,13 +63,19 @@ def fused_step(**options: Any) -> Step:
     return step
 
 
-def torch_step(threads: int) -> Step:
-    import torch
+def torch_loss(x: Any, target: Any) -> Any:
+    """The function torch eager runs and torch.compile compiles: ``F.cross_entropy`` (mean)."""
     import torch.nn.functional as F
+
+    return F.cross_entropy(x, target)
+
+
+def torch_step(loss_fn: Callable[[Any, Any], Any]) -> Step:
+    import torch
 
     def step(logits: Array, target: Array) -> tuple[Any, Array]:
         x = torch.from_numpy(logits).requires_grad_(True)
-        loss = F.cross_entropy(x, torch.from_numpy(target))
+        loss = loss_fn(x, torch.from_numpy(target))
         loss.backward()
         assert x.grad is not None
         return loss.detach().numpy(), x.grad.numpy()
@@ -86,36 +83,106 @@ def torch_step(threads: int) -> Step:
     return step
 
 
+class TorchCompiled:
+    """``torch.compile(torch_loss)``, compiled afresh (``torch._dynamo.reset()``) at each new shape: static
+    shapes, as a training loop at one batch shape gets. Its first call at a shape is the compilation."""
+
+    def __init__(self) -> None:
+        self.fn: Callable[[Any, Any], Any] | None = None
+
+    def fresh(self) -> None:
+        import torch
+
+        torch._dynamo.reset()
+        self.fn = torch.compile(torch_loss, dynamic=False)
+
+    def __call__(self, logits: Array, target: Array) -> tuple[Any, Array]:
+        if self.fn is None:
+            self.fresh()
+        assert self.fn is not None
+        return torch_step(self.fn)(logits, target)
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
     step: Step
+    traffic: str  # key of TRAFFIC: the whole-array passes this variant makes
+    threads: int = 1
+    kind: str = "numpy"  # "numpy" (one core), "compiled" (numba), "torch", "torch.compile"
+    fresh: Callable[[], None] | None = None  # called before the first call at each shape
     compute: np.dtype[Any] | None = None  # the precision it computes in, when lower than the input's
-    torch_threads: int | None = None  # a torch variant, run at this many threads
-    options: tuple[tuple[str, Any], ...] = ()  # keyword options of the fused op (for the memory child)
 
 
-def variants(have_torch: bool) -> list[Variant]:
-    out = [Variant("naive", naive_step), Variant("composed", composed_step)]
-    if "precision" in CE_PARAMS and "threads" in CE_PARAMS:
-        out.append(Variant("fused", fused_step(precision="accurate", threads=1), None, None,
-                           (("precision", "accurate"), ("threads", 1))))  # fmt: skip
-        for n in (1, 2):
-            opts = (("precision", "fast"), ("threads", n))
-            out.append(Variant(f"fused fast, {n} thread{'s' * (n > 1)}", fused_step(**dict(opts)),
-                               np.dtype(np.float32), None, opts))  # fmt: skip
-    else:  # the op without the speed options: the default only
-        out.append(Variant("fused", fused_step()))
+def variants(have_torch: bool, compile_threads: tuple[int, ...] = THREADS) -> list[Variant]:
+    """Every variant, torch's when ``have_torch``; torch.compile at ``compile_threads`` (each thread count
+    is a compilation of its own)."""
+    out = [
+        Variant("naive", naive_step, "naive"),
+        Variant("fused, reference", fused_step(backend="reference"), "reference"),
+    ]
+    for precision in ("accurate", "fast"):
+        for n in THREADS:
+            step = fused_step(backend="compiled", precision=precision, threads=n)
+            out.append(Variant(f"fused, compiled {precision}", step, "fused", n, "compiled"))
     if have_torch:
-        out += [Variant(f"torch, {n} thread{'s' * (n > 1)}", torch_step(n), torch_threads=n) for n in (1, 2)]
+        out += [Variant("torch eager", torch_step(torch_loss), "torch eager", n, "torch") for n in THREADS]
+        for n in compile_threads:
+            tc = TorchCompiled()
+            out.append(Variant("torch.compile", tc, "torch.compile", n, "torch.compile", tc.fresh))
     return out
+
+
+def label(name: str, threads: int) -> str:
+    return f"{name}, {threads} thread{'s' * (threads > 1)}"
+
+
+# ============================================================================ memory traffic
+
+# The whole-array passes of each variant's forward + backward: (arrays read, arrays written), in (N, V)
+# arrays of the logits' dtype (a float64 temporary of float32 logits counts 2). A pass over a row that
+# is still in the cache from the pass before (the row max, then the sum of exps) is not counted: it
+# does not reach memory. O(N) arrays are left out. These are the least bytes each must move between
+# the cache and memory: bytes = (reads + writes) * N * V * itemsize.
+# fmt: off
+TRAFFIC: dict[str, tuple[float, float, str]] = {
+    "exp pass": (1, 1, "read the logits, write the exps"),
+    "fused": (2, 1, "forward: read the logits (row max, then the sum of exps on the row in cache); "
+                    "backward: read them again, write dlogits"),
+    "torch.compile": (2, 1, "inductor's generated code (TORCH_LOGS=output_code): the forward reads the "
+                            "logits once, the backward reads them again and writes dlogits"),
+    "torch eager": (3, 3, "log_softmax: read x, write logprobs; nll backward: write its zero-filled "
+                          "gradient; log_softmax backward: read it and logprobs, write dlogits"),
+    "naive": (12, 9, "forward: exp (R1 W1), row sums (R1), divide (R1 W1); backward: zero-filled dprobs "
+                     "(W1), dprobs / sums (R1 W1), dprobs * probs (R2 W1) / sums (R1 W1) summed (R1), "
+                     "broadcast (W1), dcounts += (R2 W1), counts * dcounts (R2 W1)"),
+}
+# fmt: on
+
+
+def reference_traffic(itemsize: int) -> tuple[float, float, str]:
+    """The reference layer (accurate): float64 work arrays, so float32 logits pay twice per pass.
+
+    argmax (R1); ``d = x - m`` in float64 (R1, W1 float64); float64 logits add TwoSum's lo part
+    (``d - x``, ``d - bb``, ``x - that``, ``-m - bb``, their sum, nan_to_num: R10 W6) and ``e += e * lo``
+    (R4 W2); ``exp`` in place (R1 W1 float64); the sum (R1 float64); the softmax ``e / (1 + r)`` into the
+    logits' dtype (R1 float64, W1); backward ``probs * g`` (R1 W1)."""
+    w = 8 / itemsize  # a float64 work array, in arrays of the logits' dtype
+    reads, writes = 1 + 1 + 3 * w + 1, 2 * w + 1 + 1  # argmax, d, exp, sum, softmax; backward
+    if itemsize == 8:
+        reads, writes = reads + 14, writes + 8
+    return reads, writes, "argmax, x - m in float64, exp, sum, softmax into the logits' dtype; backward probs * g"
+
+
+def traffic(name: str, itemsize: int) -> tuple[float, float, str]:
+    return reference_traffic(itemsize) if name == "reference" else TRAFFIC[name]
 
 
 # ============================================================================ reference and check
 
 
 def make_inputs(N: int, V: int, dtype: str, seed: int = 0) -> tuple[Array, Array]:
-    """Synthetic logits ~ N(0, 2^2) (a peaked but not saturated softmax) and uniform targets."""
+    """Synthetic logits ~ N(0, 2^2) (a peaked but not saturated softmax) and uniform class indices."""
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((N, V), dtype=np.float32 if dtype == "float32" else np.float64)
     logits *= 2
@@ -136,13 +203,16 @@ def reference(logits: Array, target: Array) -> tuple[float, Array]:
     return loss, e
 
 
-def check(v: Variant, logits: Array, target: Array, ref: tuple[float, Array]) -> C.Check:
-    """Loss within ``16 eps (1 + max|logits| + log2 V)``; dlogits within ``16 eps (1 + log2 V) / N``
-    elementwise (``|softmax - onehot| <= 1``, scaled by 1/N), eps of the variant's compute precision."""
+def check(v: Variant, logits: Array, target: Array, ref: tuple[float, Array]) -> tuple[C.Check, float]:
+    """The variant's first call at this shape, timed, and its check: loss within
+    ``16 eps (1 + max|logits| + log2 V)``; dlogits within ``16 eps (1 + log2 V) / N`` elementwise
+    (``|softmax - onehot| <= 1``, scaled by 1/N), eps of the variant's compute precision."""
     try:
+        t0 = time.perf_counter()
         loss, grad = v.step(logits, target)
+        first = time.perf_counter() - t0
     except Exception as e:  # a variant that raises is a failed variant, reported as such
-        return C.Check(False, float("inf"), f"raised {type(e).__name__}: {e}")
+        return C.Check(False, float("inf"), f"raised {type(e).__name__}: {e}"), float("nan")
     N, V = logits.shape
     compute = v.compute if v.compute is not None and v.compute.itemsize < logits.dtype.itemsize else logits.dtype
     eps = float(np.finfo(compute).eps)
@@ -150,7 +220,7 @@ def check(v: Variant, logits: Array, target: Array, ref: tuple[float, Array]) ->
     return C.check_close([
         ("loss", loss, ref[0], 16 * eps * (1 + float(np.abs(logits).max()) + log_v)),
         ("dlogits", grad, ref[1], 16 * eps * log_v / N),
-    ])  # fmt: skip
+    ]), first  # fmt: skip
 
 
 # ============================================================================ the memory child
@@ -162,170 +232,301 @@ def torch_rss_step(N: int, V: int, dtype: str, threads: int) -> Callable[[], Any
 
     torch.set_num_threads(threads)
     logits, target = make_inputs(N, V, dtype)
-    step = torch_step(threads)
+    step = torch_step(torch_loss)
     return lambda: step(logits, target)
 
 
 # ============================================================================ the run
 
 
-def run(shapes: list[tuple[int, int]], dtypes: list[str], budget: float, torch_memory: bool) -> list[dict[str, Any]]:
-    try:
+def set_threads(v: Variant) -> None:
+    if v.kind in ("torch", "torch.compile"):
         import torch
+
+        torch.set_num_threads(v.threads)
+
+
+def torch_compile_counts() -> tuple[int, int]:
+    """(inductor graphs loaded from its on-disk cache, graphs compiled) so far in this process."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0, 0
+    return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
+
+
+def run(
+    shapes: list[tuple[int, int]],
+    dtypes: list[str],
+    budget: float,
+    bandwidth: dict[int, float],
+    torch_memory: bool,
+    compile_threads: tuple[int, ...],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every variant at every shape: (rows, first calls of the compiled code with their cache counts)."""
+    try:
+        import torch  # noqa: F401
 
         have_torch = True
     except ImportError:
         have_torch = False
         print("torch is not installed: its variants are left out")
-    vs = variants(have_torch)
+    vs = variants(have_torch, compile_threads)
     rows: list[dict[str, Any]] = []
+    firsts: list[dict[str, Any]] = []
     for dtype in dtypes:
         for N, V in shapes:
             t0 = time.perf_counter()
             logits, target = make_inputs(N, V, dtype)
+            itemsize = logits.dtype.itemsize
             ref = reference(logits, target)
-            floor = C.floor_time(logits, budget)
             base = {"dtype": dtype, "N": N, "V": V}
-            rows.append({**base, "variant": "floor (np.exp, 1 core)", "status": "ok", "seconds": floor,
-                         "ns_per_elem": floor * 1e9 / (N * V), "x_floor": 1.0, "peak_bytes": 0,
-                         "peak_method": "out= buffer", "check": "not a loss"})  # fmt: skip
+            exps = C.exp_pass_times(logits, budget)
+            floor_by = min(exps, key=lambda k: exps[k])
+            floor = exps[floor_by]
+            reads, writes, _ = traffic("exp pass", itemsize)
+            for name, seconds in exps.items():
+                nbytes = (reads + writes) * N * V * itemsize
+                rows.append({**base, "variant": f"exp pass, {name}", "threads": 1, "status": "ok",
+                             "check": "not a loss", "seconds": seconds, "first_call_s": None,
+                             "ns_per_elem": seconds * 1e9 / (N * V), "x_floor": seconds / floor,
+                             "is_floor": name == floor_by, "traffic": "exp pass", "passes": reads + writes,
+                             "bytes": nbytes, "gb_per_s": nbytes / seconds / 1e9,
+                             "bw_fraction": nbytes / seconds / bandwidth[1], "peak_bytes": 0,
+                             "peak_method": "out= buffer"})  # fmt: skip
             for v in vs:
-                if v.torch_threads is not None:
-                    torch.set_num_threads(v.torch_threads)
-                c = check(v, logits, target, ref)
-                row: dict[str, Any] = {**base, "variant": v.name, "status": "ok" if c.ok else "FAILED",
-                                       "check": c.detail, "err_over_tol": c.err}  # fmt: skip
+                set_threads(v)
+                if v.fresh is not None:
+                    v.fresh()
+                before = C.numba_cache_counts() if v.kind == "compiled" else torch_compile_counts()
+                c, first = check(v, logits, target, ref)
+                row: dict[str, Any] = {**base, "variant": v.name, "threads": v.threads, "kind": v.kind,
+                                       "status": "ok" if c.ok else "FAILED", "check": c.detail,
+                                       "err_over_tol": c.err, "first_call_s": first}  # fmt: skip
+                if v.kind in ("compiled", "torch.compile"):
+                    after = C.numba_cache_counts() if v.kind == "compiled" else torch_compile_counts()
+                    loaded, compiled = after[0] - before[0], after[1] - before[1]
+                    if loaded or compiled or v.kind == "torch.compile":
+                        firsts.append({**base, "variant": label(v.name, v.threads), "kind": v.kind,
+                                       "first_call_s": first, "loaded": loaded, "compiled": compiled})  # fmt: skip
                 if c.ok:
                     call = partial(v.step, logits, target)
-                    seconds = C.median_time(call, budget, warm=False)  # the check was the warm-up
-                    row.update(seconds=seconds, ns_per_elem=seconds * 1e9 / (N * V), x_floor=seconds / floor)
-                    if v.torch_threads is None:
-                        row.update(peak_bytes=C.tracemalloc_peak(call),
-                                   peak_method="tracemalloc")  # fmt: skip
-                    elif torch_memory:
-                        kw = {"N": N, "V": V, "dtype": dtype, "threads": v.torch_threads}
+                    seconds = C.median_time(call, budget, warm=True)  # warm: one more call after the first
+                    reads, writes, _ = traffic(v.traffic, itemsize)
+                    nbytes = (reads + writes) * N * V * itemsize
+                    row.update(seconds=seconds, ns_per_elem=seconds * 1e9 / (N * V), x_floor=seconds / floor,
+                               traffic=v.traffic, passes=reads + writes, bytes=nbytes,
+                               gb_per_s=nbytes / seconds / 1e9,
+                               bw_fraction=nbytes / seconds / bandwidth[min(v.threads, max(bandwidth))])  # fmt: skip
+                    if v.kind in ("numpy", "compiled"):
+                        row.update(peak_bytes=C.tracemalloc_peak(call), peak_method="tracemalloc")
+                    elif v.kind == "torch" and torch_memory:
+                        kw = {"N": N, "V": V, "dtype": dtype, "threads": v.threads}
                         row.update(peak_bytes=C.rss_peak(Path(__file__), "torch_rss_step", kw),
                                    peak_method="RSS growth, fresh process")  # fmt: skip
                 rows.append(row)
             del ref
-            print(f"  {dtype} {N} x {V}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return rows
+            print(f"  {dtype} {N} x {V}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    add_ratios(rows)
+    return rows, firsts
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """``vs_fused``: time over the default fused op's (compiled, accurate) at the same thread count;
+    ``torch_over``: torch eager's time at the same thread count over this variant's."""
+
+    def find(r: dict[str, Any], name: str) -> dict[str, Any] | None:
+        return next((f for f in rows if (f["dtype"], f["N"], f["V"], f["threads"]) ==
+                     (r["dtype"], r["N"], r["V"], r["threads"]) and f["variant"] == name
+                     and f["status"] == "ok"), None)  # fmt: skip
+
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        fused, eager = find(r, DEFAULT), find(r, "torch eager")
+        r["vs_fused"] = r["seconds"] / fused["seconds"] if fused else None
+        r["torch_over"] = eager["seconds"] / r["seconds"] if eager else None
+
+
+# ============================================================================ output
+
+
+def ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def time_table(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
-        fused = next((f for f in rows if (f["dtype"], f["N"], f["V"]) == (r["dtype"], r["N"], r["V"])
-                      and f["variant"] == "fused" and f["status"] == "ok"), None)  # fmt: skip
         ok = r["status"] == "ok"
         peak = r.get("peak_bytes")
+        first = r.get("first_call_s")
+        name = r["variant"] + (" = floor" if r.get("is_floor") else "")
         out.append([
-            r["dtype"], f"{r['N']} x {r['V']}", r["variant"], r["status"],
+            r["dtype"], f"{r['N']} x {r['V']}", name, r["threads"], r["status"],
+            "-" if first is None or not np.isfinite(first) else C.fmt(first * 1e3),
             C.fmt(r["seconds"] * 1e6) if ok else "-",
             C.fmt(r["ns_per_elem"]) if ok else "-",
             f"{r['x_floor']:.2f}x" if ok else "-",
-            f"{r['seconds'] / fused['seconds']:.2f}x" if ok and fused else "-",
+            ratio(r.get("vs_fused")), ratio(r.get("torch_over")),
             "-" if peak is None else C.fmt(peak / 2**20),
         ])  # fmt: skip
-    headers = ["dtype", "N x V", "variant", "check", "median µs", "ns/elem", "vs floor", "vs fused", "peak extra MiB"]
-    return C.md_table(headers, out, "lllrrrrrr")
+    headers = ["dtype", "N x V", "variant", "threads", "check", "first call ms", "median µs", "ns/elem",
+               "vs floor", "vs fused", "torch eager / it", "peak extra MiB"]  # fmt: skip
+    return C.md_table(headers, out, "lllrlrrrrrrr")
 
 
-def targets(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The issue's targets, measured: (what, target, measured, met) per dtype and shape. "fastest fused"
-    is the fastest mode of the fused op at that thread count (the targets are for the fastest mode)."""
+def traffic_table(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        out.append([r["dtype"], f"{r['N']} x {r['V']}", r["variant"], r["threads"], f"{r['passes']:g}",
+                    C.fmt(r["bytes"] / 1e6), C.fmt(r["gb_per_s"]), f"{100 * r['bw_fraction']:.0f}%"])  # fmt: skip
+    headers = ["dtype", "N x V", "variant", "threads", "passes", "MB moved at least", "GB/s", "of copy bandwidth"]
+    return C.md_table(headers, out, "lllrrrrr")
 
-    def get(key: tuple[str, int, int], name: str) -> dict[str, Any] | None:
+
+def side_by_side(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """For each shape with V >= 8192 and each thread count: the compiled op's two precisions, with the
+    floor, torch eager, torch.compile and the naive chain measured beside them."""
+
+    def get(key: tuple[str, int, int], name: str, threads: int) -> dict[str, Any] | None:
         return next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
-                     and r["status"] == "ok"), None)  # fmt: skip
-
-    def fastest(key: tuple[str, int, int], threads: int) -> dict[str, Any] | None:
-        names = ["fused", "fused fast, 1 thread"] if threads == 1 else ["fused fast, 2 threads"]
-        found = [r for r in (get(key, n) for n in names) if r is not None]
-        return min(found, key=lambda r: r["seconds"]) if found else None
+                     and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
 
     out: list[list[str]] = []
-
-    def add(what: str, target: str, value: float | None, ok: bool | None, unit: str = "x") -> None:
-        shown = "n/a" if value is None else f"{value:.2f}{unit}" if unit == "x" else f"{value:.1f} {unit}"
-        out.append([what, target, shown, "n/a" if ok is None else "yes" if ok else "NO"])
-
     for key in dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows):
         dtype, N, V = key
-        tag = f"{dtype} {N}x{V}"
-        f1, f2 = fastest(key, 1), fastest(key, 2)
-        if (N, V) == (32, 27):
-            us = None if f1 is None else f1["seconds"] * 1e6
-            add(f"{tag}: fastest fused fwd+bwd ({f1 and f1['variant']})", "<= 12 µs", us,
-                None if us is None else us <= 12, "µs")  # fmt: skip
-            d = get(key, "fused")
-            add(f"{tag}: default fused fwd+bwd", "(beside it)", d and d["seconds"] * 1e6, None, "µs")
-        if V < 8192:
+        largest = max(r["N"] * r["V"] for r in rows if r["dtype"] == dtype)
+        if V < 8192 and N * V != largest:  # tiny runs: their largest shape
             continue
-        add(f"{tag}: fastest fused, 1 thread / floor ({f1 and f1['variant']})", "<= 2", f1 and f1["x_floor"],
-            f1 and f1["x_floor"] <= 2)  # fmt: skip
-        add(f"{tag}: fastest fused, 2 threads / one-core floor", "<= 1.2", f2 and f2["x_floor"],
-            f2 and f2["x_floor"] <= 1.2)  # fmt: skip
-        d = get(key, "fused")
-        add(f"{tag}: default fused / floor", "(beside it)", d and d["x_floor"], None)
-        for threads, f in ((1, f1), (2, f2)):
-            t = get(key, f"torch, {threads} thread{'s' * (threads > 1)}")
-            r = t["seconds"] / f["seconds"] if t and f else None
-            add(f"{tag}: torch / fastest fused, {threads} thread{'s' * (threads > 1)}", ">= 4", r,
-                None if r is None else r >= 4)  # fmt: skip
-        n = get(key, "naive")
-        if n and f1:
-            add(f"{tag}: naive / fastest fused (time)", ">= 1.5", n["seconds"] / f1["seconds"],
-                n["seconds"] / f1["seconds"] >= 1.5)  # fmt: skip
-            m = n["peak_bytes"] / max(f1["peak_bytes"], 1)
-            add(f"{tag}: naive / fastest fused (peak memory)", ">= 3", m, m >= 3)
+        for threads in THREADS:
+            eager, comp = get(key, "torch eager", threads), get(key, "torch.compile", threads)
+            naive = get(key, "naive", 1)
+            for precision in ("fast", "accurate"):
+                f = get(key, f"fused, compiled {precision}", threads)
+                if f is None:
+                    continue
+                s = f["seconds"]
+                out.append([f"{dtype} {N} x {V}", label(f"compiled {precision}", threads), C.fmt(s * 1e3),
+                            f"{f['x_floor']:.2f}x", ratio(eager and eager["seconds"] / s),
+                            ratio(comp and comp["seconds"] / s), ratio(naive and naive["seconds"] / s)])  # fmt: skip
     return out
+
+
+SUMMARY_HEADERS = ["shape", "compiled op", "median ms", "vs floor", "torch eager / it", "torch.compile / it",
+                   "naive / it"]  # fmt: skip
+
+LEGEND = """\
+Columns of the first table:
+  threads            threads the variant ran on (NumPy's ufuncs and the exp passes: one core)
+  check              ok: loss and dlogits agree with a float64 reference (the first call's result)
+  first call ms      the first call at this shape: torch.compile compiles here; the compiled kernels are
+                     compiled or loaded from numba's disk cache at their first shape (see "First calls")
+  median µs          median time of one forward + backward, after the first calls
+  ns/elem            median time per logit (N * V elements)
+  vs floor           time / the floor: the faster exp pass over the same array on one core ("= floor")
+  vs fused           time / the default fused op's (compiled, precision "accurate") at the same threads
+  torch eager / it   torch eager's time at the same threads / this time (above 1: faster than torch)
+  peak extra MiB     memory one call allocates beyond its inputs (tracemalloc; torch eager: a fresh
+                     process's peak RSS growth, its one-time setup included; torch.compile: not measured)
+Columns of the memory-traffic table (a roofline view: at the large shapes every pass runs at memory speed):
+  passes             whole (N, V) arrays read + written at the least (--explain-traffic lists them)
+  MB moved at least  passes * N * V * itemsize
+  GB/s               MB moved at least / median time
+  of copy bandwidth  GB/s / the copy pass's bandwidth at the same threads (above 100%: the arrays fit in
+                     the caches, so a pass counted here never reached memory)"""
 
 
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     plt = C.pyplot()
     dtypes = sorted({r["dtype"] for r in rows})
-    names = list(dict.fromkeys(r["variant"] for r in rows))
-    # ns per element against V, at the largest N measured for each V (the per-element regime)
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
+    series = list(dict.fromkeys((r["variant"], r["threads"]) for r in rows if r["status"] == "ok"))
+    families = list(dict.fromkeys(name for name, _ in series))
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(families)}
+
+    def style(name: str, threads: int) -> dict[str, Any]:
+        if name.startswith("exp pass"):
+            return {"color": "black", "linestyle": ":" if "np.exp" in name else "-.", "marker": None}
+        return {"color": colors[name], "linestyle": "-" if threads == 1 else "--",
+                "marker": "o" if threads == 1 else "s"}  # fmt: skip
+
+    # 1. ns per element against V, at the largest N measured for each V (the per-element regime)
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5.5 * len(dtypes) + 3.2, 4.8), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes, strict=True):
-        for name in names:
-            pts: dict[int, tuple[int, float]] = {}
-            for r in rows:
-                if r["dtype"] == dtype and r["variant"] == name and r["status"] == "ok":
-                    if r["V"] not in pts or r["N"] > pts[r["V"]][0]:
-                        pts[r["V"]] = (r["N"], r["ns_per_elem"])
+        ns = {V: max(r["N"] for r in rows if r["dtype"] == dtype and r["V"] == V)
+              for V in sorted({r["V"] for r in rows if r["dtype"] == dtype})}  # fmt: skip
+        for name, threads in series:
+            pts = {r["V"]: r["ns_per_elem"] for r in rows if r["dtype"] == dtype and r["variant"] == name
+                   and r["threads"] == threads and r["status"] == "ok" and r["N"] == ns[r["V"]]}  # fmt: skip
             if pts:
-                vs = sorted(pts)
-                style = "k--" if name.startswith("floor") else "o-"
-                ax.plot(vs, [pts[v][1] for v in vs], style, label=name)
-        ax.set(xscale="log", yscale="log", xlabel="V (classes)", ylabel="ns per element (median)",
-               title=f"cross-entropy fwd + bwd, {dtype} (largest N per V)")  # fmt: skip
+                xs = sorted(pts)
+                ax.plot(xs, [pts[x] for x in xs], label=label(name, threads), **style(name, threads))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(list(ns), [f"V = {V:,}\nN = {N:,}" for V, N in ns.items()], fontsize=8)
+        ax.minorticks_off()
+        ax.set(xlabel="shape (the largest N measured at each V)", ylabel="ns per logit (median)",
+               title=f"cross-entropy forward + backward, {dtype}")  # fmt: skip
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 3.0 / fig.get_figwidth(), 1))
     p1 = out / "bench_loss_time.png"
     fig.savefig(p1, dpi=110)
     plt.close(fig)
-    # peak extra memory per variant, one group per shape
-    shapes = list(dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows))
-    mem_names = [n for n in names if not n.startswith("floor")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shapes) * 1.5), 4.5))
-    width = 0.8 / max(1, len(mem_names))
-    for i, name in enumerate(mem_names):
-        ys = []
-        for s in shapes:
-            r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == s and r["variant"] == name), None)
-            ys.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
-        ax.bar(np.arange(len(shapes)) + i * width, ys, width, label=name)
-    ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, [f"{d}\n{n}x{v}" for d, n, v in shapes], fontsize=7)
-    ax.set(yscale="log", ylabel="peak extra MiB (one fwd + bwd)", title="cross-entropy peak extra memory")
-    ax.legend(fontsize=7)
+
+    # 2. roofline view: the fraction of the copy bandwidth each variant reaches, at the large shapes
+    big = [k for k in dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows) if k[1] * k[2] >= 2**22]
+    if not big:  # tiny runs: the largest shape per dtype
+        big = [max((r["dtype"], r["N"], r["V"]) for r in rows if r["dtype"] == d) for d in dtypes]
+    fig, axes = plt.subplots(1, len(big), figsize=(4.2 * len(big) + 2.8, 0.32 * len(series) + 1.6),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for ax, key in zip(axes[0], big, strict=True):
+        vals = []
+        for name, threads in series:
+            r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
+                      and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
+            vals.append(100 * r["bw_fraction"] if r else np.nan)
+        ys = np.arange(len(series))[::-1]
+        ax.barh(ys, vals, color=[style(n, t)["color"] for n, t in series],
+                hatch=None, alpha=0.85)  # fmt: skip
+        for y, v in zip(ys, vals, strict=True):
+            if np.isfinite(v):
+                ax.text(v, y, f" {v:.0f}%", va="center", fontsize=7)
+        ax.set_yticks(ys, [label(n, t) for n, t in series], fontsize=8)
+        ax.axvline(100, color="black", linewidth=0.8)
+        ax.set(xlabel="% of the copy bandwidth (same threads)", title=f"{key[0]} {key[1]:,} x {key[2]:,}")
+        ax.set_xlim(0, max(110, np.nanmax(vals) * 1.2) if np.isfinite(vals).any() else 110)
+    fig.suptitle("bytes moved at the least / time / copy bandwidth", fontsize=10)
     fig.tight_layout()
-    p2 = out / "bench_loss_memory.png"
+    p2 = out / "bench_loss_bandwidth.png"
     fig.savefig(p2, dpi=110)
     plt.close(fig)
-    return [p1, p2]
+
+    # 3. peak extra memory per variant, one group per shape
+    shapes = list(dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows))
+    mem = [(n, t) for n, t in series if not n.startswith("exp pass")
+           and any(r.get("peak_bytes") for r in rows if (r["variant"], r["threads"]) == (n, t))]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(shapes)) + 3, 4.5))
+    width = 0.8 / max(1, len(mem))
+    for i, (name, threads) in enumerate(mem):
+        ys = []
+        for s in shapes:
+            r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == s and r["variant"] == name
+                      and r["threads"] == threads), None)  # fmt: skip
+            ys.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
+        ax.bar(np.arange(len(shapes)) + i * width, ys, width, label=label(name, threads),
+               color=style(name, threads)["color"], alpha=1.0 if threads == 1 else 0.55)  # fmt: skip
+    ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, [f"{d}\n{n}x{v}" for d, n, v in shapes], fontsize=7)
+    ax.set(yscale="log", ylabel="peak extra MiB (one forward + backward)", title="cross-entropy peak extra memory")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    p3 = out / "bench_loss_memory.png"
+    fig.savefig(p3, dpi=110)
+    plt.close(fig)
+    return [p1, p2, p3]
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -335,13 +536,31 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
         raise SystemExit(f"--shapes must look like 32x27,4096x8192, got {text!r}") from None
 
 
+def explain_traffic() -> str:
+    lines = ["Whole (N, V) arrays each variant reads (R) and writes (W) at the least, in arrays of the "
+             "logits' dtype:"]  # fmt: skip
+    for name in ("exp pass", "fused", "torch.compile", "torch eager", "naive"):
+        r, w, why = TRAFFIC[name]
+        lines.append(f"  {name}: R{r:g} W{w:g} = {r + w:g} passes: {why}")
+    for itemsize, dtype in ((4, "float32"), (8, "float64")):
+        r, w, why = reference_traffic(itemsize)
+        lines.append(f"  reference, {dtype}: R{r:g} W{w:g} = {r + w:g} passes: {why}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     C.add_common_args(parser)
     parser.add_argument("--shapes", type=parse_shapes, default=None, help="N x V list, e.g. 32x27,4096x8192")
     parser.add_argument("--dtypes", default=None, help="comma list of float32, float64")
     parser.add_argument("--no-torch-memory", action="store_true", help="skip torch's fresh-process memory runs")
+    parser.add_argument("--torch-compile-threads", default=None,
+                        help="thread counts of torch.compile, e.g. 1,2 (the default; --quick: 1), or none")  # fmt: skip
+    parser.add_argument("--explain-traffic", action="store_true", help="list each variant's passes and exit")
     args = parser.parse_args(argv)
+    if args.explain_traffic:
+        print(explain_traffic())
+        return 0
     shapes = args.shapes or (QUICK_SHAPES if args.quick else FULL_SHAPES)
     dtypes = args.dtypes.split(",") if args.dtypes else (["float32"] if args.quick else ["float32", "float64"])
     for d in dtypes:
@@ -350,22 +569,62 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget if args.budget is not None else (0.3 if args.quick else 1.5)
 
     info = C.machine_info()
-    print(f"Cross-entropy forward + backward, mean reduction\nMachine: {C.machine_line(info)}\n", flush=True)
-    rows = run(shapes, dtypes, budget, torch_memory=not args.no_torch_memory)
-    goals = targets(rows)
-    tab = (
-        table(rows)
-        + "\n\nTargets (issue 5), from the rows above:\n\n"
-        + C.md_table(["what", "target", "measured", "met"], goals, "llrl")
+    print(f"Cross-entropy forward + backward, mean reduction\nMachine: {C.machine_line(info)}", flush=True)
+    bw_bytes = 2**24 if args.budget is not None and args.budget < 0.1 else 2**26 if args.quick else 2**28
+    bandwidth = {n: C.copy_bandwidth(bw_bytes, n, max(budget, 0.2)) for n in THREADS}
+    bw_line = (
+        "Memory bandwidth, copy pass (np.copyto of "
+        + f"{bw_bytes // 2**20} MiB, read + write counted): "
+        + ", ".join(f"{bandwidth[n] / 1e9:.1f} GB/s on {n} thread{'s' * (n > 1)}" for n in THREADS)
     )
+    print(bw_line + "\n", flush=True)
+    spec = args.torch_compile_threads or ("1" if args.quick else ",".join(map(str, THREADS)))
+    try:
+        compile_threads = () if spec == "none" else tuple(int(n) for n in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--torch-compile-threads: a comma list of 1, 2, or none; got {spec!r}") from None
+    if not set(compile_threads) <= set(THREADS):
+        raise SystemExit(f"--torch-compile-threads: a comma list of 1, 2, or none; got {spec!r}")
+    rows, firsts = run(shapes, dtypes, budget, bandwidth, torch_memory=not args.no_torch_memory,
+                       compile_threads=compile_threads)  # fmt: skip
+    summary = side_by_side(rows)
+    first_rows = [[f"{f['dtype']} {f['N']} x {f['V']}", f["variant"], C.fmt(f["first_call_s"] * 1e3),
+                   f"{f['loaded']} loaded, {f['compiled']} compiled"] for f in firsts]  # fmt: skip
+    floors = {(r["dtype"], r["N"], r["V"]): r["variant"] for r in rows if r.get("is_floor")}
+    # fmt: off
+    tab = "\n\n".join([
+        time_table(rows),
+        "Memory traffic (roofline view). " + bw_line,
+        traffic_table(rows),
+        "Side by side, the compiled fused op (median ms) and how many times slower the others are than it "
+        "(torch eager / it, torch.compile / it, naive / it; the naive chain runs on one core):",
+        C.md_table(SUMMARY_HEADERS, summary, "llrrrrr"),
+        "First calls of compiled code (torch.compile: inductor graphs loaded from its disk cache or compiled; "
+        "numba kernels: specializations loaded from numba's disk cache or compiled):",
+        C.md_table(["shape", "variant", "first call ms", "cache"], first_rows, "llrl"),
+        "The floor at each shape: " + "; ".join(f"{d} {n}x{v}: {name}" for (d, n, v), name in floors.items()),
+    ])
+    # fmt: on
     print(tab)
-    failed = [r["variant"] + f" ({r['dtype']} {r['N']}x{r['V']}: {r['check']})" for r in rows if r["status"] != "ok"]
+    print("\n" + LEGEND)
+    left = [n for n in THREADS if n not in compile_threads]
+    if left:
+        print(f"torch.compile at {', '.join(map(str, left))} thread(s) was left out "
+              f"({'--quick: each thread count compiles anew, ' if args.quick else ''}"
+              f"--torch-compile-threads {spec}); the full run has it.")  # fmt: skip
+    failed = [f"{label(r['variant'], r['threads'])} ({r['dtype']} {r['N']}x{r['V']}: {r['check']})"
+              for r in rows if r["status"] != "ok"]  # fmt: skip
     print("\nEvery variant's loss and dlogits were checked against a float64 reference before timing."
           + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
     payload = {"benchmark": "loss", "machine": info, "quick": args.quick, "budget_s": budget,
                "command": "python benchmarks/bench_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "rows": rows, "targets": goals}  # fmt: skip
-    paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab, payload)
+               "bandwidth_bytes_per_s": {str(n): b for n, b in bandwidth.items()},
+               "bandwidth_method": f"np.copyto of {bw_bytes} bytes, read + write counted",
+               "traffic": {k: list(v) for k, v in TRAFFIC.items()} | {
+                   "reference": {"float32": list(reference_traffic(4)), "float64": list(reference_traffic(8))}},
+               "rows": rows, "first_calls": firsts, "side_by_side": summary}  # fmt: skip
+    paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab + "\n\n" + LEGEND,
+                            payload)  # fmt: skip
     if not args.no_plots:
         paths += plots(rows, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))

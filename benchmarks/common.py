@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -158,12 +159,59 @@ def tracemalloc_peak(step: Callable[[], Any]) -> int:
         tracemalloc.stop()
 
 
-def floor_time(x: Array, budget: float) -> float:
-    """The hardware floor of a fused loss on ``x``: one ``np.exp(x, out=buf)`` pass (one core; NumPy's
-    ufuncs are single-threaded). A correct forward + backward reads every logit and writes every
-    gradient element through one exp at least."""
+def exp_pass_times(x: Array, budget: float) -> dict[str, float]:
+    """Median seconds of one exp pass over ``x`` into a preallocated buffer, on one core, two ways:
+    NumPy's ``np.exp(x, out=buf)`` and the compiled, vectorized ``exp32_array`` / ``exp64_array`` of
+    :mod:`tinyops.kernels.exp` (when numba is installed). A correct fused forward + backward reads every
+    logit and writes every gradient element through one exp at least: the faster of the two is the floor."""
     buf = np.empty_like(x)
-    return median_time(lambda: np.exp(x, out=buf), budget, min_runs=5)
+    buf.fill(0)  # the output's pages are touched before timing: the floor has no page faults
+    out = {"np.exp": median_time(lambda: np.exp(x, out=buf), budget, min_runs=5)}
+    if x.dtype in (np.float32, np.float64):
+        try:
+            from tinyops.kernels import exp as kexp
+        except ImportError:  # no numba: NumPy's pass alone
+            return out
+        kernel = kexp.exp32_array if x.dtype == np.float32 else kexp.exp64_array
+        flat, flat_out = x.reshape(-1), buf.reshape(-1)
+        out[f"compiled {kernel.__name__}"] = median_time(lambda: kernel(flat, flat_out), budget, min_runs=5)
+    return out
+
+
+def copy_bandwidth(nbytes: int, threads: int, budget: float) -> float:
+    """Memory bandwidth in bytes per second of a copy pass (``np.copyto`` of an ``nbytes`` float64 array
+    into another, preallocated and touched; ``threads`` Python threads each copy a contiguous part:
+    NumPy releases the GIL while it copies). Counted as STREAM's Copy counts it: bytes read plus bytes
+    written, ``2 * nbytes`` a pass (a store's read of the line it writes is not counted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    src = np.random.default_rng(0).random(nbytes // 8)
+    dst = np.ones_like(src)
+    bounds = np.linspace(0, src.size, threads + 1).astype(int)
+    parts = [(dst[a:b], src[a:b]) for a, b in itertools.pairwise(bounds)]
+    with ThreadPoolExecutor(threads) as pool:
+
+        def copy() -> None:
+            for f in [pool.submit(np.copyto, d, s) for d, s in parts]:
+                f.result()
+
+        seconds = median_time(copy, budget, min_runs=5)
+    return 2 * src.nbytes / seconds
+
+
+def numba_cache_counts() -> tuple[int, int]:
+    """(specializations loaded from numba's disk cache, specializations compiled) so far in this process,
+    over the compiled kernels of :mod:`tinyops.kernels` that have been imported; (0, 0) without numba."""
+    hits = misses = 0
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("tinyops.kernels."):
+            continue
+        for obj in vars(module).values():
+            stats = getattr(obj, "stats", None)
+            if stats is not None and hasattr(stats, "cache_hits") and getattr(obj, "__module__", "") == name:
+                hits += sum(stats.cache_hits.values())
+                misses += sum(stats.cache_misses.values())
+    return hits, misses
 
 
 def _status_kib(field: str) -> int:

@@ -42,38 +42,89 @@ def results(out: Path, name: str, pngs: list[str]) -> dict[str, Any]:
 def test_loss_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = load("bench_loss")
     argv = ["--quick", "--shapes", "8x5,64x300", "--dtypes", "float32,float64", "--budget", "0.01",
-            "--no-torch-memory", "--out", str(tmp_path)]  # fmt: skip
+            "--no-torch-memory", "--torch-compile-threads", "none", "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 0
-    assert "| float64 | 64 x 300 | naive | ok |" in capsys.readouterr().out
-    payload = results(tmp_path, "bench_loss", ["bench_loss_time.png", "bench_loss_memory.png"])
-    names = {v.name for v in bench.variants(have_torch=True)} | {"floor (np.exp, 1 core)"}
-    assert {"naive", "composed", "fused", "torch, 1 thread", "torch, 2 threads"} <= names
+    out = capsys.readouterr().out
+    assert "| float64 | 64 x 300 | naive | 1 | ok |" in out
+    for column in ("first call ms", "vs floor", "vs fused", "torch eager / it", "of copy bandwidth"):
+        assert f"\n  {column} " in out, column  # every column is explained in the printed output
+    assert "torch.compile at 1, 2 thread(s) was left out" in out
+    assert "target" not in out.lower() and "issue" not in out.lower()
+    payload = results(tmp_path, "bench_loss", ["bench_loss_time.png", "bench_loss_bandwidth.png",
+                                               "bench_loss_memory.png"])  # fmt: skip
+    want = {(v.name, v.threads) for v in bench.variants(have_torch=True, compile_threads=())}
+    assert {("naive", 1), ("fused, reference", 1), ("torch eager", 2)} <= want
+    assert {("fused, compiled accurate", n) for n in (1, 2)} | {("fused, compiled fast", n) for n in (1, 2)} <= want
+    want |= {("exp pass, np.exp", 1), ("exp pass, compiled exp32_array", 1), ("exp pass, compiled exp64_array", 1)}
+    bandwidth = {int(k): b for k, b in payload["bandwidth_bytes_per_s"].items()}
+    assert set(bandwidth) == {1, 2} and min(bandwidth.values()) > 1e8
     rows = payload["rows"]
     for dtype in ("float32", "float64"):
         for N, V in ((8, 5), (64, 300)):
-            got = {r["variant"]: r for r in rows if (r["dtype"], r["N"], r["V"]) == (dtype, N, V)}
-            assert set(got) == names, (dtype, N, V)
+            got = {(r["variant"], r["threads"]): r for r in rows if (r["dtype"], r["N"], r["V"]) == (dtype, N, V)}
+            assert set(got) <= want and len(got) == len(want) - 1, (dtype, N, V)
+            floors = [r for r in got.values() if r.get("is_floor")]
+            assert len(floors) == 1 and floors[0]["seconds"] == min(
+                r["seconds"] for r in got.values() if r["variant"].startswith("exp pass"))
             for r in got.values():
                 assert r["status"] == "ok" and r["seconds"] > 0 and r["ns_per_elem"] > 0, r
+                assert r["x_floor"] == pytest.approx(r["seconds"] / floors[0]["seconds"])
+                # the roofline columns restate the traffic, the time and the bandwidth
+                assert r["bytes"] == r["passes"] * N * V * np.dtype(dtype).itemsize
+                assert r["bw_fraction"] == pytest.approx(r["bytes"] / r["seconds"] / bandwidth[r["threads"]])
                 assert r["variant"].startswith("torch") or r["peak_bytes"] >= 0, r
-            assert got["naive"]["peak_bytes"] > 0
+            fused = got["fused, compiled accurate", 2]
+            assert got["fused, compiled fast", 2]["vs_fused"] == pytest.approx(
+                got["fused, compiled fast", 2]["seconds"] / fused["seconds"])
+            assert fused["torch_over"] == pytest.approx(got["torch eager", 2]["seconds"] / fused["seconds"])
+            assert got["naive", 1]["peak_bytes"] > 0
 
 
-def test_loss_targets_are_the_rows_ratios(tmp_path: Path) -> None:
-    """The targets table at 32x27 and V = 8192 restates ratios of the measured rows."""
+def test_loss_traffic_counts() -> None:
+    """The least bytes each variant moves: a fused forward + backward reads the logits twice and writes
+    dlogits once; the naive chain writes and reads every intermediate; the exp pass reads and writes once."""
+    bench = load("bench_loss")
+    passes = {k: r + w for k, (r, w, _) in bench.TRAFFIC.items()}
+    assert passes == {"exp pass": 2, "fused": 3, "torch.compile": 3, "torch eager": 6, "naive": 21}
+    r32, w32, _ = bench.reference_traffic(4)
+    r64, w64, _ = bench.reference_traffic(8)
+    assert 3 < r32 + w32 < r64 + w64 < passes["naive"] + 20
+    used = {v.traffic for v in bench.variants(have_torch=True)}
+    assert used <= set(bench.TRAFFIC) | {"reference"}
+    text = bench.explain_traffic()
+    assert all(name in text for name in bench.TRAFFIC)
+
+
+def test_loss_side_by_side_restates_the_rows(tmp_path: Path) -> None:
+    """The side-by-side table at V = 8192 divides the measured rows."""
     bench = load("bench_loss")
     argv = ["--shapes", "32x27,16x8192", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
-            "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+            "--torch-compile-threads", "none", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 0
     payload = json.loads((tmp_path / "bench_loss.json").read_text())
-    rows = {(r["N"], r["variant"]): r for r in payload["rows"]}
-    goals = {g[0]: g for g in payload["targets"]}
-    naive = goals["float32 16x8192: naive / fastest fused (time)"]
-    fastest = min((rows[16, n] for n in ("fused", "fused fast, 1 thread") if (16, n) in rows),
-                  key=lambda r: r["seconds"])  # fmt: skip
-    assert naive[2] == f"{rows[16, 'naive']['seconds'] / fastest['seconds']:.2f}x"
-    assert any(k.startswith("float32 32x27: fastest fused fwd+bwd") for k in goals)
-    assert "float32 16x8192: torch / fastest fused, 2 threads" in goals
+    rows = {(r["N"], r["variant"], r["threads"]): r for r in payload["rows"]}
+    table = {(s[0], s[1]): s for s in payload["side_by_side"]}
+    assert {k[0] for k in table} == {"float32 16 x 8192"}
+    fast2 = rows[16, "fused, compiled fast", 2]
+    line = table["float32 16 x 8192", "compiled fast, 2 threads"]
+    assert line[3] == f"{fast2['x_floor']:.2f}x"
+    assert line[4] == f"{rows[16, 'torch eager', 2]['seconds'] / fast2['seconds']:.2f}x"
+    assert line[6] == f"{rows[16, 'naive', 1]['seconds'] / fast2['seconds']:.2f}x"
+    assert line[5] == "-"  # torch.compile left out
+
+
+def test_loss_benchmark_torch_compile(tmp_path: Path) -> None:
+    """torch.compile is checked like every variant; its first call (the compilation) is reported apart."""
+    bench = load("bench_loss")
+    argv = ["--shapes", "8x5", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
+            "--torch-compile-threads", "1", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(argv) == 0
+    payload = json.loads((tmp_path / "bench_loss.json").read_text())
+    row = next(r for r in payload["rows"] if r["variant"] == "torch.compile")
+    assert row["status"] == "ok" and row["threads"] == 1 and row["passes"] == 3
+    first = next(f for f in payload["first_calls"] if f["kind"] == "torch.compile")
+    assert first["first_call_s"] == row["first_call_s"] > row["seconds"] > 0
+    assert not any(r["variant"] == "torch.compile" and r["threads"] == 2 for r in payload["rows"])
 
 
 def test_loss_benchmark_reports_a_wrong_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,12 +136,25 @@ def test_loss_benchmark_reports_a_wrong_variant(tmp_path: Path, monkeypatch: pyt
         return loss, dlogits * 1.01
 
     real = bench.variants
-    monkeypatch.setattr(bench, "variants", lambda have_torch: [*real(False), bench.Variant("wrong", wrong)])
+    with_wrong = [*real(False), bench.Variant("wrong", wrong, "naive")]
+    monkeypatch.setattr(bench, "variants", lambda have_torch, compile_threads: with_wrong)
     argv = ["--shapes", "16x40", "--dtypes", "float64", "--budget", "0.01", "--no-plots", "--out", str(tmp_path)]
     assert bench.main(argv) == 1
     rows = {r["variant"]: r for r in json.loads((tmp_path / "bench_loss.json").read_text())["rows"]}
     assert rows["wrong"]["status"] == "FAILED" and "seconds" not in rows["wrong"]
     assert rows["naive"]["status"] == "ok"
+
+
+def test_copy_bandwidth_and_exp_passes() -> None:
+    """The bandwidth probe counts read + write of a copy; the exp passes time NumPy's and the compiled exp."""
+    common = load("common")
+    bw1 = common.copy_bandwidth(2**22, 1, 0.01)
+    bw2 = common.copy_bandwidth(2**22, 2, 0.01)
+    assert 1e8 < bw1 < 1e13 and 1e8 < bw2 < 1e13
+    for dtype in (np.float32, np.float64):
+        times = common.exp_pass_times(np.linspace(-5, 5, 3000, dtype=dtype).reshape(30, 100), 0.001)
+        kernel = "exp32_array" if dtype == np.float32 else "exp64_array"
+        assert set(times) == {"np.exp", f"compiled {kernel}"} and min(times.values()) > 0
 
 
 def test_embedding_benchmark_through_the_cli(tmp_path: Path) -> None:
