@@ -1,6 +1,6 @@
 """batchnorm1d against torch: forward, backward and running statistics, float32 and float64, every mode.
 
-The oracle (``BATCHNORM_SPEC``, the same harness as tests/test_oracle.py) compares the output and the
+The oracle (``BATCHNORM_SPEC``, the same harness as tests/test_oracle.py, both backends) compares the output and the
 gradients of x, weight and bias with ``F.batch_norm`` (biased variance, training or eval) or, for
 ``unbiased=True``, with makemore part 4's formula written out in torch. The new running statistics are
 compared with ``nn.BatchNorm1d``'s buffers (momentum or the cumulative average). Then the bad inputs.
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import tinyops
 from tinyops import BatchNormStats, batchnorm1d_backward, batchnorm1d_forward, batchnorm1d_stats
+from tinyops._checks import BACKENDS, Backend
 
 from .oracle import Array, Case, OpSpec, Reference, arrays_in, upstream
 from .test_oracle import _gradcheck_test, _oracle_test
@@ -33,8 +34,9 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 # keyword options (not differentiable, as torch's buffers), and the forward's third result is checked below.
 
 
-def bn_forward(x: Array, weight: Array | None = None, bias: Array | None = None, **kw: Any) -> tuple[Array, Any]:
-    out, cache, _ = batchnorm1d_forward(x, weight, bias, _stats(kw), **kw)
+def bn_forward(x: Array, weight: Array | None = None, bias: Array | None = None, *, backend: Backend = "compiled",
+               **kw: Any) -> tuple[Array, Any]:  # fmt: skip
+    out, cache, _ = batchnorm1d_forward(x, weight, bias, _stats(kw), backend=backend, **kw)
     return out, cache
 
 
@@ -187,15 +189,16 @@ def torch_module(x: Array, weight: Array | None, bias: Array | None, stats: Batc
     return out, m
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(case=bn_cases())
-def test_running_stats_match_batchnorm1d_module(case: Case) -> None:
+def test_running_stats_match_batchnorm1d_module(backend: Backend, case: Case) -> None:
     """The new running statistics (and num_batches_tracked) are nn.BatchNorm1d's buffers after one call,
     as new arrays: the caller's statistics are untouched and nothing aliases them."""
     x, weight, bias = case.args
     kw = dict(case.kwargs)
     stats = _stats(kw) or batchnorm1d_stats(x.shape[1], x.dtype)
     before = (stats.mean.copy(), stats.var.copy())
-    out, _, new = batchnorm1d_forward(x, weight, bias, stats, **kw)
+    out, _, new = batchnorm1d_forward(x, weight, bias, stats, backend=backend, **kw)
     assert np.array_equal(stats.mean, before[0]) and np.array_equal(stats.var, before[1]), "running stats written"
     assert new is not None
     if not kw["training"]:

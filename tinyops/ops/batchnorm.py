@@ -13,14 +13,12 @@ batch variance, as torch does. Eval: the same formula with the running mean and 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import as_float_array, check_dout, check_same_dtype
-
-Array = npt.NDArray[Any]
+from .._checks import Array, Backend, as_float_array, check_backend, check_dout, check_same_dtype
 
 
 class BatchNormStats(NamedTuple):
@@ -42,6 +40,7 @@ class BatchNormCache(NamedTuple):
     has_bias: bool
     training: bool
     unbiased: bool
+    backend: Backend
 
 
 def batchnorm1d_stats(num_features: int, dtype: npt.DTypeLike = np.float32) -> BatchNormStats:
@@ -62,24 +61,137 @@ def batchnorm1d_stats(num_features: int, dtype: npt.DTypeLike = np.float32) -> B
     return BatchNormStats(np.zeros(num_features, dtype), np.ones(num_features, dtype), 0)
 
 
-def _channel_shape(ndim: int, C: int) -> tuple[int, ...]:
-    return (C,) if ndim == 2 else (C, 1)  # broadcasts a (C,) vector against (N, C) or (N, C, L)
-
-
-def _reduce_axes(ndim: int) -> tuple[int, ...]:
-    return (0,) if ndim == 2 else (0, 2)
-
-
-def _sum_per_channel(ndim: int) -> str:
-    return "nc,nc->c" if ndim == 2 else "ncl,ncl->c"  # einsum: sum over all but the channel axis of a * b
-
-
 def _check_channel_vector(name: str, value: npt.ArrayLike, C: int, x: Array) -> Array:
     arr = as_float_array(name, value)
     if arr.shape != (C,):
         raise ValueError(f"{name} must have shape ({C},) for {C} channels (x has shape {x.shape}), got {arr.shape}")
     check_same_dtype(name, arr, "x", x)
     return arr
+
+
+def _as_3d(a: Array) -> Array:
+    """(N, C) as (N, C, 1), (N, C, L) as it is: the entry points see one layout, C-contiguous."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(*a.shape, 1) if a.ndim == 2 else a
+
+
+# ============================================================================ the entry points (no checks)
+
+
+def batchnorm_rows_forward(
+    x: Array, weight: Array, bias: Array, stats: Array, *, training: bool, eps: float, unbiased: bool,
+    out: Array | None = None, xhat: Array | None = None, backend: Backend = "compiled",
+) -> tuple[Array, Array]:  # fmt: skip
+    """Normalize each channel of (N, C, L) ``x``, then scale and shift: ``out = weight * xhat + bias``; checks nothing.
+
+    The entry point of :func:`batchnorm1d_forward` and of :class:`tinyops.mlp.Trainer`.
+
+    Args:
+        x: (N, C, L) float32/float64, C-contiguous (an (N, C) input is (N, C, 1); the M = N * L values of
+            a channel are normalized together).
+        weight, bias: (C,) (ones and zeros stand for a missing weight or bias).
+        stats: (3, C) array ``[mean; var; inv_std]``, written in place. Training: the batch's mean, its
+            unbiased variance (what the running variance is fed, whatever ``unbiased`` says) and
+            ``inv_std = 1 / sqrt(var + eps)`` of the normalizing variance (divided by M - 1 if
+            ``unbiased`` else M). Eval: rows 0 and 1 hold the running mean and variance on entry;
+            row 2 receives inv_std.
+        training, eps, unbiased: as :func:`batchnorm1d_forward` (training needs M > 1).
+        out, xhat: None (new arrays) or C-contiguous arrays of x's shape and dtype to write into.
+        backend: 'compiled' (:mod:`tinyops.kernels.elementwise`) or 'reference' (the NumPy below).
+
+    Returns:
+        ``(out, xhat)``: x's shape.
+    """
+    N, C, L = x.shape
+    out = np.empty_like(x) if out is None else out
+    xhat = np.empty_like(x) if xhat is None else xhat
+    if backend == "compiled":
+        from ..kernels import elementwise as kernels  # numba is imported on first use only
+
+        kernels.batchnorm_forward(x.reshape(N, C * L), L, weight, bias, eps, unbiased, training, stats,
+                                  xhat.reshape(N, C * L), out.reshape(N, C * L))  # fmt: skip
+        return out, xhat
+    dt = x.dtype.type
+    if training:
+        M = N * L  # values per channel
+        mean = x.sum(axis=(0, 2)) / dt(M)  # (C,)
+        xc = x - mean[:, None]  # (N, C, L) centered
+        sq_sum = np.einsum("ncl,ncl->c", xc, xc)  # (C,) sum of squared deviations
+        var = sq_sum / dt(M - 1 if unbiased else M)  # (C,) the variance that normalizes
+        stats[0], stats[1] = mean, sq_sum / dt(M - 1)  # torch feeds the running var the unbiased variance
+    else:
+        var = stats[1]  # (C,) the running variance
+        xc = x - stats[0][:, None]  # (N, C, L)
+    stats[2] = dt(1.0) / np.sqrt(var + dt(eps))  # (C,) inv_std
+    np.multiply(xc, stats[2][:, None], out=xhat)  # (N, C, L) xhat = (x - mean) * inv_std
+    np.multiply(xhat, weight[:, None], out=out)  # out = weight * xhat + bias
+    out += bias[:, None]
+    return out, xhat
+
+
+def batchnorm_rows_backward(
+    dout: Array, xhat: Array, g_s: Array, *, training: bool, unbiased: bool, dx: Array | None = None,
+    dweight: Array | None = None, dbias: Array | None = None, backend: Backend = "compiled",
+) -> tuple[Array, Array, Array]:  # fmt: skip
+    """``(dx, dweight, dbias)`` of :func:`batchnorm_rows_forward`; checks nothing. The derivation is
+    :func:`batchnorm1d_backward`'s.
+
+    Args:
+        dout, xhat: (N, C, L), C-contiguous.
+        g_s: (C,) ``weight * inv_std`` (``inv_std`` alone without a weight).
+        training, unbiased: as the forward.
+        dx: None or a C-contiguous (N, C, L) array to write into; dweight, dbias: None or (C,) arrays.
+        backend: 'compiled' or 'reference'.
+
+    Returns:
+        ``(dx, dweight, dbias)``: (N, C, L), (C,), (C,); ``dweight = sum(dout * xhat)`` and
+        ``dbias = sum(dout)`` per channel.
+    """
+    N, C, L = dout.shape
+    dx = np.empty_like(dout) if dx is None else dx
+    dweight = np.empty(C, dout.dtype) if dweight is None else dweight
+    dbias = np.empty(C, dout.dtype) if dbias is None else dbias
+    M = N * L
+    m_over_d = M / (M - 1) if training and unbiased else 1.0  # M / D (eval: unused)
+    if backend == "compiled":
+        from ..kernels import elementwise as kernels
+
+        kernels.batchnorm_backward(dout.reshape(N, C * L), xhat.reshape(N, C * L), L, g_s, training, m_over_d,
+                                   dx.reshape(N, C * L), dweight, dbias)  # fmt: skip
+        return dx, dweight, dbias
+    dout.sum(axis=(0, 2), out=dbias)  # (C,) sum(dout)
+    np.einsum("ncl,ncl->c", dout, xhat, out=dweight)  # (C,) sum(dout * xhat)
+    if not training:  # the statistics are constants: dx = g * s * dout
+        np.multiply(dout, g_s[:, None], out=dx)
+        return dx, dweight, dbias
+    dt = dout.dtype.type
+    np.multiply(xhat, (dt(m_over_d) * dweight)[:, None], out=dx)  # (M/D) * xhat * sum(dout * xhat)
+    dx += dbias[:, None]  # + sum(dout)
+    np.subtract(dt(M) * dout, dx, out=dx)  # M * dout - sum(dout) - (M/D) * xhat * sum(dout * xhat)
+    dx *= (g_s / dt(M))[:, None]  # times g * s / M
+    return dx, dweight, dbias
+
+
+def batchnorm_running_update(
+    running: Array, batch: Array, f: float, *, out: Array | None = None, backend: Backend = "compiled"
+) -> Array:
+    """``(1 - f) * running + f * batch`` over (2, C) ``[mean; var]`` arrays; checks nothing.
+
+    ``out`` may be ``running`` itself (the trainer updates its statistics in place). The running variance
+    is fed the batch's unbiased variance (row 1 of :func:`batchnorm_rows_forward`'s stats).
+    """
+    out = np.empty_like(running) if out is None else out
+    if backend == "compiled":
+        from ..kernels import elementwise as kernels
+
+        kernels.running_update(running, batch, f, out)
+        return out
+    dt = running.dtype.type
+    np.add((dt(1) - dt(f)) * running, dt(f) * batch, out=out)
+    return out
+
+
+# ============================================================================ the op
 
 
 def batchnorm1d_forward(
@@ -92,6 +204,7 @@ def batchnorm1d_forward(
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     unbiased: bool = False,
+    backend: Backend = "compiled",
 ) -> tuple[Array, BatchNormCache, BatchNormStats | None]:
     """Normalize each channel, scale by ``weight`` and shift by ``bias``; update the running statistics.
 
@@ -109,6 +222,8 @@ def batchnorm1d_forward(
         unbiased: normalize with the Bessel-corrected batch variance (divide by M - 1) instead of torch's
             biased one (divide by M), as makemore part 4 does. Training only; the running variance is
             fed the unbiased variance either way.
+        backend: 'compiled' (default; :mod:`tinyops.kernels.elementwise`) or 'reference' (plain NumPy).
+            The backward uses the same. float16 input is computed by the reference.
 
     Returns:
         ``(out, cache, new_running)``: out has x's shape and dtype; the cache holds the normalized
@@ -120,16 +235,16 @@ def batchnorm1d_forward(
         TypeError: a non-floating input, dtypes that differ, ``running`` not a BatchNormStats.
         ValueError: x not 2-D or 3-D (e.g. a 4-D input), a weight/bias/running stat whose length is not
             C, momentum outside [0, 1], a negative or non-finite eps, eval mode without running stats or
-            with a negative running variance, or a training batch with 1 value per channel (as torch).
+            with a negative running variance, a training batch with 1 value per channel (as torch), an
+            unknown backend.
     """
+    check_backend(backend)
     x = as_float_array("x", x)
     if x.ndim not in (2, 3):
         raise ValueError(
             f"batchnorm1d expects x of shape (N, C) or (N, C, L), got a {x.ndim}-D array of shape {x.shape}"
         )
     C = x.shape[1]
-    cshape = _channel_shape(x.ndim, C)
-    axes = _reduce_axes(x.ndim)
     M = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)  # values per channel: N or N * L
     w = None if weight is None else _check_channel_vector("weight", weight, C, x)
     b = None if bias is None else _check_channel_vector("bias", bias, C, x)
@@ -146,42 +261,35 @@ def batchnorm1d_forward(
             raise TypeError(f"running must be a BatchNormStats or None, got {type(running).__name__}")
         _check_channel_vector("running.mean", running.mean, C, x)
         _check_channel_vector("running.var", running.var, C, x)
-
     if not training:
         if running is None:
             raise ValueError("eval mode (training=False) normalizes with the running statistics: running is None")
         if (running.var < 0).any():  # it would turn the output into nan
             raise ValueError(f"running.var must be >= 0 in eval mode, got minimum {float(running.var.min())!r}")
-        inv_std = 1.0 / np.sqrt(running.var + x.dtype.type(eps))  # (C,)
-        xhat = (x - running.mean.reshape(cshape)) * inv_std.reshape(cshape)  # (N, C[, L])
-        new_running: BatchNormStats | None = running
-    else:
-        if M <= 1:
-            raise ValueError(
-                f"batchnorm1d in training needs more than 1 value per channel, got input of shape {x.shape}"
-            )
-        mean = x.sum(axis=axes) / M  # (C,)  (what x.mean computes, without its overhead)
-        xc = x - mean.reshape(cshape)  # (N, C[, L]) centered
-        sq_sum = np.einsum(_sum_per_channel(x.ndim), xc, xc)  # (C,) sum of squared deviations
-        var = sq_sum / (M - 1 if unbiased else M)  # (C,) the variance that normalizes
-        inv_std = 1.0 / np.sqrt(var + x.dtype.type(eps))  # (C,)
-        xhat = xc
-        xhat *= inv_std.reshape(cshape)  # in place on our own centered copy
+    elif M <= 1:
+        raise ValueError(f"batchnorm1d in training needs more than 1 value per channel, got input of shape {x.shape}")
+    layer: Backend = backend if x.dtype != np.float16 else "reference"  # numba does not compute in float16
+
+    stats = np.empty((3, C), x.dtype)  # [mean; var; inv_std]
+    if not training:
+        assert running is not None
+        stats[0], stats[1] = running.mean, running.var
+    ones_or_w = np.ones(C, x.dtype) if w is None else w
+    zeros_or_b = np.zeros(C, x.dtype) if b is None else b
+    x3 = _as_3d(x)
+    out, xhat = batchnorm_rows_forward(x3, ones_or_w, zeros_or_b, stats, training=bool(training), eps=eps,
+                                       unbiased=bool(unbiased), backend=layer)  # fmt: skip
+    new_running: BatchNormStats | None = running
+    if training:
         new_running = None
         if running is not None:
             n = running.num_batches_tracked + 1
-            f = x.dtype.type(1.0 / n if momentum is None else momentum)
-            var_unbiased = sq_sum / (M - 1)  # (C,) torch feeds the running var the unbiased variance
-            new_running = BatchNormStats(
-                (1 - f) * running.mean + f * mean,  # new arrays: the caller's stats are not touched
-                (1 - f) * running.var + f * var_unbiased,
-                n,
-            )
-    out = xhat * w.reshape(cshape) if w is not None else xhat.copy()  # (N, C[, L])
-    if b is not None:
-        out += b.reshape(cshape)
-    cache = BatchNormCache(xhat, inv_std, w, b is not None, bool(training), bool(unbiased))
-    return out, cache, new_running
+            f = 1.0 / n if momentum is None else momentum
+            old = np.stack([running.mean, running.var])  # (2, C) new arrays: the caller's stats are not touched
+            new = batchnorm_running_update(old, stats[:2], f, out=old, backend=layer)
+            new_running = BatchNormStats(new[0], new[1], n)
+    cache = BatchNormCache(xhat.reshape(x.shape), stats[2], w, b is not None, bool(training), bool(unbiased), layer)
+    return out.reshape(x.shape), cache, new_running
 
 
 def batchnorm1d_backward(dout: npt.ArrayLike, cache: BatchNormCache) -> tuple[Array, Array | None, Array | None]:
@@ -206,23 +314,12 @@ def batchnorm1d_backward(dout: npt.ArrayLike, cache: BatchNormCache) -> tuple[Ar
         - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))``).
         In eval mode mu and s are constants (running stats): ``dx = g * s * dout``.
     """
-    xhat, inv_std, weight, has_bias, training, unbiased = cache
+    xhat, inv_std, weight, has_bias, training, unbiased, backend = cache
     dout = check_dout(dout, xhat.shape, xhat.dtype)
-    cshape = _channel_shape(xhat.ndim, xhat.shape[1])
-    axes = _reduce_axes(xhat.ndim)
-    dbias = dout.sum(axis=axes)  # (C,)
-    dweight = np.einsum(_sum_per_channel(xhat.ndim), dout, xhat)  # (C,) sum(dout * xhat)
     g_s = inv_std if weight is None else weight * inv_std  # (C,)
-    if not training:
-        dx = dout * g_s.reshape(cshape)
-    else:
-        M = xhat.shape[0] * (xhat.shape[2] if xhat.ndim == 3 else 1)
-        D = M - 1 if unbiased else M
-        dx = xhat * ((M / D) * dweight).reshape(cshape)  # (M/D) * xhat * sum(dout * xhat)
-        dx += dbias.reshape(cshape)  # + sum(dout)
-        np.subtract(M * dout, dx, out=dx)  # M * dout - sum(dout) - (M/D) * xhat * sum(dout * xhat)
-        dx *= (g_s / M).reshape(cshape)
-    return dx, (dweight if weight is not None else None), (dbias if has_bias else None)
+    dx, dweight, dbias = batchnorm_rows_backward(_as_3d(dout), _as_3d(xhat), g_s, training=training,
+                                                 unbiased=unbiased, backend=backend)  # fmt: skip
+    return dx.reshape(xhat.shape), (dweight if weight is not None else None), (dbias if has_bias else None)
 
 
 def batchnorm1d(
@@ -235,8 +332,9 @@ def batchnorm1d(
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     unbiased: bool = False,
+    backend: Backend = "compiled",
 ) -> Array:
     """The normalized output only (the new running stats are dropped); see :func:`batchnorm1d_forward`."""
     return batchnorm1d_forward(
-        x, weight, bias, running, training=training, momentum=momentum, eps=eps, unbiased=unbiased
+        x, weight, bias, running, training=training, momentum=momentum, eps=eps, unbiased=unbiased, backend=backend
     )[0]

@@ -6,13 +6,12 @@ is N, T).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import as_float_array, as_index_array, check_dout
+from .._checks import Array, Backend, as_float_array, as_index_array, check_backend, check_dout, check_threads
 
 
 class EmbeddingCache(NamedTuple):
@@ -21,6 +20,8 @@ class EmbeddingCache(NamedTuple):
     dtype: np.dtype[Any]  # the weight's dtype
     padding_idx: int | None  # in [0, V): the row that gets no gradient
     scale_grad_by_freq: bool
+    backend: Backend
+    threads: int
 
 
 def _check_padding_idx(padding_idx: object, V: int) -> int | None:
@@ -34,12 +35,109 @@ def _check_padding_idx(padding_idx: object, V: int) -> int | None:
     return int(padding_idx) % V
 
 
+def index_rows(idx: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
+    """Any index array as C-contiguous (R, T) intp rows of its last axis (a 0-D index is (1, 1))."""
+    T = idx.shape[-1] if idx.ndim else 1
+    R = int(np.prod(idx.shape[:-1])) if idx.ndim else 1
+    return np.ascontiguousarray(idx, dtype=np.intp).reshape(R, T)
+
+
+# ============================================================================ the entry points (no checks)
+
+
+def embedding_gather(
+    weight: Array, idx: npt.NDArray[np.intp], *, out: Array | None = None, backend: Backend = "compiled",
+    threads: int = 1,
+) -> Array:  # fmt: skip
+    """The lookup ``out[r, t*D:(t+1)*D] = weight[idx[r, t]]``: (R, T) indices into (R, T*D) rows; checks nothing.
+
+    The entry point of :func:`embedding_forward` and of :class:`tinyops.mlp.Trainer` (whose contexts are
+    already checked).
+
+    Args:
+        weight: (V, D), C-contiguous.
+        idx: (R, T) intp in [0, V), C-contiguous (:func:`index_rows`).
+        out: None (a new (R, T*D) array) or a C-contiguous (R, W) array of weight's dtype with W >= T*D,
+            whose first T*D columns receive the rows (the trainer's ``[embcat, 1]`` buffer).
+        backend: 'compiled' (:mod:`tinyops.kernels.embedding`) or 'reference' (NumPy fancy indexing).
+        threads: rows of idx in parallel on this many threads (compiled). Bit-identical results.
+
+    Returns:
+        ``out`` (or the new array).
+    """
+    (R, T), D = idx.shape, weight.shape[1]
+    if out is None:
+        out = np.empty((R, T * D), weight.dtype)
+    if backend == "reference":
+        out[:, : T * D].reshape(R, T, D)[...] = weight[idx]  # (R, T, D) a view of out's first T*D columns
+        return out
+    from ..kernels import embedding as kernels  # numba is imported on first use only
+
+    if weight.dtype in (np.float32, np.float64):
+        kernels.gather(weight, idx, out, threads)
+    else:  # float16, which numba does not compute with: a copy of its bits
+        kernels.gather(weight.view(np.uint16), idx, out.view(np.uint16), threads)
+    return out
+
+
+def embedding_weight_grad(
+    idx: npt.NDArray[np.intp], dout: Array, V: int, D: int, *, padding_idx: int | None = None,
+    scale_grad_by_freq: bool = False, out: Array | None = None, backend: Backend = "compiled", threads: int = 1,
+) -> Array:  # fmt: skip
+    """The scatter-add ``dweight[v] = sum_{(r, t): idx[r, t] == v} dout[r, t*D:(t+1)*D]``; checks nothing.
+
+    The entry point of :func:`embedding_backward` and of :class:`tinyops.mlp.Trainer`; the derivation is
+    :func:`embedding_backward`'s.
+
+    Args:
+        idx: (R, T) intp in [0, V), C-contiguous.
+        dout: (R, W) C-contiguous upstream rows with W >= T*D: the first T*D columns are read.
+        V, D: the table's shape.
+        padding_idx, scale_grad_by_freq: as :func:`embedding_forward` (in [0, V) or None).
+        out: None (a new array) or a (V, D) C-contiguous array of dout's dtype (overwritten).
+        backend: 'compiled' (:mod:`tinyops.kernels.embedding`) or 'reference' (``np.add.at``).
+        threads: blocks of columns of dweight in parallel (compiled). Bit-identical results.
+
+    Returns:
+        dweight (V, D): ``out`` if given.
+    """
+    R, T = idx.shape
+    if backend == "reference":
+        dweight = np.zeros((V, D), dout.dtype) if out is None else out
+        if out is not None:
+            dweight.fill(0)
+        rows = dout[:, : T * D].reshape(R * T, D)  # (M, D) the upstream row of every index
+        np.add.at(dweight, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
+    else:
+        from ..kernels import embedding as kernels
+
+        if dout.dtype in (np.float32, np.float64):
+            dweight = np.zeros((V, D), dout.dtype) if out is None else out  # zeros: lazily zeroed pages
+            kernels.scatter_add(idx, dout, dweight, threads, out is not None)
+        else:  # float16, which numba does not compute with: summed in float32, rounded once
+            d32 = np.zeros((V, D), np.float32)
+            kernels.scatter_add(idx, dout.astype(np.float32), d32, threads, False)
+            dweight = np.empty((V, D), dout.dtype) if out is None else out
+            dweight[...] = d32
+    if scale_grad_by_freq:
+        count = np.bincount(idx.reshape(-1), minlength=V)  # (V,)
+        dweight /= np.maximum(count, 1)[:, None].astype(dweight.dtype)  # rows never looked up stay 0
+    if padding_idx is not None:
+        dweight[padding_idx] = 0
+    return dweight
+
+
+# ============================================================================ the op
+
+
 def embedding_forward(
     weight: npt.ArrayLike,
     idx: npt.ArrayLike,
     *,
     padding_idx: int | None = None,
     scale_grad_by_freq: bool = False,
+    backend: Backend = "compiled",
+    threads: int | None = None,
 ) -> tuple[npt.NDArray[Any], EmbeddingCache]:
     """Look up rows of ``weight``: ``out[..., :] = weight[idx[...], :]``.
 
@@ -53,56 +151,30 @@ def embedding_forward(
         padding_idx: a row that receives no gradient (the forward still returns it as it is, as torch);
             negative values count from the end. None (default) for none.
         scale_grad_by_freq: divide each row's gradient by how many times it was looked up in ``idx``.
+        backend: 'compiled' (default; :mod:`tinyops.kernels.embedding`) or 'reference' (plain NumPy).
+            The backward uses the same.
+        threads: the compiled layer's threads (None: one); the results do not depend on it.
 
     Returns:
-        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, (V, D), the dtype
-        and the two options.
+        ``(out, cache)``: out is (..., D) with weight's dtype; the cache holds ``idx``, (V, D), the dtype,
+        the two options, the backend and the thread count.
 
     Raises:
         TypeError: weight is not floating, idx is not integer (floats and bools are rejected), or
             padding_idx is not an int.
-        ValueError: weight is not 2-D, or padding_idx is outside [-V, V).
+        ValueError: weight is not 2-D, padding_idx is outside [-V, V), an unknown backend, bad threads.
         IndexError: an index is negative or >= V (NumPy would wrap a negative index silently).
     """
+    check_backend(backend)
+    n_threads = check_threads(threads)
     weight = as_float_array("weight", weight, ndim=2)
     V, D = weight.shape
     pad = _check_padding_idx(padding_idx, V)
-    idx = as_index_array("idx", idx, V, size_name="num_embeddings")
-    out = weight[idx]  # (..., D)  fancy indexing copies, so out never aliases weight
-    return out, EmbeddingCache(idx, (V, D), weight.dtype, pad, bool(scale_grad_by_freq))
-
-
-SCATTER_BLOCK = 2**17  # elements of dout per np.add.at call in _scatter_add_rows
-ONE_HOT_MAX = 2**15  # up to this many (M, V) entries, _scatter_add_rows is a one-hot matmul
-
-
-def _scatter_add_rows(flat: npt.NDArray[np.integer[Any]], dout2: npt.NDArray[Any], V: int) -> npt.NDArray[Any]:
-    """``dweight[v, :] = sum_{m : flat[m] == v} dout2[m, :]``: (M,) indices, (M, D) rows -> (V, D).
-
-    Small M * V (one training batch: 96 rows of a 27-row table) and finite dout2: ``onehot.T @ dout2``
-    with the (M, V) ``onehot[m, flat[m]] = 1``, one small matmul. Otherwise one unbuffered ``np.add.at`` on the
-    flattened (V*D,) gradient with the flat indices ``flat*D + j``, a block of rows at a time: the 1-D
-    form takes NumPy's fast add.at path (two to three times faster than ``np.add.at`` on (V, D) rows)
-    and the blocks keep the flat indices in cache. ``benchmarks/bench_embedding.py`` measures both
-    beside bincount, sort + reduceat and torch, on one batch (96 rows), the whole training split
-    (547,875 rows) and a 50257 x 768 table.
-    """
-    M, D = dout2.shape
-    # a finite sum means every entry is finite (an inf or nan makes it inf or nan): 0 * inf in the matmul
-    # would spread a non-finite entry to every row, so those go to add.at
-    if M * V <= ONE_HOT_MAX and math.isfinite(dout2.sum()):
-        onehot = np.zeros((M, V), dtype=dout2.dtype)  # (M, V)
-        onehot[np.arange(M), flat] = 1
-        dweight: npt.NDArray[Any] = onehot.T @ dout2  # (V, D)  row v sums the dout rows whose index is v
-        return dweight
-    dweight_flat = np.zeros(V * D, dtype=dout2.dtype)  # (V*D,)
-    cols = np.arange(D)  # (D,)
-    rows_per_block = max(1, SCATTER_BLOCK // max(D, 1))
-    for r0 in range(0, M, rows_per_block):
-        block = slice(r0, r0 + rows_per_block)
-        flat_block = (flat[block, None].astype(np.intp) * D + cols).reshape(-1)  # (B*D,) into dweight
-        np.add.at(dweight_flat, flat_block, dout2[block].reshape(-1))  # scatter-add: repeated rows are summed
-    return dweight_flat.reshape(V, D)
+    idx_arr = as_index_array("idx", idx, V, size_name="num_embeddings")
+    rows = index_rows(idx_arr)  # (R, T)
+    out = embedding_gather(np.ascontiguousarray(weight), rows, backend=backend, threads=n_threads)  # (R, T*D)
+    cache = EmbeddingCache(idx_arr, (V, D), weight.dtype, pad, bool(scale_grad_by_freq), backend, n_threads)
+    return out.reshape(*idx_arr.shape, D), cache  # a new array: out never aliases weight
 
 
 def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArray[Any]:
@@ -120,30 +192,33 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
         ``d out[m, j] / d weight[v, j] = [idx[m] == v]`` and, summing over every position m,
         ``dweight[v, :] = sum_{m : idx[m] == v} dout[m, :]`` -- a scatter-add: a row looked up
         k times receives the sum of its k upstream gradients. ``dweight[idx] += dout`` would be
-        wrong (buffered fancy assignment keeps only one of the repeated rows), so the sum is done
-        with the unbuffered ``np.add.at`` (on the flattened gradient: :func:`_scatter_add_rows`).
+        wrong (buffered fancy assignment keeps only one of the repeated rows), so the reference sums
+        with the unbuffered ``np.add.at`` (the compiled kernel adds one index at a time, in order).
         With ``scale_grad_by_freq`` the row's sum is divided by its count k (torch's option: the
         forward is unchanged, so this is not the gradient of the forward but a rescaled one):
         ``dweight[v, :] /= count[v]``. With ``padding_idx`` that row is set to zero:
         ``dweight[padding_idx, :] = 0``.
     """
-    idx, (V, D), dtype, padding_idx, scale_grad_by_freq = cache
+    idx, (V, D), dtype, padding_idx, scale_grad_by_freq, backend, threads = cache
     dout = check_dout(dout, (*idx.shape, D), dtype)  # (..., D)
-    flat = idx.reshape(-1)  # (M,)
-    dweight = _scatter_add_rows(flat, dout.reshape(-1, D), V)  # (V, D) scatter-add: repeated rows are summed
-    if scale_grad_by_freq:
-        count = np.bincount(flat, minlength=V)  # (V,)
-        dweight /= np.maximum(count, 1)[:, None].astype(dtype)  # rows never looked up stay 0
-    if padding_idx is not None:
-        dweight[padding_idx] = 0
-    return dweight
+    rows = index_rows(idx)  # (R, T)
+    R, T = rows.shape
+    return embedding_weight_grad(rows, np.ascontiguousarray(dout).reshape(R, T * D), V, D, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
+                                 backend=backend, threads=threads)  # fmt: skip
 
 
 def embedding(
-    weight: npt.ArrayLike, idx: npt.ArrayLike, *, padding_idx: int | None = None, scale_grad_by_freq: bool = False
+    weight: npt.ArrayLike,
+    idx: npt.ArrayLike,
+    *,
+    padding_idx: int | None = None,
+    scale_grad_by_freq: bool = False,
+    backend: Backend = "compiled",
+    threads: int | None = None,
 ) -> npt.NDArray[Any]:
     """``weight[idx]`` with checked indices; see :func:`embedding_forward`."""
-    return embedding_forward(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq)[0]
+    return embedding_forward(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
+                             backend=backend, threads=threads)[0]  # fmt: skip
 
 
 def embedding_renorm(
