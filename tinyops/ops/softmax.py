@@ -15,10 +15,6 @@ The largest term, ``exp(0) = 1``, is kept out of the sum: when it dominates (a c
 ``log1p(r)`` keeps them. From the same pieces: ``softmax_j = exp(x_j - m) / (1 + r)`` (``1 / (1 + r)``
 at ``a``) and ``log_softmax_j = (x_j - m) - log1p(r)``, a sum of two terms <= 0, so nothing cancels.
 
-Rows of at most :data:`NARROW_N` entries are computed on a column-major copy, where NumPy reduces
-all rows at once (it reduces short rows one at a time, slowly); there the maximum's term is kept out
-of the sum by summing the terms below the max and adding back the ties but one, without a per-row argmax.
-
 float32 (and float16) inputs are computed in float64: ``x_j - m`` is then exact (two float32 values
 differ by a float64 number, unless one is so much smaller that the difference rounds far below what
 matters), and one rounding to float32 at the end leaves the result within about 1 ULP -- except a
@@ -43,15 +39,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Axis, as_float_array, check_dout, normalize_axis
+from .._checks import Axis, Backend, as_float_array, check_backend, check_dout, check_threads, normalize_axis
 
 Array = npt.NDArray[Any]
 
 
 # ----------------------------------------------------------------------------- the row core
-
-
-NARROW_N = 64  # rows this short are computed column-major: NumPy reduces short rows one at a time, slowly
 
 
 class ShiftedRows(NamedTuple):
@@ -60,7 +53,7 @@ class ShiftedRows(NamedTuple):
     ``d = x - m`` is ``d_hi + d_lo`` exactly (``d_lo`` is None for float32/float16 rows, where
     ``d_hi`` is exact); ``e = exp(d)``; ``r`` is the sum of ``e`` without one largest term; the rows
     whose maximum is not finite (``bad``, None when there is none) were shifted by 0 and need the
-    explicit rules. The (R, n) arrays are column-major for rows of at most :data:`NARROW_N` entries.
+    explicit rules.
     """
 
     m: Array  # (R,) float64: the row max as is (nan, +inf or -inf on bad rows)
@@ -81,22 +74,15 @@ def shifted_rows(x: Array, *, keep_d: bool = False) -> ShiftedRows:
     Run it under ``np.errstate(over=, invalid=, divide="ignore")``: the rows with a non-finite max may
     overflow or make nan on the way (their outputs are set apart by the caller).
     """
-    narrow = x.shape[1] <= NARROW_N
-    if narrow:  # a column-major float64 copy: its row reductions are elementwise across rows
-        d_hi = np.array(x, dtype=np.float64, order="F")  # (R, n)
-        m = d_hi.max(axis=1)  # (R,); nan propagates, so a nan row has m = nan
-    else:
-        a = np.argmax(x, axis=1)  # (R,); numpy's argmax returns the first nan, so a nan row has m = nan
-        m = x[np.arange(x.shape[0]), a].astype(np.float64)  # (R,)
+    rows = np.arange(x.shape[0])  # (R,)
+    a = np.argmax(x, axis=1)  # (R,) the first largest entry; the first nan if the row holds one
+    m = x[rows, a].astype(np.float64)  # (R,), so a row holding a nan has m = nan
     bad = None
     shift = m
     if not np.isfinite(m).all():
         bad = ~np.isfinite(m)  # (R,)
         shift = np.where(bad, 0.0, m)  # guard: a non-finite max is not subtracted (inf - inf = nan)
-    if narrow:
-        np.subtract(d_hi, shift[:, None], out=d_hi)  # (R, n), <= 0 on good rows
-    else:
-        d_hi = np.subtract(x, shift[:, None], dtype=np.float64)  # (R, n), <= 0 on good rows
+    d_hi = np.subtract(x, shift[:, None], dtype=np.float64)  # (R, n), <= 0 on good rows
     d_lo = None
     if x.dtype == np.float64:  # TwoSum: d_hi + d_lo == x - shift exactly
         bb = d_hi - x  # (R, n)
@@ -105,17 +91,10 @@ def shifted_rows(x: Array, *, keep_d: bool = False) -> ShiftedRows:
     e = np.exp(d_hi, out=None if keep_d else d_hi)  # (R, n); on bad rows it may overflow: set apart
     if d_lo is not None:
         e += e * d_lo  # exp(hi + lo) = exp(hi) * (1 + lo) + O(lo^2), |lo| <= ulp(hi) / 2
-    # r: the sum without one largest term, exp(0) = 1, which would round the small terms away
-    if narrow:  # no per-row argmax: sum the terms below the max, add back the ties but one
-        below = e * (e < 1)  # (R, n); a term that rounds to 1 counts as a tie: off by < eps, with r >= 1
-        r = below.sum(axis=1)  # (R,)
-        ties = np.rint(e.sum(axis=1) - r)  # (R,) the number of maxima, exactly (an integer >= 1)
-        r += ties - 1
-    else:
-        rows = np.arange(x.shape[0])
-        e[rows, a] = 0.0
-        r = e.sum(axis=1)  # (R,)
-        e[rows, a] = 1.0
+    # r: the sum without the largest term, exp(0) = 1, which would round the small terms away
+    e[rows, a] = 0.0
+    r = e.sum(axis=1)  # (R,); other maxima (ties) each add their exp(0) = 1
+    e[rows, a] = 1.0
     log1p_r = np.log1p(r)  # (R,)
     return ShiftedRows(m, d_hi if keep_d else None, d_lo, e, r, log1p_r, bad)
 
@@ -129,6 +108,9 @@ def softmax_rows(s: ShiftedRows, out: Array | None = None) -> Array:
     if s.bad is not None:
         p[s.bad] = np.nan  # all -inf: 0/0; a +inf: inf/inf (torch: the whole row is nan)
     return p
+
+
+# ----------------------------------------------------------------------------- from any shape to rows and back
 
 
 def _to_rows(x: Array, axes: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
@@ -145,13 +127,30 @@ def _from_rows(y: Array, moved_shape: tuple[int, ...], axes: tuple[int, ...], nd
     return np.moveaxis(y.reshape(moved_shape), tuple(range(ndim - k, ndim)), axes)
 
 
-def _prepare(x: npt.ArrayLike, axis: Axis) -> tuple[Array, tuple[int, ...], tuple[int, ...]]:
-    """Validate: ``(x, axes, shape)``; a 0-D x is viewed as shape (1,) (axis 0, -1 or None, as torch)."""
+class _Rows(NamedTuple):
+    x: Array  # the input as an array (a 0-D one viewed as shape (1,))
+    shape: tuple[int, ...]  # the input's own shape
+    axes: tuple[int, ...]  # the reduced axes, non-negative and sorted
+    rows: Array  # (R, n): the reduced axes moved last and flattened
+    moved: tuple[int, ...]  # the moved shape, to undo it
+    compiled: bool  # run the compiled kernel (backend 'compiled' and a float32/float64 input)
+    threads: int
+
+
+def _prepare(x: npt.ArrayLike, axis: Axis, backend: Backend, threads: int | None) -> _Rows:
+    """Validate, and view x as (R, n) rows; a 0-D x is viewed as shape (1,) (axis 0, -1 or None, as torch)."""
     x = as_float_array("x", x)
+    check_backend(backend)
+    nthreads = check_threads(threads)
     shape = x.shape
     if x.ndim == 0:
         x = x.reshape(1)
-    return x, normalize_axis(axis, x.ndim), shape
+    axes = normalize_axis(axis, x.ndim)
+    rows, moved = _to_rows(x, axes)
+    compiled = backend == "compiled" and x.dtype in (np.float32, np.float64)  # float16: the reference
+    if compiled:
+        rows = np.ascontiguousarray(rows)
+    return _Rows(x, shape, axes, rows, moved, compiled, nthreads)
 
 
 def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
@@ -168,9 +167,17 @@ class LogsumexpCache(NamedTuple):
     axes: tuple[int, ...]  # the reduced axes, non-negative and sorted
     keepdims: bool
     out_shape: tuple[int, ...]  # the forward output's shape
+    backend: Backend = "reference"  # the layer of the forward (the backward is one product for both)
 
 
-def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = False) -> tuple[Array, LogsumexpCache]:
+def logsumexp_forward(
+    x: npt.ArrayLike,
+    axis: Axis = -1,
+    *,
+    keepdims: bool = False,
+    backend: Backend = "compiled",
+    threads: int | None = None,
+) -> tuple[Array, LogsumexpCache]:
     """``out = log(sum(exp(x), axis))``, computed as ``m + log1p(sum_{j != a} exp(x_j - m))``.
 
     Within 1 ULP of the exact value for float32 inputs wherever ``|out|`` is not far below ``|m|``
@@ -181,6 +188,9 @@ def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = Fal
         x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None (all axes). Default -1.
         keepdims: keep the reduced axes with size 1.
+        backend: ``'compiled'`` (the row kernel of :mod:`tinyops.kernels.softmax`, for float32 and
+            float64; float16 takes the reference) or ``'reference'`` (the NumPy below).
+        threads: rows in parallel on this many threads (None: one); compiled backend only.
 
     Returns:
         ``(out, cache)``: out has x's dtype and x's shape without (or with size-1) reduced axes.
@@ -189,14 +199,17 @@ def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = Fal
 
     Raises:
         TypeError: x is not floating, or axis is not an int/tuple/None.
-        ValueError: an axis is out of range or repeated.
+        ValueError: an axis is out of range or repeated; an unknown backend; threads not None or >= 1.
     """
-    x, axes, shape = _prepare(x, axis)
-    rows, moved = _to_rows(x, axes)  # (R, n)
-    R, n = rows.shape
-    if n == 0:  # an empty sum is 0: log 0 = -inf; no probabilities
-        lse = np.full(R, -np.inf)
-        probs = rows.astype(np.float64)  # (R, 0)
+    p = _prepare(x, axis, backend, threads)
+    x, rows = p.x, p.rows  # rows: (R, n)
+    if p.compiled:
+        from ..kernels import softmax as kernels
+
+        lse, probs = kernels.forward(rows, kernels.LSE_PROBS, p.threads)  # (R,), (R, n) in x's dtype
+    elif rows.shape[1] == 0:  # an empty sum is 0: log 0 = -inf; no probabilities
+        lse = np.full(rows.shape[0], -np.inf)
+        probs = rows.copy()  # (R, 0)
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows, set below
             s = shifted_rows(rows)
@@ -205,10 +218,10 @@ def logsumexp_forward(x: npt.ArrayLike, *, axis: Axis = -1, keepdims: bool = Fal
             if s.bad is not None:  # the max as is: nan, +inf, or -inf (an all -inf row)
                 lse[s.bad] = s.m[s.bad]  # torch's gradient there: exp(x - lse), nan at inf - inf
                 probs[s.bad] = np.exp(rows[s.bad].astype(np.float64) - lse[s.bad, None])
-    out_shape = () if len(shape) == 0 else _reduced_shape(x.shape, axes, keepdims)
-    out = lse.astype(x.dtype).reshape(out_shape)
-    probs_x = _from_rows(probs.astype(x.dtype, copy=False), moved, axes, x.ndim).reshape(shape)
-    return out, LogsumexpCache(probs_x, axes if len(shape) else (), keepdims, out_shape)
+    out_shape = () if len(p.shape) == 0 else _reduced_shape(x.shape, p.axes, keepdims)
+    out = lse.astype(x.dtype, copy=False).reshape(out_shape)
+    probs_x = _from_rows(probs, p.moved, p.axes, x.ndim).reshape(p.shape)
+    return out, LogsumexpCache(probs_x, p.axes if len(p.shape) else (), keepdims, out_shape, backend)
 
 
 def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
@@ -227,16 +240,32 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
         logsumexp is softmax (the max shift cancels: it is a constant in the quotient). Each output
         element broadcasts back over its reduced slice, so ``dx = dout[R] * probs``.
     """
-    probs, axes, _, out_shape = cache
+    probs, axes, _, out_shape, _ = cache
     dout = check_dout(dout, out_shape, probs.dtype)
     r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
     dx: Array = dout.reshape(r_shape) * probs  # x.shape
     return dx
 
 
-def logsumexp(x: npt.ArrayLike, axis: Axis = -1, keepdims: bool = False) -> Array:
-    """``log(sum(exp(x), axis))`` without overflow; see :func:`logsumexp_forward`."""
-    return logsumexp_forward(x, axis=axis, keepdims=keepdims)[0]
+def logsumexp(
+    x: npt.ArrayLike,
+    axis: Axis = -1,
+    *,
+    keepdims: bool = False,
+    backend: Backend = "compiled",
+    threads: int | None = None,
+) -> Array:
+    """``log(sum(exp(x), axis))`` without overflow; see :func:`logsumexp_forward` (the compiled backend
+    here skips the softmax that the forward keeps for the backward)."""
+    p = _prepare(x, axis, backend, threads)
+    if not p.compiled:
+        return logsumexp_forward(x, axis, keepdims=keepdims, backend=backend, threads=threads)[0]
+    from ..kernels import softmax as kernels
+
+    lse, _ = kernels.forward(p.rows, kernels.LSE, p.threads)  # (R,)
+    out_shape = () if len(p.shape) == 0 else _reduced_shape(p.x.shape, p.axes, keepdims)
+    out: Array = lse.reshape(out_shape)
+    return out
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -245,9 +274,13 @@ def logsumexp(x: npt.ArrayLike, axis: Axis = -1, keepdims: bool = False) -> Arra
 class SoftmaxCache(NamedTuple):
     out: Array  # x.shape: the softmax itself, all its backward needs
     axes: tuple[int, ...]
+    backend: Backend = "reference"  # the layer of the forward, and so of the backward
+    threads: int = 1
 
 
-def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, SoftmaxCache]:
+def softmax_forward(
+    x: npt.ArrayLike, axis: Axis = -1, *, backend: Backend = "compiled", threads: int | None = None
+) -> tuple[Array, SoftmaxCache]:
     """``out = exp(x - m) / sum(exp(x - m), axis)``, the max-subtracted (stable) softmax.
 
     Computed as ``exp(x_j - m) / (1 + r)`` in float64 for float32 inputs (see the module docstring):
@@ -256,6 +289,7 @@ def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Softma
     Args:
         x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None. Default -1.
+        backend, threads: as :func:`logsumexp_forward`; kept in the cache for the backward.
 
     Returns:
         ``(out, cache)``: out has x's shape and dtype, each slice sums to 1. A slice of all ``-inf``,
@@ -264,16 +298,20 @@ def softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Softma
     Raises:
         TypeError, ValueError: as :func:`logsumexp_forward`.
     """
-    x, axes, shape = _prepare(x, axis)
-    rows, moved = _to_rows(x, axes)  # (R, n)
-    if rows.shape[1] == 0:
-        p = rows.copy()  # (R, 0)
+    p = _prepare(x, axis, backend, threads)
+    x, rows = p.x, p.rows  # rows: (R, n)
+    if p.compiled:
+        from ..kernels import softmax as kernels
+
+        _, y = kernels.forward(rows, kernels.SOFTMAX, p.threads)  # (R, n)
+    elif rows.shape[1] == 0:
+        y = rows.copy()  # (R, 0)
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
             sr = shifted_rows(rows)
-            p = softmax_rows(sr, out=np.empty_like(sr.e, dtype=x.dtype))  # (R, n)
-    out = _from_rows(p, moved, axes, x.ndim).reshape(shape)
-    return out, SoftmaxCache(out, axes if len(shape) else ())
+            y = softmax_rows(sr, out=np.empty_like(sr.e, dtype=x.dtype))  # (R, n)
+    out = _from_rows(y, p.moved, p.axes, x.ndim).reshape(p.shape)
+    return out, SoftmaxCache(out, p.axes if len(p.shape) else (), backend, p.threads)
 
 
 def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> Array:
@@ -291,25 +329,39 @@ def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> Array:
         Jacobian: ``dx_j = sum_i dy_i y_i ([i == j] - y_j) = y_j (dy_j - sum_i dy_i y_i)``, so
         ``dx = y * (dy - sum(dy * y, axis))``.
     """
-    y, axes = cache
+    y, axes, backend, threads = cache
     dy = check_dout(dout, y.shape, y.dtype)
+    if backend == "compiled" and y.dtype in (np.float32, np.float64):
+        from ..kernels import softmax as kernels
+
+        return _backward_compiled(y, dy, axes, kernels.SOFTMAX, threads)
     dx: Array = y * (dy - (dy * y).sum(axis=axes, keepdims=True))  # x.shape
     return dx
 
 
-def softmax(x: npt.ArrayLike, axis: Axis = -1) -> Array:
+def _backward_compiled(y: Array, dy: Array, axes: tuple[int, ...], op: int, threads: int) -> Array:
+    """The compiled backward on the (R, n) rows of y and dy, back to y's shape."""
+    from ..kernels import softmax as kernels
+
+    y_rows, moved = _to_rows(y, axes)  # (R, n)
+    dy_rows, _ = _to_rows(dy, axes)  # (R, n)
+    dx = kernels.backward(np.ascontiguousarray(y_rows), np.ascontiguousarray(dy_rows), op, threads)  # (R, n)
+    return _from_rows(dx, moved, axes, y.ndim)
+
+
+def softmax(x: npt.ArrayLike, axis: Axis = -1, *, backend: Backend = "compiled", threads: int | None = None) -> Array:
     """Stable softmax; see :func:`softmax_forward`."""
-    return softmax_forward(x, axis=axis)[0]
+    return softmax_forward(x, axis, backend=backend, threads=threads)[0]
 
 
-def softmax_naive_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, SoftmaxCache]:
+def softmax_naive_forward(x: npt.ArrayLike, axis: Axis = -1) -> tuple[Array, SoftmaxCache]:
     """The seed's softmax, ``counts = exp(x); out = counts / counts.sum(axis)``, with no max shift.
 
     It is here to be compared with :func:`softmax_forward`: equal wherever it is finite, it breaks
     exactly as the seed shows once an ``exp`` overflows (x > 88.72 in float32, > 709.78 in float64):
     the overflowing entry becomes ``inf / inf = nan`` and the others ``finite / inf = 0``. NumPy's
-    RuntimeWarnings are left on: they say what happened. Same signature and cache as the stable one,
-    so the backward is :func:`softmax_backward` (it depends only on the output).
+    RuntimeWarnings are left on: they say what happened. Same cache as the stable one, so the backward
+    is :func:`softmax_backward` (it depends only on the output); it has no compiled kernel.
     """
     x = as_float_array("x", x)
     axes = normalize_axis(axis, x.ndim)
@@ -323,7 +375,7 @@ softmax_naive_backward = softmax_backward  # the softmax gradient depends only o
 
 def softmax_naive(x: npt.ArrayLike, axis: Axis = -1) -> Array:
     """The seed's overflowing softmax; see :func:`softmax_naive_forward`."""
-    return softmax_naive_forward(x, axis=axis)[0]
+    return softmax_naive_forward(x, axis)[0]
 
 
 # ----------------------------------------------------------------------------- log_softmax
@@ -332,9 +384,13 @@ def softmax_naive(x: npt.ArrayLike, axis: Axis = -1) -> Array:
 class LogSoftmaxCache(NamedTuple):
     out: Array  # x.shape: log_softmax(x); exp(out) is the softmax the backward needs
     axes: tuple[int, ...]
+    backend: Backend = "reference"  # the layer of the forward, and so of the backward
+    threads: int = 1
 
 
-def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, LogSoftmaxCache]:
+def log_softmax_forward(
+    x: npt.ArrayLike, axis: Axis = -1, *, backend: Backend = "compiled", threads: int | None = None
+) -> tuple[Array, LogSoftmaxCache]:
     """``out = (x - m) - log1p(r)`` = ``x - logsumexp(x, axis)``, never ``log(softmax)`` (which is
     ``-inf`` once softmax underflows).
 
@@ -344,6 +400,7 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
     Args:
         x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None. Default -1.
+        backend, threads: as :func:`logsumexp_forward`; kept in the cache for the backward.
 
     Returns:
         ``(out, cache)``: out has x's shape and dtype, every entry <= 0. A slice of all ``-inf``, or
@@ -352,10 +409,14 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
     Raises:
         TypeError, ValueError: as :func:`logsumexp_forward`.
     """
-    x, axes, shape = _prepare(x, axis)
-    rows, moved = _to_rows(x, axes)  # (R, n)
-    if rows.shape[1] == 0:
-        y = rows.astype(np.float64)
+    p = _prepare(x, axis, backend, threads)
+    x, rows = p.x, p.rows  # rows: (R, n)
+    if p.compiled:
+        from ..kernels import softmax as kernels
+
+        _, y = kernels.forward(rows, kernels.LOG_SOFTMAX, p.threads)  # (R, n)
+    elif rows.shape[1] == 0:
+        y = rows.copy()  # (R, 0)
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
             s = shifted_rows(rows, keep_d=True)
@@ -365,8 +426,9 @@ def log_softmax_forward(x: npt.ArrayLike, *, axis: Axis = -1) -> tuple[Array, Lo
             y += s.d_lo  # (x - m) = d_hi + d_lo exactly
         if s.bad is not None:
             y[s.bad] = np.nan  # all -inf: -inf - -inf; a +inf: inf - inf (torch: the whole row is nan)
-    out = _from_rows(y.astype(x.dtype), moved, axes, x.ndim).reshape(shape)
-    return out, LogSoftmaxCache(out, axes if len(shape) else ())
+        y = y.astype(x.dtype)
+    out = _from_rows(y, p.moved, p.axes, x.ndim).reshape(p.shape)
+    return out, LogSoftmaxCache(out, p.axes if len(p.shape) else (), backend, p.threads)
 
 
 def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> Array:
@@ -385,12 +447,21 @@ def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> Array:
         ``dx_j = dy_j - softmax(x)_j sum_i dy_i``, with ``softmax = exp(y)``:
         ``dx = dy - exp(y) * sum(dy, axis)``.
     """
-    y, axes = cache
+    y, axes, backend, threads = cache
     dy = check_dout(dout, y.shape, y.dtype)
+    if backend == "compiled" and y.dtype in (np.float32, np.float64):
+        from ..kernels import softmax as kernels
+
+        return _backward_compiled(y, dy, axes, kernels.LOG_SOFTMAX, threads)
     dx: Array = dy - np.exp(y) * dy.sum(axis=axes, keepdims=True)  # x.shape
     return dx
 
 
-def log_softmax(x: npt.ArrayLike, axis: Axis = -1) -> Array:
+def log_softmax(
+    x: npt.ArrayLike, axis: Axis = -1, *, backend: Backend = "compiled", threads: int | None = None
+) -> Array:
     """``x - logsumexp(x, axis)``; see :func:`log_softmax_forward`."""
-    return log_softmax_forward(x, axis=axis)[0]
+    return log_softmax_forward(x, axis, backend=backend, threads=threads)[0]
+
+
+NARROW_N = 64  # not used here: the short-row threshold of tinyops.ops.ce_kernels, which imports it from here
