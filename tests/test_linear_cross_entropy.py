@@ -21,6 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tinyops
+from tinyops._checks import BACKENDS
 from tinyops.ops.linear_cross_entropy import (
     default_chunk_size,
     linear_cross_entropy,
@@ -138,18 +139,24 @@ SPEC = OpSpec(
 )  # fmt: skip
 
 
+LAYERS = [{"backend": "reference"}, {"backend": "compiled"}, {"backend": "compiled", "threads": 2}]
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: "-".join(map(str, layer.values())))
 @given(case=SPEC.cases)
-def test_oracle_linear_cross_entropy(case: Case) -> None:
-    check_op(SPEC, case)
+def test_oracle_linear_cross_entropy(layer: dict[str, Any], case: Case) -> None:
+    check_op(SPEC, case, layer)
 
 
 for _case in _pinned():
     test_oracle_linear_cross_entropy = example(case=_case)(test_oracle_linear_cross_entropy)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(case=SPEC.grad_cases)
-def test_gradcheck_linear_cross_entropy(case: Case) -> None:
-    result = tinyops.gradcheck(SPEC.forward, case.args, SPEC.backward, kwargs=case.kwargs, seed=case.dout_seed)
+def test_gradcheck_linear_cross_entropy(backend: str, case: Case) -> None:
+    kwargs = {**case.kwargs, "backend": backend}
+    result = tinyops.gradcheck(SPEC.forward, case.args, SPEC.backward, kwargs=kwargs, seed=case.dout_seed)
     assert result.passed, f"linear_cross_entropy gradcheck failed:\n{result}"
 
 
@@ -163,10 +170,11 @@ def _unfused(x: Array, w: Array, t: Array, b: Array | None, red: Any, dloss: Any
     return (loss, *tinyops.linear_backward(dlogits, lin_cache))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("chunk_size", [1, 7, 16, 64, 100, None])
-def test_equals_unfused_chain(dtype: np.dtype[Any], reduction: Any, chunk_size: int | None) -> None:
+def test_equals_unfused_chain(backend: Any, dtype: np.dtype[Any], reduction: Any, chunk_size: int | None) -> None:
     """Every chunk path (N = 64: chunks of 1, 7 with a remainder of 1, 16 dividing N, exactly N, more
     than N, the default) gives the unfused linear + cross_entropy's loss and gradients."""
     rng = np.random.default_rng(11)
@@ -175,7 +183,7 @@ def test_equals_unfused_chain(dtype: np.dtype[Any], reduction: Any, chunk_size: 
     w = rng.normal(0.0, 0.5, (D, V)).astype(dtype)
     b = rng.normal(0.0, 0.5, V).astype(dtype)
     t = rng.integers(0, V, N)
-    loss, cache = linear_cross_entropy_forward(x, w, t, b, chunk_size=chunk_size, reduction=reduction)
+    loss, cache = linear_cross_entropy_forward(x, w, t, b, chunk_size=chunk_size, reduction=reduction, backend=backend)
     dloss = rng.normal(size=loss.shape).astype(dtype)
     got = (loss, *linear_cross_entropy_backward(dloss, cache))
     want = _unfused(x, w, t, b, reduction, dloss)
@@ -184,8 +192,8 @@ def test_equals_unfused_chain(dtype: np.dtype[Any], reduction: Any, chunk_size: 
         assert g.dtype == dtype and g.shape == r.shape, name
         scale = float(np.max(np.abs(r)))
         np.testing.assert_allclose(g, r, rtol=0, atol=tol * scale, err_msg=name)
-    np.testing.assert_allclose(linear_cross_entropy(x, w, t, b, chunk_size=chunk_size, reduction=reduction),
-                               loss, rtol=0, atol=tol * float(np.max(np.abs(loss))))  # fmt: skip
+    value = linear_cross_entropy(x, w, t, b, chunk_size=chunk_size, reduction=reduction, backend=backend)
+    np.testing.assert_allclose(value, loss, rtol=0, atol=tol * float(np.max(np.abs(loss))))
 
 
 def test_no_bias_and_torch_at_float32() -> None:

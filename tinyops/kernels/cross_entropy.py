@@ -47,6 +47,9 @@ from .._checks import Array
 from ._numba import MAX_FLAGS, SUM_FLAGS, jit, use_threads
 from .exp import exp64, exp_of, is_float32
 
+LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
+SHIFT, DEN, DTARGET = 0, 1, 2  # rows of its ``stats`` (3, M): float64 (accurate) or x's dtype (fast)
+
 # ----------------------------------------------------------------------------- pieces of a row
 
 
@@ -69,62 +72,59 @@ def two_diff_lo(a: float, b: float, hi: float) -> float:
 
 
 @jit()
-def bad_row(row: Any, t: int, mx: float, out: Any, i: int) -> None:
+def bad_row(row: Any, mx: float, out: Any, stats: Any, i: int) -> None:
     """A row whose max is not finite: loss and gradient nan, lse the max (nan if the row holds a nan)."""
     has_nan = False
     for j in range(row.shape[0]):
         has_nan |= row[j] != row[j]
-    loss, lse, shift, den, dtarget = out
-    loss[i] = np.nan
-    lse[i] = np.nan if has_nan else mx
-    shift[i] = 0.0
-    den[i] = np.nan  # the backward's exp(x - 0) / nan: a nan gradient row
-    dtarget[i] = np.nan
+    out[LOSS, i] = np.nan
+    out[LSE, i] = np.nan if has_nan else mx
+    stats[SHIFT, i] = 0.0
+    stats[DEN, i] = np.nan  # the backward's exp(x - 0) / nan: a nan gradient row
+    stats[DTARGET, i] = np.nan
 
 
 # ----------------------------------------------------------------------------- forward
 
 
 @jit(fastmath=SUM_FLAGS)
-def fast_row(row: Any, t: int, out: Any, i: int) -> None:
+def fast_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     """'fast' on one row, in its dtype: ``s = sum exp(x - mx)``, ``lse = mx + log(s)``, ``loss = lse - x_t``."""
     mx = row_max(row)
     if not math.isfinite(mx):
-        bad_row(row, t, mx, out, i)
+        bad_row(row, mx, out, stats, i)
         return
     s = row.dtype.type(0.0)
     for j in range(row.shape[0]):
         s += exp_of(row[j] - mx)
-    loss, lse, shift, den, dtarget = out
     lse_i = mx + np.log(s)
-    loss[i] = lse_i - row[t]
-    lse[i] = lse_i
-    shift[i] = mx
-    den[i] = s
-    dtarget[i] = math.expm1(-(lse_i - row[t]))  # softmax_t - 1 = exp(-loss) - 1
+    out[LOSS, i] = lse_i - row[t]
+    out[LSE, i] = lse_i
+    stats[SHIFT, i] = mx
+    stats[DEN, i] = s
+    stats[DTARGET, i] = math.expm1(-(lse_i - row[t]))  # softmax_t - 1 = exp(-loss) - 1
 
 
 @jit()
-def accurate_epilogue(mx: float, xt: float, r: float, out: Any, i: int) -> None:
+def accurate_epilogue(mx: float, xt: float, r: float, out: Any, stats: Any, i: int) -> None:
     """'accurate': ``loss = (mx - x_t) + log1p(r)``, ``lse = mx + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
 
     Compiled without reassociation: the order of these sums is the accuracy."""
-    loss, lse, shift, den, dtarget = out
     log1p_r = math.log1p(r)
     loss_i = (mx - xt) + log1p_r  # two terms >= 0
-    loss[i] = loss_i
-    lse[i] = mx + log1p_r
-    shift[i] = mx
-    den[i] = 1.0 + r
-    dtarget[i] = math.expm1(-loss_i)
+    out[LOSS, i] = loss_i
+    out[LSE, i] = mx + log1p_r
+    stats[SHIFT, i] = mx
+    stats[DEN, i] = 1.0 + r
+    stats[DTARGET, i] = math.expm1(-loss_i)
 
 
 @jit(fastmath=SUM_FLAGS)
-def accurate_row(row: Any, t: int, out: Any, i: int) -> None:
+def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     """'accurate' on one row, in float64: ``r`` = the sum of the exps without one largest term."""
     mx = row_max(row)
     if not math.isfinite(mx):
-        bad_row(row, t, mx, out, i)
+        bad_row(row, mx, out, stats, i)
         return
     m64 = np.float64(mx)
     r = 0.0  # sum_{x_j < mx} exp(x_j - mx); a nan entry (d != 0) makes it nan
@@ -141,31 +141,31 @@ def accurate_row(row: Any, t: int, out: Any, i: int) -> None:
             e += e * two_diff_lo(row[j], m64, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
             r += e if hi != 0.0 else 0.0
             ties += hi == 0.0
-    accurate_epilogue(m64, np.float64(row[t]), r + (ties - 1), out, i)
+    accurate_epilogue(m64, np.float64(row[t]), r + (ties - 1), out, stats, i)
 
 
 @jit(parallel=True)
-def forward_fast_parallel(x: Any, t: Any, out: Any) -> None:
+def forward_fast_parallel(x: Any, t: Any, out: Any, stats: Any) -> None:
     for i in prange(x.shape[0]):
-        fast_row(x[i], t[i], out, i)
+        fast_row(x[i], t[i], out, stats, i)
 
 
 @jit()
-def forward_fast_serial(x: Any, t: Any, out: Any) -> None:
+def forward_fast_serial(x: Any, t: Any, out: Any, stats: Any) -> None:
     for i in range(x.shape[0]):
-        fast_row(x[i], t[i], out, i)
+        fast_row(x[i], t[i], out, stats, i)
 
 
 @jit(parallel=True)
-def forward_accurate_parallel(x: Any, t: Any, out: Any) -> None:
+def forward_accurate_parallel(x: Any, t: Any, out: Any, stats: Any) -> None:
     for i in prange(x.shape[0]):
-        accurate_row(x[i], t[i], out, i)
+        accurate_row(x[i], t[i], out, stats, i)
 
 
 @jit()
-def forward_accurate_serial(x: Any, t: Any, out: Any) -> None:
+def forward_accurate_serial(x: Any, t: Any, out: Any, stats: Any) -> None:
     for i in range(x.shape[0]):
-        accurate_row(x[i], t[i], out, i)
+        accurate_row(x[i], t[i], out, stats, i)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -193,15 +193,19 @@ def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, d
 
 
 @jit(parallel=True)
-def backward_parallel(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any, dx: Any, accurate: bool) -> None:
+def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool) -> None:
+    uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in prange(x.shape[0]):
-        backward_row(x[i], t[i], g[i], shift[i], den[i], dtarget[i], dx[i], accurate)
+        gi = g[0] if uniform else g[i]
+        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], accurate)
 
 
 @jit()
-def backward_serial(x: Any, t: Any, g: Any, shift: Any, den: Any, dtarget: Any, dx: Any, accurate: bool) -> None:
+def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool) -> None:
+    uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in range(x.shape[0]):
-        backward_row(x[i], t[i], g[i], shift[i], den[i], dtarget[i], dx[i], accurate)
+        gi = g[0] if uniform else g[i]
+        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], accurate)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -216,9 +220,9 @@ class RowsState(NamedTuple):
 
     x: Array  # (M, C) the caller's logits, not copied
     target: npt.NDArray[np.intp]  # (M,)
-    shift: Array  # (M,) the row max (0 on a row whose max is not finite); float64 if accurate, else x's dtype
-    den: Array  # (M,) the softmax's divisor: 1 + r (accurate) or s (fast); nan on a row whose max is not finite
-    dtarget: Array  # (M,) softmax_t - 1 = expm1(-loss)
+    stats: Array  # (3, M) [shift; den; dtarget]: float64 if accurate, else x's dtype. shift: the row max
+    # (0 on a row whose max is not finite); den: the softmax's divisor, 1 + r (accurate) or s (fast), nan on
+    # such a row; dtarget: softmax_t - 1 = expm1(-loss)
     accurate: bool
     threads: int
 
@@ -228,33 +232,33 @@ def ce_rows_forward(
 ) -> tuple[Array, Array, RowsState]:
     """Per-row loss and lse of (M, C) logits ``x`` (C-contiguous float32/float64) against (M,) intp ``t`` in [0, C).
 
-    Returns ``(loss (M,), lse (M,), state)``, loss and lse in x's dtype. Nothing is checked here.
+    Returns ``(loss (M,), lse (M,), state)``, loss and lse in x's dtype (views of one (2, M) array).
+    Nothing is checked here.
     """
     M = x.shape[0]
     accurate = precision == "accurate"
-    row_dtype = np.float64 if accurate else x.dtype
-    loss, lse = np.empty(M, x.dtype), np.empty(M, x.dtype)
-    shift, den, dtarget = np.empty(M, row_dtype), np.empty(M, row_dtype), np.empty(M, row_dtype)
-    out = (loss, lse, shift, den, dtarget)
+    out = np.empty((2, M), x.dtype)  # [loss; lse]
+    stats = np.empty((3, M), np.float64 if accurate else x.dtype)  # [shift; den; dtarget]
     if threads == 1:
-        (forward_accurate_serial if accurate else forward_fast_serial)(x, t, out)
+        (forward_accurate_serial if accurate else forward_fast_serial)(x, t, out, stats)
     else:
         use_threads(threads)
-        (forward_accurate_parallel if accurate else forward_fast_parallel)(x, t, out)
-    return loss, lse, RowsState(x, t, shift, den, dtarget, accurate, threads)
+        (forward_accurate_parallel if accurate else forward_fast_parallel)(x, t, out, stats)
+    return out[LOSS], out[LSE], RowsState(x, t, stats, accurate, threads)
 
 
 def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Array:
     """``dx = g[:, None] * (softmax(x) - onehot(t))`` (M, C) into ``out`` (may be ``state.x`` itself) or a new array.
 
-    ``g`` (M,) in x's dtype. The kernel reads each element of x before it writes the same element of dx,
-    so ``out`` may be the logits themselves (the backward then consumes them), but not a partial view of them.
+    ``g`` (M,), or (1,) for one value for every row, in x's dtype. The kernel reads each element of x
+    before it writes the same element of dx, so ``out`` may be the logits themselves (the backward then
+    consumes them), but not a partial view of them.
     """
     x = state.x
     dx = np.empty_like(x) if out is None else out
     if state.threads == 1:
-        backward_serial(x, state.target, g, state.shift, state.den, state.dtarget, dx, state.accurate)
+        backward_serial(x, state.target, g, state.stats, dx, state.accurate)
     else:
         use_threads(state.threads)
-        backward_parallel(x, state.target, g, state.shift, state.den, state.dtarget, dx, state.accurate)
+        backward_parallel(x, state.target, g, state.stats, dx, state.accurate)
     return dx

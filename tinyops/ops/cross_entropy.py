@@ -238,7 +238,7 @@ def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Arr
     """``dx = g[:, None] * (softmax(x) - onehot(t))``, (M, C), from :func:`ce_rows_forward`'s state; checks nothing.
 
     Args:
-        g: (M,) per-row upstream gradient in x's dtype (0 for ignored rows).
+        g: (M,) per-row upstream gradient in x's dtype (0 for ignored rows), or (1,): one for every row.
         state: from :func:`ce_rows_forward`.
         out: None (a new array) or an (M, C) array of x's dtype to write dx into (a buffer reused from
             call to call). With a compiled state it may be the logits themselves (each element is read
@@ -257,6 +257,8 @@ def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Arr
         from ..kernels import cross_entropy as kernels
 
         return kernels.ce_rows_backward(g, state, out)
+    if len(state.target) == 0:
+        return state.probs.copy() if out is None else out
     probs, t, dtarget = state
     dx = np.multiply(probs, g[:, None], out=out)  # (M, C) g * softmax
     dx[np.arange(len(t)), t] = g * dtarget  # g * (softmax_t - 1): one entry per row, assignment is a scatter
@@ -364,7 +366,7 @@ def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
 
 
 def _check_index_target(
-    target: Array, loss_shape: tuple[int, ...], C: int, ignore_index: int
+    target: Array, logits_shape: tuple[int, ...], C: int, ignore_index: int
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
     """Class indices of the loss's shape, in [0, C) or ``ignore_index``: ``(t (M,) intp, ignored (M,) or None)``.
 
@@ -373,9 +375,11 @@ def _check_index_target(
         raise TypeError(
             f"target must have an integer (class indices) or floating (probabilities) dtype, got dtype {target.dtype}"
         )
+    loss_shape = _loss_shape_of(logits_shape)
     if target.shape != loss_shape:
         raise ValueError(
-            f"target must have shape {loss_shape} (the logits without the class axis), got {target.shape}"
+            f"target must have shape {loss_shape} (the logits' {logits_shape} without the class axis), "
+            f"got {target.shape}"
         )
     t = target.reshape(-1)  # (M,)
     ignored = None  # None: no row is ignored
@@ -490,7 +494,7 @@ def cross_entropy_forward(
             coef = coef * wk  # (M, C)
         return _dense_forward(work, coef, None, reduction, float(M), logits.shape, dtype)
 
-    t, ignored = _check_index_target(target, loss_shape, C, ignore_index)  # (M,), (M,) or None
+    t, ignored = _check_index_target(target, logits.shape, C, ignore_index)  # (M,), (M,) or None
     row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
     if wk is not None:
         row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
@@ -567,10 +571,10 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | Cros
     work = np.float32 if dtype == np.float16 else dtype
     if reduction == "none":
         g = dloss.reshape(M).astype(work)  # (M,)
-    elif reduction == "sum":
-        g = np.full(M, dloss, dtype=work)  # (M,)
     else:  # the mean's divisor; if it is 0 (the loss is nan) the kept rows get a nan gradient, as torch's
-        g = np.full(M, float(dloss) / denom if denom != 0 else np.nan, dtype=work)  # (M,)
+        g_all = float(dloss) if reduction == "sum" else float(dloss) / denom if denom != 0 else math.nan
+        uniform = isinstance(cache, CrossEntropyCache) and cache.row_weight is None and cache.ignored is None
+        g = np.full(1 if uniform else M, g_all, dtype=work)  # (M,), or (1,): the same for every row
     if isinstance(cache, CrossEntropyDenseCache):
         if cache.ignored is not None:
             g[cache.ignored] = 0

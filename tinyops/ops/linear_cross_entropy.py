@@ -14,24 +14,41 @@ log-sum-exp has seen the whole row, so it must either keep the row's logits (the
 save) or recompute them (a fourth N x D x V matmul on an op whose three matmuls already are the time).
 Row chunks need neither.
 
-Each chunk's softmax is done in place on its fresh logits buffer (max-shift, exp, one division), so a
-chunk costs one (chunk, V) buffer and no copies. The logits come out of a D-term matmul and already
-carry its rounding (about ``sqrt(D) eps |x| |w|``), so this plain max-shifted softmax, a few eps, is
-as accurate as the result can be; the few-ULP kernels of :mod:`tinyops.ops.ce_kernels` would spend time
-on digits the matmul has already lost.
+Each chunk goes through the cross-entropy's row kernel (:func:`~tinyops.ops.cross_entropy.ce_rows_forward`,
+on the layer ``backend`` names) and its gradient is written over the chunk's logits, so a chunk costs one
+(chunk, V) buffer and no copies (the reference layer keeps the chunk's softmax beside it). The logits come
+out of a D-term matmul and already carry its rounding (about ``sqrt(D) eps |x| |w|``), so the kernel's
+'fast' precision, a few eps, is as accurate as the result can be: 'accurate' would spend time on digits
+the matmul has already lost.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Reduction, as_float_array, as_index_array, check_dout, check_reduction, check_same_dtype
-from .cross_entropy import reduce_losses
+from .._checks import (
+    Array,
+    Backend,
+    Reduction,
+    as_float_array,
+    as_index_array,
+    check_backend,
+    check_dout,
+    check_reduction,
+    check_same_dtype,
+    check_threads,
+)
+from .cross_entropy import ce_rows_backward, ce_rows_forward, reduce_losses
 
-Array = npt.NDArray[Any]
+
+class Layer(TypedDict):
+    """Which layer runs the row kernel, and on how many threads (see ``ce_rows_forward``)."""
+
+    backend: Backend
+    threads: int
 
 CHUNK_BYTES = 4 * 2**20  # default chunk: the rows whose (chunk, V) logits take about 4 MiB ...
 MIN_CHUNK = 512  # ... but never fewer rows: each chunk is three BLAS calls and one pass over the (D, V) gradient
@@ -53,6 +70,7 @@ class LinearCrossEntropyCache(NamedTuple):
     reduction: Reduction
     chunk_size: int
     grads: tuple[Array, Array, Array | None] | None  # (dx (N, D), dweight (D, V), dbias (V,) | None)
+    layer: Layer
 
 
 def default_chunk_size(V: int, dtype: np.dtype[Any]) -> int:
@@ -98,6 +116,11 @@ def _check_inputs(
     return x, weight, t.astype(np.intp, copy=False), bias, int(chunk_size)
 
 
+def _layer(backend: object, threads: object) -> Layer:
+    check_backend(backend)
+    return Layer(backend=backend, threads=check_threads(threads))  # type: ignore[typeddict-item]  # checked
+
+
 def _chunk_logits(x_c: Array, weight: Array, bias: Array | None) -> Array:
     logits = x_c @ weight  # (c, V)  a fresh array: the bias is added in place
     if bias is not None:
@@ -105,29 +128,16 @@ def _chunk_logits(x_c: Array, weight: Array, bias: Array | None) -> Array:
     return logits
 
 
-def _softmax_rows_(z: Array, t: npt.NDArray[np.intp]) -> tuple[Array, Array]:
-    """In place: turn the (c, V) logits ``z`` into ``exp(z - max)`` row by row; return the rows' losses
-    ``logsumexp(z) - z[t]`` (c,) and the sums of exp (c, 1). Non-finite rows propagate as in
-    :func:`tinyops.cross_entropy` (a ``+inf`` or nan logit gives nan)."""
-    rows = np.arange(z.shape[0])
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        m = z.max(axis=1, keepdims=True, initial=-np.inf)  # (c, 1)
-        m[~np.isfinite(m)] = 0  # guard: a row of -inf, +inf or nan is shifted by 0
-        z -= m  # (c, V)  every entry <= 0 on a finite row
-        z_t = z[rows, t]  # (c,)  the target's shifted logit (fancy indexing copies it)
-        np.exp(z, out=z)  # (c, V)  counts
-        s = z.sum(axis=1, keepdims=True)  # (c, 1)
-        loss = np.log(s[:, 0]) - z_t  # (c,)  log sum exp(z - m) - (z_t - m)
-    return loss, s
-
-
-def _chunk_losses(x: Array, weight: Array, bias: Array | None, target: npt.NDArray[np.intp], chunk_size: int) -> Array:
+def _chunk_losses(
+    x: Array, weight: Array, bias: Array | None, target: npt.NDArray[np.intp], chunk_size: int, layer: Layer
+) -> Array:
     """The (N,) per-row losses, one chunk of logits at a time, with no gradient."""
     N = x.shape[0]
     losses = np.empty(N, dtype=x.dtype)  # (N,)
     for r0 in range(0, N, chunk_size):
         r1 = min(r0 + chunk_size, N)
-        losses[r0:r1] = _softmax_rows_(_chunk_logits(x[r0:r1], weight, bias), target[r0:r1])[0]
+        logits = _chunk_logits(x[r0:r1], weight, bias)  # (c, V)
+        losses[r0:r1] = ce_rows_forward(logits, target[r0:r1], precision="fast", **layer)[0]
     return losses
 
 
@@ -139,6 +149,7 @@ def _accumulate_grads(
     chunk_size: int,
     row_scale: Array,
     losses: Array | None,
+    layer: Layer,
 ) -> tuple[Array, Array, Array | None]:
     """Walk the row chunks; for each, make its logits, its loss (into ``losses`` when given) and
     ``dlogits = row_scale * (softmax - onehot)`` in the logits' buffer, and push dlogits through the
@@ -153,13 +164,11 @@ def _accumulate_grads(
     for r0 in range(0, N, chunk_size):
         r1 = min(r0 + chunk_size, N)
         x_c, t_c, g_c = x[r0:r1], target[r0:r1], row_scale[r0:r1]  # (c, D), (c,), (c,)
-        dlogits = _chunk_logits(x_c, weight, bias)  # (c, V)  the logits; they become dlogits in place
-        loss_c, s = _softmax_rows_(dlogits, t_c)  # dlogits holds the counts exp(z - m), s their row sums
+        logits = _chunk_logits(x_c, weight, bias)  # (c, V)
+        loss_c, _, state = ce_rows_forward(logits, t_c, precision="fast", **layer)  # (c,)
         if losses is not None:
             losses[r0:r1] = loss_c
-        with np.errstate(invalid="ignore"):
-            dlogits *= g_c[:, None] / s  # g * softmax
-        dlogits[np.arange(r1 - r0), t_c] -= g_c  # g * (softmax - onehot)
+        dlogits = ce_rows_backward(g_c, state, out=logits)  # (c, V) g * (softmax - onehot), over the logits
         np.matmul(dlogits, weight_T, out=dx[r0:r1])  # (c, D)  dx = dlogits @ weight.T
         if dweight_c is dweight:
             np.matmul(x_c.T, dlogits, out=dweight)  # (D, V)  the only chunk
@@ -168,7 +177,7 @@ def _accumulate_grads(
             dweight += dweight_c
         if dbias is not None:
             dbias += dlogits.sum(axis=0)  # (V,)
-        del dlogits  # before the next chunk's buffer is made: one (chunk, V) buffer at a time
+        del logits, dlogits, state  # before the next chunk's buffer is made: one (chunk, V) buffer at a time
     return dx, dweight, dbias
 
 
@@ -180,8 +189,13 @@ def linear_cross_entropy_forward(
     *,
     chunk_size: int | None = None,
     reduction: Reduction = "mean",
+    backend: Backend = "compiled",
+    threads: int | None = None,
 ) -> tuple[Array, LinearCrossEntropyCache]:
     """``loss = cross_entropy(x @ weight + bias, target, reduction)``, chunked over rows.
+
+    ``backend`` ('compiled' or 'reference') and ``threads`` (rows in parallel; None: one) choose how each
+    chunk's cross-entropy runs; the matrix products are NumPy's (BLAS) either way.
 
     Fused: for 'mean' and 'sum' the gradients are computed here, chunk by chunk while each chunk's
     logits are hot (as torch's chunked ``F.linear_cross_entropy`` does); the backward only scales them.
@@ -196,6 +210,8 @@ def linear_cross_entropy_forward(
         chunk_size: rows per chunk; None picks about 4 MiB of logits per chunk (at least 512 rows).
             The result does not depend on it beyond rounding in the weight and bias gradient sums.
         reduction: 'mean' (nan for N == 0, as torch) | 'sum' | 'none'.
+        backend: 'compiled' (default) or 'reference': the layer of each chunk's cross-entropy.
+        threads: rows of a chunk in parallel on this many threads (None: one).
 
     Returns:
         ``(loss, cache)``: loss 0-D (mean, sum) or (N,) (none) in x's dtype.
@@ -206,17 +222,18 @@ def linear_cross_entropy_forward(
         IndexError: a target is negative or >= V.
     """
     x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction)
+    layer = _layer(backend, threads)
     N = x.shape[0]
     grads = None
     if reduction == "none":  # the loss only; the backward recomputes the chunks
-        losses = _chunk_losses(x, weight, bias, t, chunk_size)  # (N,)
+        losses = _chunk_losses(x, weight, bias, t, chunk_size, layer)  # (N,)
     else:
         losses = np.empty(N, dtype=x.dtype)  # (N,)
         per_row = 1.0 / max(N, 1) if reduction == "mean" else 1.0
         row_scale = np.full(N, per_row, dtype=x.dtype)  # (N,)  d loss / d loss_n for dloss = 1
-        grads = _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, losses)
+        grads = _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, losses, layer)
     loss = reduce_losses(losses, reduction)
-    return loss, LinearCrossEntropyCache(x, weight, bias, t, reduction, chunk_size, grads)
+    return loss, LinearCrossEntropyCache(x, weight, bias, t, reduction, chunk_size, grads, layer)
 
 
 def linear_cross_entropy_backward(
@@ -242,14 +259,14 @@ def linear_cross_entropy_backward(
         ``dbias = sum_c dlogits[c].sum(0)``. For 'mean' and 'sum', g is ``dloss`` times the forward's
         ``g`` for ``dloss = 1``, so each gradient is the forward's times ``dloss``.
     """
-    x, weight, bias, t, reduction, chunk_size, grads = cache
+    x, weight, bias, t, reduction, chunk_size, grads, layer = cache
     N = x.shape[0]
     dloss = check_dout(dloss, (N,) if reduction == "none" else (), x.dtype, name="dloss")
     if grads is not None:
         dx1, dweight1, dbias1 = grads
         return dx1 * dloss, dweight1 * dloss, None if dbias1 is None else dbias1 * dloss
     row_scale = np.ascontiguousarray(dloss)  # (N,)
-    return _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, None)
+    return _accumulate_grads(x, weight, bias, t, chunk_size, row_scale, None, layer)
 
 
 def linear_cross_entropy(
@@ -260,7 +277,9 @@ def linear_cross_entropy(
     *,
     chunk_size: int | None = None,
     reduction: Reduction = "mean",
+    backend: Backend = "compiled",
+    threads: int | None = None,
 ) -> Array:
     """The loss of :func:`linear_cross_entropy_forward`, chunk by chunk, computing no gradient."""
     x, weight, t, bias, chunk_size = _check_inputs(x, weight, target, bias, chunk_size, reduction)
-    return reduce_losses(_chunk_losses(x, weight, bias, t, chunk_size), reduction)
+    return reduce_losses(_chunk_losses(x, weight, bias, t, chunk_size, _layer(backend, threads)), reduction)
