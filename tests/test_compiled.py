@@ -1,0 +1,128 @@
+"""The compiled layer itself: its exp against the exact values, lazy import, a read-only install, first calls
+from several threads at once.
+
+(How each compiled op agrees with its reference and with torch is tested with the op: test_kernels.py,
+test_oracle.py and the test file of each op run every check on both layers.)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import mpmath
+import numpy as np
+import pytest
+
+from tinyops.kernels.exp import exp32_array, exp64_array
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def exact_exp(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """exp of each float64 value at 80 digits, as float64 (exact enough to grade a float64 result in ulps)."""
+    with mpmath.workdps(80):
+        return np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in x])
+
+
+def ulps(got: np.ndarray[Any, Any], want: np.ndarray[Any, Any], dtype: Any) -> np.ndarray[Any, Any]:
+    """|got - want| in units of the spacing of dtype at want (want: float64 of the exact value)."""
+    spacing = np.spacing(np.abs(want.astype(dtype))).astype(np.float64)
+    return np.abs(got.astype(np.float64) - want) / spacing
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kernel", "lo", "hi", "bound"),
+    [(np.float32, exp32_array, -103.9, 88.7, 2.0), (np.float64, exp64_array, -708.3, 709.7, 1.0)],
+)
+def test_exp_within_its_ulp_bound(dtype: Any, kernel: Any, lo: float, hi: float, bound: float) -> None:
+    """Over the whole range where the result is normal: a uniform grid, random points near 0, and the
+    neighbours of the multiples of ln(2) / 2 (where the range reduction switches n)."""
+    rng = np.random.default_rng(0)
+    k = np.arange(int(lo / 0.3466), int(hi / 0.3466)) * (np.log(2) / 2)
+    x = np.concatenate([np.linspace(lo, hi, 3001), rng.uniform(-2, 2, 1000), np.nextafter(k, 0), k]).astype(dtype)
+    x = x[(x >= lo) & (x <= hi)]
+    out = np.empty_like(x)
+    kernel(x, out)
+    err = ulps(out, exact_exp(x.astype(np.float64)), dtype)
+    assert err.max() <= bound, f"{err.max():.3f} ulp at x = {x[np.argmax(err)]!r}"
+
+
+@pytest.mark.parametrize(("dtype", "kernel"), [(np.float32, exp32_array), (np.float64, exp64_array)])
+def test_exp_edges(dtype: Any, kernel: Any) -> None:
+    """inf, -inf, nan, 0, overflow, and the subnormal range (one rounding: within one subnormal step)."""
+    fi = np.finfo(dtype)
+    top = float(np.log(fi.max))
+    bottom = float(np.log(fi.smallest_subnormal))
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, top * 1.001, 1e5, -1e5, bottom - 1], dtype=dtype)
+    out = np.empty_like(x)
+    kernel(x, out)
+    want = np.array([np.inf, 0.0, np.nan, 1.0, 1.0, np.inf, np.inf, 0.0, 0.0])
+    np.testing.assert_array_equal(out, want.astype(dtype))
+    sub = np.linspace(float(np.log(fi.smallest_normal)) - 0.01, bottom + 0.5, 200).astype(dtype)  # subnormal results
+    got = np.empty_like(sub)
+    kernel(sub, got)
+    exact = exact_exp(sub.astype(np.float64))
+    assert np.all(np.abs(got.astype(np.float64) - exact) <= float(fi.smallest_subnormal)), "subnormal results"
+
+
+def test_import_tinyops_does_not_import_numba() -> None:
+    code = "import sys, tinyops; assert 'numba' not in sys.modules, 'numba imported'; print('ok')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+FIRST_CALLS = textwrap.dedent(
+    """
+    import threading, numpy as np, tinyops
+    assert tinyops.__file__.startswith(PKG), tinyops.__file__
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((300, 50)) * 4).astype(np.float32)
+    t = rng.integers(0, 50, 300)
+    results = [None] * 4
+
+    def call(k):  # four first calls at once: the compile (or cache load) happens under contention
+        loss, cache = tinyops.cross_entropy_forward(x, t, threads=1 + k % 2)
+        results[k] = (loss, tinyops.cross_entropy_backward(1.0, cache))
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    [th.start() for th in threads]
+    [th.join() for th in threads]
+    ref_loss, ref_cache = tinyops.cross_entropy_forward(x, t, backend="reference")
+    ref_dx = tinyops.cross_entropy_backward(1.0, ref_cache)
+    for loss, dx in results:
+        assert loss.tobytes() == results[0][0].tobytes() and dx.tobytes() == results[0][1].tobytes()
+    assert abs(float(results[0][0]) - float(ref_loss)) <= 1e-6 * abs(float(ref_loss))
+    assert np.allclose(results[0][1], ref_dx, rtol=1e-5, atol=1e-9)
+    print("ok")
+    """
+)
+
+
+def test_a_read_only_install_compiles_into_the_user_cache(tmp_path: Path) -> None:
+    """The package's folder read-only (a read-only bind mount in a mount namespace of its own): the kernels
+    compile, cache in the per-user cache directory, and four threads' first calls agree bit for bit."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux's unshare to mount the package read-only")
+    pkg = tmp_path / "site"
+    shutil.copytree(REPO / "tinyops", pkg / "tinyops", ignore=shutil.ignore_patterns("__pycache__"))
+    cache = tmp_path / "cache"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {pkg} {pkg}"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode().strip()}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env |= {"PYTHONPATH": str(pkg), "XDG_CACHE_HOME": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
+    script = f"PKG = {str(pkg)!r}\n" + FIRST_CALLS
+    cmd = f"mount --bind -o ro {pkg} {pkg} && exec {sys.executable} -c {shlex.quote(script)}"
+    run = subprocess.run(
+        ["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+    assert not list((pkg / "tinyops").rglob("*.nbi")), "wrote a cache into the read-only package"
+    assert list(cache.rglob("*.nbi")), "no cache in the per-user cache directory"
