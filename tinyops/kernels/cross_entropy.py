@@ -45,7 +45,7 @@ from numba import prange
 
 from .._checks import Array
 from ._numba import MAX_FLAGS, SUM_FLAGS, jit, use_threads
-from .exp import exp64, exp_of, is_float32
+from .exp import exp64, exp64_for32, exp_of, is_float32
 
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
 SHIFT, DEN, DTARGET = 0, 1, 2  # rows of its ``stats`` (3, M): float64 (accurate) or x's dtype (fast)
@@ -59,7 +59,8 @@ def row_max(row: Any) -> Any:
     mx = row.dtype.type(-np.inf)
     for j in range(row.shape[0]):
         v = row[j]
-        mx = v if v > mx else mx
+        if v > mx:
+            mx = v
     return mx
 
 
@@ -132,7 +133,7 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     if is_float32(row):
         for j in range(row.shape[0]):
             d = np.float64(row[j]) - m64  # exact: two float32 differ by a float64
-            r += exp64(d) if d != 0.0 else 0.0
+            r += exp64_for32(d) if d != 0.0 else 0.0
             ties += d == 0.0
     else:
         for j in range(row.shape[0]):
@@ -178,7 +179,7 @@ def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, d
         scale = np.float64(g) / den  # float64
         if is_float32(row):
             for j in range(row.shape[0]):
-                drow[j] = exp64(np.float64(row[j]) - shift) * scale  # rounded once to float32
+                drow[j] = exp64_for32(np.float64(row[j]) - shift) * scale  # rounded once to float32
         else:
             for j in range(row.shape[0]):
                 hi = row[j] - shift
