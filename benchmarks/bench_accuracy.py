@@ -220,7 +220,7 @@ def run(size: str) -> dict[str, Any]:
             with mpmath.workprec(exact.PREC + 64):
                 mean_ref = mpmath.fsum(ref.loss.tolist()) / len(ref.loss)
             print(f"  {dtype_name} {region:13s} {x.shape[0]:3d} x {x.shape[1]:6d}: "
-                  f"exact reference in {time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
+                  f"exact reference in {time.perf_counter() - t0:.1f} s", flush=True)
             loss_exact = ref.loss.astype(np.float64)
             for name, fn in impls.items():
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine_info()
     print(f"Accuracy in ULPs against an exact reference (mpmath, {exact.PREC} bits)\nMachine: {C.machine_line(info)}")
     print(f"Corpus: {len(regions.REGIONS) - 1} regions x {N} rows x {V} classes, {n_long} row(s) of "
-          f"{LONG_V[size]:,} classes; float32 and float64; seed {SEED}\n", flush=True)  # fmt: skip
+          f"{LONG_V[size]:,} classes; float32 and float64; seed {SEED}\n", flush=True)
     t0 = time.perf_counter()
     results = run(size)
     tab = table(results)

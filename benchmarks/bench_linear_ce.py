@@ -92,7 +92,7 @@ def check(got: Result, ref: Result, dtype: np.dtype[Any]) -> C.Check:
         ("loss", got[0], ref[0], 64 * eps * (1 + abs(ref[0]) + np.log2(V) + np.sqrt(D))),
         ("dx", got[1], ref[1], tol(ref[1], V)), ("dweight", got[2], ref[2], tol(ref[2], N)),
         ("dbias", got[3], ref[3], tol(ref[3], N)),
-    ])  # fmt: skip
+    ])
 
 
 # ============================================================================ the variants
@@ -138,7 +138,7 @@ def torch_make(chunk: int | None, threads: int) -> Callable[[Array, Array, Array
         torch.set_num_threads(threads)
         wT, tt = np.ascontiguousarray(w.T), torch.from_numpy(t)
         opts = None if chunk is None else torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk,
-                                                                               chunking_method=None)  # fmt: skip
+                                                                               chunking_method=None)
 
         def step() -> Result:
             xt, wt, bt = (torch.from_numpy(a).requires_grad_(True) for a in (x, wT, b))
@@ -161,13 +161,13 @@ def torch_rss_step(N: int, D: int, V: int, chunk: int | None, threads: int) -> C
 
 
 def timed(name: str, step: Callable[[], Result], ref: Result, dtype: np.dtype[Any], budget: float,
-          min_runs: int) -> dict[str, Any]:  # fmt: skip
+          min_runs: int) -> dict[str, Any]:
     try:
         c = check(step(), ref, dtype)
     except Exception as e:  # a variant that raises fails; it is not timed
         c = C.Check(False, float("inf"), f"raised {type(e).__name__}: {e}")
     row: dict[str, Any] = {"variant": name, "status": "ok" if c.ok else "FAILED", "check": c.detail,
-                           "err_over_tol": c.err}  # fmt: skip
+                           "err_over_tol": c.err}
     if c.ok:
         row["seconds"] = C.median_time(step, budget, min_runs=min_runs, warm=False)  # checked = warmed up
     return row
@@ -188,7 +188,7 @@ def run(shape: tuple[int, int, int], budget: float, torch_memory: bool, min_runs
         with C.blas_threads(threads):
             step = tinyops_fused(None)(x, w, b, t)
             row = timed(f"tinyops fused (chunk {chunk}), {threads} BLAS thread{'s' * (threads > 1)}", step, ref,
-                        dtype, budget, min_runs)  # fmt: skip
+                        dtype, budget, min_runs)
             if row["status"] == "ok" and threads == 2:
                 row.update(peak_bytes=C.tracemalloc_peak(step), peak_method="tracemalloc")
         rows.append({**base, **row, "threads": threads, "chunk": chunk})
@@ -217,14 +217,14 @@ def run(shape: tuple[int, int, int], budget: float, torch_memory: bool, min_runs
     best = min(ok, key=lambda r: r["seconds"])["chunk"] if ok else CHUNKS[0]
     for threads in (1, 2):
         row = timed(f"torch chunked (best chunk {best}), {threads} thread{'s' * (threads > 1)}",
-                    torch_make(best, threads)(x, w, b, t), ref, dtype, budget, min_runs)  # fmt: skip
+                    torch_make(best, threads)(x, w, b, t), ref, dtype, budget, min_runs)
         if row["status"] == "ok" and threads == 2 and torch_memory:
             kw = {"N": N, "D": D, "V": V, "chunk": best, "threads": 2}
             row.update(peak_bytes=C.rss_peak(Path(__file__), "torch_rss_step", kw),
-                       peak_method="RSS growth, fresh process")  # fmt: skip
+                       peak_method="RSS growth, fresh process")
         rows.append({**base, **row, "threads": threads, "chunk": best})
     row = timed("torch unfused (options=None), 2 threads", torch_make(None, 2)(x, w, b, t), ref, dtype, budget,
-                min_runs)  # fmt: skip
+                min_runs)
     if row["status"] == "ok" and torch_memory:
         kw = {"N": N, "D": D, "V": V, "chunk": None, "threads": 2}
         row.update(peak_bytes=C.rss_peak(Path(__file__), "torch_rss_step", kw), peak_method="RSS growth, fresh process")
@@ -261,13 +261,13 @@ def profile(x: Array, w: Array, b: Array, t: Array, chunk: int, budget: float) -
     total = sum(sec for _, sec in times)
     flops = 2 * chunk * x.shape[1] * w.shape[1]
     return [[name, C.fmt(sec * 1e3), f"{100 * sec / total:.0f}%",
-             C.fmt(flops / sec / 1e9) if "@" in name else "-"] for name, sec in times]  # fmt: skip
+             C.fmt(flops / sec / 1e9) if "@" in name else "-"] for name, sec in times]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     def find(prefix: str, threads: int) -> dict[str, Any] | None:
         return next((r for r in rows if r["variant"].startswith(prefix) and r["threads"] == threads
-                     and r["status"] == "ok" and not r.get("sweep")), None)  # fmt: skip
+                     and r["status"] == "ok" and not r.get("sweep")), None)
 
     out = []
     for r in rows:
@@ -279,9 +279,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             C.fmt(r["seconds"] * 1e3) if ok else "-",
             f"{t_best['seconds'] / r['seconds']:.2f}x" if ok and t_best else "-",
             "-" if peak is None else C.fmt(peak / 2**20),
-        ])  # fmt: skip
+        ])
     headers = ["N x D -> V", "variant", "check", "median ms", "speed-up vs torch best chunk, same threads",
-               "peak extra MiB"]  # fmt: skip
+               "peak extra MiB"]
     return C.md_table(headers, out, "lllrrr")
 
 
@@ -298,7 +298,7 @@ def targets(rows: list[dict[str, Any]]) -> list[list[str]]:
     if fused and unfused and fused.get("peak_bytes") and unfused.get("peak_bytes"):
         share = fused["peak_bytes"] / unfused["peak_bytes"]
         out.append(["tinyops fused / unfused peak memory", "<= 1/8 (0.125)", f"{share:.3f} (1/{1 / share:.1f})",
-                    "yes" if share <= 1 / 8 else "NO"])  # fmt: skip
+                    "yes" if share <= 1 / 8 else "NO"])
     for threads in (1, 2):
         f, t = find("tinyops fused", threads), find("torch chunked (best", threads)
         r = t["seconds"] / f["seconds"] if f and t else None
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     min_runs = 3
     info = C.machine_info()
     print(f"Linear + cross-entropy forward + backward, N x D -> V = {shape[0]} x {shape[1]} -> {shape[2]}, "
-          f"float32\nMachine: {C.machine_line(info)}\n", flush=True)  # fmt: skip
+          f"float32\nMachine: {C.machine_line(info)}\n", flush=True)
     rows = run(shape, budget, not args.no_torch_memory, min_runs)
     goals = targets(rows)
     chunk = default_chunk_size(shape[2], np.dtype(np.float32))
@@ -352,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     print(tab)
     failed = [f"{r['variant']}: {r['check']}" for r in rows if r["status"] != "ok"]
     print("\nEvery variant's loss and gradients were checked against a float64 reference before timing."
-          + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
+          + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))
     payload = {"benchmark": "linear-ce", "machine": info, "quick": args.quick, "shape": shape, "budget_s": budget,
                "command": "python benchmarks/bench_linear_ce.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "rows": rows, "targets": goals, "profile": prof}  # fmt: skip
+               "rows": rows, "targets": goals, "profile": prof}
     paths = C.write_results(args.out, "bench_linear_ce", "Linear + cross-entropy", tab, payload)
     if not args.no_plots:
         paths += plot(rows, args.out)

@@ -159,7 +159,7 @@ EXERCISE_1_ORDER = (
     "logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes", "logits",
     "h", "W2", "b2", "hpreact", "bngain", "bnbias", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff",
     "bnmeani", "hprebn", "embcat", "W1", "b1", "emb", "C",
-)  # fmt: skip
+)
 
 
 def grad_of(t: dict[str, Any], P: dict[str, Any], name: str) -> Any:
@@ -169,7 +169,7 @@ def grad_of(t: dict[str, Any], P: dict[str, Any], name: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"),
-                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")  # fmt: skip
+                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")
     parser.add_argument("--steps", type=int, default=2000, help="training steps of exercise 4 (default 2000)")
     parser.add_argument("--seed", type=int, default=42, help="seed of exercise 4's batches (default 42)")
     args = parser.parse_args(argv)
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tinyops.compare("hprebn", dhprebn, t["hprebn"].grad),
         tinyops.compare("bngain", dbngain[None, :], Pt["bngain"].grad),
         tinyops.compare("bnbias", dbnbias[None, :], Pt["bnbias"].grad),
-    ]))  # fmt: skip
+    ]))
     print()
 
     # ------------------------------------------------------------------ exercise 4
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes = {k: tuple(p.shape) for k, p in Pt.items()}
     print(tinyops.format_comparisons(
         tinyops.compare(k, grads[k].reshape(shapes[k]), Pt[k].grad) for k in config.param_names
-    ))  # fmt: skip
+    ))
     print("(b1's true gradient is 0: batchnorm subtracts the batch mean, which b1 only shifts; both columns")
     print(" hold float32 rounding noise of about 1e-8, so 'approximate' may say False there)")
     stats = mlp.initial_stats(config)

@@ -117,18 +117,18 @@ def run(rows: int, vocab: Sequence[int], budget: float, seed: int = 0) -> list[d
             results.append({"variant": name, "N": rows, "V": V, "dtype": "float32", "us": seconds * 1e6,
                             "ns_per_elem": seconds * 1e9 / (rows * V), "peak_bytes": peak,
                             "peak_arrays": peak / logits.nbytes,
-                            "loss_err": loss_err, "grad_err": grad_err})  # fmt: skip
+                            "loss_err": loss_err, "grad_err": grad_err})
     return results
 
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| N x V | variant | median µs | ns/elem | peak KiB | peak in (N, V) arrays | time / fused |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         fused = next(f for f in results if f["V"] == r["V"] and f["variant"] == "fused")
         ratio = f"{r['us'] / fused['us']:.2f}x"
         lines.append(f"| {r['N']} x {r['V']} | {r['variant']} | {r['us']:.1f} | {r['ns_per_elem']:.2f} | "
-                     f"{r['peak_bytes'] / 1024:.1f} | {r['peak_arrays']:.2f} | {ratio} |")  # fmt: skip
+                     f"{r['peak_bytes'] / 1024:.1f} | {r['peak_arrays']:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -147,9 +147,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         ax_t.plot([r["V"] for r in sub], [r["ns_per_elem"] for r in sub], style, label=name)
         ax_m.plot([r["V"] for r in sub], [r["peak_arrays"] for r in sub], style, label=name)
     ax_t.set(xscale="log", yscale="log", xlabel="V (classes)", ylabel="ns per logit (forward + backward)",
-             title=f"time, N = {results[0]['N']}, float32")  # fmt: skip
+             title=f"time, N = {results[0]['N']}, float32")
     ax_m.set(xscale="log", xlabel="V (classes)", ylabel="peak extra memory / size of (N, V) logits",
-             title="peak memory (tracemalloc)")  # fmt: skip
+             title="peak memory (tracemalloc)")
     ax_m.set_ylim(bottom=0)
     for ax in (ax_t, ax_m):
         ax.legend()

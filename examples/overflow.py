@@ -122,7 +122,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 STYLES = {"naive CE t=0": "o-", "fused CE t=0": "s--", "naive CE t=3": "^-", "fused CE t=3": "v--",
-          "fast CE t=3": "d:"}  # fmt: skip
+          "fast CE t=3": "d:"}
 FLOOR = 1e-18  # an error of exactly 0 is drawn here (log axis)
 BROKEN = 1e3  # a nan or inf result is drawn here, as a hollow marker
 
@@ -151,7 +151,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
             broken = [r["max_logit"] for r in sub if r["errors"][key] is None]
             if broken:
                 ax.plot(broken, [BROKEN] * len(broken), style[0], color=ax.lines[-1].get_color(), markersize=10,
-                        fillstyle="none")  # fmt: skip
+                        fillstyle="none")
         ax.axvline(thresholds(dtype)["overflow"], color="gray", lw=1, ls=":", label="log(finfo.max)")
         ax.set(xscale="log", yscale="log", title=name, xlabel="max logit")
         ax.legend(fontsize=7)
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overflow.md").write_text(md + "\n")
     payload = {"base": BASE, "targets": TARGETS, "thresholds": {np.dtype(d).name: thresholds(d) for d in DTYPES},
-               "rows": rows}  # fmt: skip
+               "rows": rows}
     (args.out / "overflow.json").write_text(json.dumps(payload, indent=1))
     wrote = [args.out / "overflow.md", args.out / "overflow.json"]
     if plot(rows, args.out / "overflow.png"):

@@ -58,7 +58,7 @@ def draw_parameters() -> dict[str, np.ndarray[Any, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"),
-                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")  # fmt: skip
+                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")
     args = parser.parse_args(argv)
     if not args.data:
         parser.error("no names file: pass --data path/to/names.txt or set TINYOPS_NAMES")
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stoi, itos = build_vocab(words)
     cell("chars = sorted(list(set(''.join(words))))\n"
          "stoi = {s: i + 1 for i, s in enumerate(chars)}\nstoi['.'] = 0\n"
-         "itos = {i: s for s, i in stoi.items()}\nprint(itos)", itos)  # fmt: skip
+         "itos = {i: s for s, i in stoi.items()}\nprint(itos)", itos)
 
     print(">>> for w in words[:5]: ... print(''.join(itos[i] for i in context), '--->', itos[ix])")
     for w in words[:5]:
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
          "W1 = torch.randn((6, 100), generator=g)\nb1 = torch.randn(100, generator=g)\n"
          "W2 = torch.randn((100, 27), generator=g)\nb2 = torch.randn(27, generator=g)\n"
          "parameters = [C, W1, b1, W2, b2]\nsum(p.nelement() for p in parameters)",
-         sum(q.size for q in parameters))  # fmt: skip
+         sum(q.size for q in parameters))
 
     emb = tinyops.embedding(p["C"], X)  # (32, 3, 2)
     cell("emb = C[X]\nemb.shape", emb.shape)
@@ -110,14 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ------------------------------------------------------------------ the overflow cells
     small = np.array([-5, -3, 0, 5], dtype=np.float32)
     cell("logits = torch.tensor([-5, -3, 0, 5])\ncounts = logits.exp()\nprobs = counts / counts.sum()\nprobs",
-         fmt_probs(tinyops.softmax_naive(small)))  # fmt: skip
+         fmt_probs(tinyops.softmax_naive(small)))
     cell("logits = torch.tensor([-5, -3, 0, 5]) - 10  # a shift changes nothing\n...\nprobs",
-         fmt_probs(tinyops.softmax_naive(small - np.float32(10))))  # fmt: skip
+         fmt_probs(tinyops.softmax_naive(small - np.float32(10))))
     big = np.array([-5, -3, 0, 100], dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # exp(100) overflows float32: the point of the cell
         naive_big = tinyops.softmax_naive(big)
     cell("logits = torch.tensor([-5, -3, 0, 100])\ncounts = logits.exp()\nprobs = counts / counts.sum()\nprobs",
-         fmt_probs(naive_big))  # fmt: skip
+         fmt_probs(naive_big))
     cell("# the same logits, max-subtracted (F.softmax)\nprobs", fmt_probs(tinyops.softmax(big)))
 
     rows = np.stack([big, big])  # (2, 4)
@@ -126,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive_losses = tinyops.cross_entropy_naive(rows, target, reduction="none")  # (2,)
     fused_losses = tinyops.cross_entropy(rows, target, reduction="none")  # (2,)
     cell("# the naive loss of those logits, target 3 and target 0\n-(probs[[3, 0]]).log()",
-         [f"{v:.4f}" for v in naive_losses.tolist()])  # fmt: skip
+         [f"{v:.4f}" for v in naive_losses.tolist()])
     cell("F.cross_entropy(logits[None].expand(2, 4), torch.tensor([3, 0]), reduction='none')",
-         [f"{v:.4f}" for v in fused_losses.tolist()])  # fmt: skip
+         [f"{v:.4f}" for v in fused_losses.tolist()])
     return 0
 
 

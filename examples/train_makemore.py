@@ -57,7 +57,7 @@ def plot_loss(lossi: Array, path: Path, title: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"),
-                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")  # fmt: skip
+                        help="path of names.txt (default: the TINYOPS_NAMES environment variable)")
     parser.add_argument("--config", choices=sorted(mlp.CONFIGS), default="pt2", help="model (default pt2)")
     parser.add_argument("--steps", type=int, default=5000, help="SGD steps (default 5000; the lecture: 200000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the batches")
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = tr.splits(words, config.block_size)  # the lecture's 80/10/10 split: {name: (X, Y)}
     Xtr, Ytr = data["train"]
     print(f"{len(words)} words; train {Xtr.shape[0]} examples; config {config.name}: "
-          f"{config.num_params()} parameters; {args.steps} steps")  # fmt: skip
+          f"{config.num_params()} parameters; {args.steps} steps")
 
     result = tr.train(config, Xtr, Ytr, seed=args.seed, steps=args.steps)
     lossi = result.lossi  # (steps,) the batch loss of every step

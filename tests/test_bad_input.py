@@ -84,7 +84,7 @@ def _loss_rows() -> Iterator[Any]:
                 f"{name}-backward-dloss-dtype", partial(bwd, np.array(0.5), mean_cache),
                 TypeError, r"\bdloss\b.*float64",
             ),
-        ]  # fmt: skip
+        ]
     # the seed's naive chain: (N, C) logits and index targets only
     fn = tinyops.cross_entropy_naive
     yield from [
@@ -98,7 +98,7 @@ def _loss_rows() -> Iterator[Any]:
          r"^logits\b.*3-D.*\(1, 5, 27\)"),
         ("cross_entropy_naive-batch-mismatch", partial(fn, LOGITS, TARGET[:4]), ValueError,
          r"^target\b.*\b4\b.*logits\b.*\b5\b"),
-    ]  # fmt: skip
+    ]
     # the fused op: torch's options, probability targets, (C,) and (N, C, d1, ...) logits
     fn = tinyops.cross_entropy
     probs = np.full((N, C), 1 / C, np.float32)
@@ -148,7 +148,7 @@ def _loss_rows() -> Iterator[Any]:
         ("cross_entropy-threads-0", partial(fn, LOGITS, TARGET, threads=0), ValueError, r"^threads\b.*\b0$"),
         ("cross_entropy-threads-float", partial(fn, LOGITS, TARGET, threads=2.0), ValueError,
          r"^threads\b.*2\.0"),
-    ]  # fmt: skip
+    ]
 
 
 def _softmax_family_rows() -> Iterator[Any]:
@@ -167,7 +167,7 @@ def _softmax_family_rows() -> Iterator[Any]:
              rf"^dout\b.*{re.escape(str(wrong_shape.shape))}"),
             (f"{name}-backward-dout-dtype", partial(bwd, out.astype(np.float64), cache), TypeError,
              r"^dout\b.*float64"),
-        ]  # fmt: skip
+        ]
 
 
 ROWS: list[Any] = [
@@ -243,7 +243,7 @@ ROWS: list[Any] = [
     ("compare-shape-mismatch",
      partial(tinyops.compare, "dW1", np.full((2, 3), 0.5), np.full((3, 2), 0.5)), ValueError,
      r"^dW1\b.*ours\b.*\(2, 3\).*reference\b.*\(3, 2\)"),
-]  # fmt: skip
+]
 
 
 def _row_id(row: Any) -> str:

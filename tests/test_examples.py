@@ -212,7 +212,7 @@ def test_backprop_ninja_matches_torch_and_trains() -> None:
     names = [r[0] for r in rows]
     intermediates = {"logprobs", "probs", "counts_sum_inv", "counts_sum", "counts", "norm_logits", "logit_maxes",
                      "logits", "h", "hpreact", "bnraw", "bnvar_inv", "bnvar", "bndiff2", "bndiff", "bnmeani",
-                     "hprebn", "embcat", "emb"}  # fmt: skip
+                     "hprebn", "embcat", "emb"}
     parameters = {"C", "W1", "b1", "W2", "b2", "bngain", "bnbias"}
     assert intermediates | parameters <= set(names)
     # exercise 1 (26 rows), 2 (dlogits), 3 (hprebn, bngain, bnbias), 4 (the 7 parameters of one mlp step)

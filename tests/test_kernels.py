@@ -376,7 +376,7 @@ FAMILY_CASES = [
     (np.arange(24.0).reshape(2, 3, 4) - 11.5, None, False),
     (np.arange(24.0).reshape(2, 3, 4) - 11.5, -2, False),
     (np.array([[1e4, 1e4 - 1, -1e4], [88.0, 89.0, 90.0]]), 1, False),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])

@@ -136,7 +136,7 @@ SPEC = OpSpec(
     "linear_cross_entropy", linear_cross_entropy_forward, linear_cross_entropy_backward,
     torch_linear_cross_entropy, lce_cases(), lce_cases(smooth=True), fwd_k=K4, bwd_k=K4,
     fwd_scale=lce_fwd_scale, bwd_scale=lce_bwd_scale,
-)  # fmt: skip
+)
 
 
 LAYERS = [{"backend": "reference"}, {"backend": "compiled"}, {"backend": "compiled", "threads": 2}]
@@ -275,7 +275,7 @@ BAD = [
     (partial(linear_cross_entropy, X, W, T, reduction="avg"), ValueError, r"^reduction.*'avg'"),
     (partial(linear_cross_entropy_backward, np.ones(3), CACHE), ValueError, r"^dloss must have.*shape \(\)"),
     (partial(linear_cross_entropy_backward, np.float32(1.0), CACHE), TypeError, r"^dloss.*float32"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("call", "exc", "pattern"), BAD)

@@ -395,7 +395,7 @@ SPECS: tuple[OpSpec, ...] = (
            F.cross_entropy, loss_cases(naive=True), loss_cases(smooth=True), fwd_k={"float32": 16, "float64": 16},
            bwd_k={"float32": 32, "float64": 32}, fwd_scale=loss_fwd_scale, bwd_scale=loss_bwd_scale,
            pinned=pinned_naive(), ref_error_grows_with_x=True),
-)  # fmt: skip
+)
 
 
 def layers(forward: Callable[..., Any]) -> list[dict[str, Any]]:

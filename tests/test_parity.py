@@ -45,7 +45,7 @@ def _compare(
         dx = ours_bwd(dout, cache)
     xt = torch.tensor(x.astype(np.float64), requires_grad=True)
     ref = theirs(xt, *[_t(a) if not (isinstance(a, np.ndarray) and a.dtype.kind in "iu") else torch.from_numpy(a)
-                       for a in args], **(torch_kwargs if torch_kwargs is not None else kwargs))  # fmt: skip
+                       for a in args], **(torch_kwargs if torch_kwargs is not None else kwargs))
     if ref.numel():
         (g,) = torch.autograd.grad(ref, xt, torch.from_numpy(dout.astype(np.float64)), allow_unused=True)
         g = torch.zeros_like(xt) if g is None else g
@@ -99,7 +99,7 @@ CE_CASES: list[Any] = [
      {"weight": np.array([0.5, 2.0, 1.0])}),
     ("kdim-probs-sum", np.arange(24.0).reshape(2, 3, 2, 2) / 5, np.full((2, 3, 2, 2), 1 / 3), {"reduction": "sum"}),
     ("one-class", np.array([[3.0], [-2.0]]), np.array([0, 0]), {}),  # loss 0, gradient 0
-]  # fmt: skip
+]
 
 
 def _torch_ce(x: torch.Tensor, target: Any, **kwargs: Any) -> torch.Tensor:
@@ -172,7 +172,7 @@ EMB_CASES: list[Any] = [
 def test_embedding_edge_case_matches_torch(name: str, idx: Array, kwargs: dict[str, Any], dtype: type) -> None:
     w = EMB_W.astype(dtype)
     out, dw = _compare(tinyops.embedding_forward, tinyops.embedding_backward,
-                       lambda wt, i, **kw: F.embedding(i, wt, **kw), w, (idx,), kwargs)  # fmt: skip
+                       lambda wt, i, **kw: F.embedding(i, wt, **kw), w, (idx,), kwargs)
     assert out.shape == (*idx.shape, 2) and dw.shape == w.shape
 
 

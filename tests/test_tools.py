@@ -93,7 +93,7 @@ def test_gradcheck_passes_correct_tanh() -> None:
         pytest.param(tinyops.embedding_forward, [_normal(3, (6, 3)), np.array([[1, 4, 4], [0, 1, 4]])],
                      _embedding_backward_buffered, id="embedding-buffered-scatter"),
     ],
-)  # fmt: skip
+)
 def test_gradcheck_fails_wrong_backward(forward: Any, inputs: list[Any], backward: Any) -> None:
     result = tinyops.gradcheck(forward, inputs, backward)
     assert not result

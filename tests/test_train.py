@@ -34,7 +34,7 @@ def names(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(names: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "pt4"
     assert main(["train", "--data", str(names), "--config", "pt4", "--steps", STEPS, "--seed", "3",
-                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+                 "--out", str(out), "--no-progress"]) == 0
     return out
 
 

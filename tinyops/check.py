@@ -98,14 +98,14 @@ CASES: tuple[CheckCase, ...] = (
                   ce.cross_entropy_naive_backward, _logits, {"reduction": red})
         for red in ("mean", "sum", "none")
     ),
-)  # fmt: skip
+)
 
 
 def run_checks(seed: int = 0) -> list[tuple[CheckCase, GradcheckResult]]:
     """Gradcheck every case on fresh float64 inputs drawn from ``seed``."""
     rng = np.random.default_rng(seed)
     return [(case, gradcheck(case.forward, case.make_inputs(rng), case.backward, kwargs=case.kwargs,
-                             seed=seed)) for case in CASES]  # fmt: skip
+                             seed=seed)) for case in CASES]
 
 
 def main(seed: int = 0) -> int:

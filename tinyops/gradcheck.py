@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Array = npt.NDArray[Any]
-
+from ._checks import Array
 
 # ----------------------------------------------------------------------------- compare
 

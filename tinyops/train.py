@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from . import mlp
+from ._checks import Array
 from .data import END, build_dataset, read_words, split_words
 from .ops.batchnorm import BatchNormStats
 
-Array = npt.NDArray[Any]
 IntArray = npt.NDArray[np.int64]
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -370,7 +370,7 @@ def cmd_train(
             "seed": seed, "steps": res.steps_done, "interrupted": res.interrupted,
             "train_seconds": round(res.seconds, 3),
             "us_per_step": round(1e6 * res.seconds / max(res.steps_done, 1), 2),
-        }  # fmt: skip
+        }
         save_model(out_dir / MODEL_FILE, cfg, res.params, stats, meta, running=res.stats)
         _write_json(out_dir / LOSSES_FILE, {"config": cfg.name, **meta, **losses})
         plotted = plots and res.steps_done > 0  # nothing to plot before the first step

@@ -15,9 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Reduction
-
-Array = npt.NDArray[Any]
+from .._checks import Array, Reduction
 
 
 # ---------------------------------------------------------------- exp: out = exp(x)

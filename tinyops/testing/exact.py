@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without mpmath
         "tinyops.testing.exact needs mpmath (pip install 'mpmath>=1.3', or the package's 'test' or 'bench' extra)"
     ) from exc
 
-from .._checks import as_float_array, as_index_array
+from .._checks import Array, as_float_array, as_index_array
 
 __all__ = [
     "PREC",
@@ -59,7 +59,6 @@ __all__ = [
 
 PREC = 256  # bits of every intermediate and result (77 significant digits)
 
-Array = npt.NDArray[Any]
 _RND = libmp.round_nearest
 _MPF = tuple[int, int, int, int]  # mpmath's raw (sign, mantissa, exponent, bitcount)
 _ZERO: _MPF = libmp.fzero

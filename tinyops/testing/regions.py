@@ -50,7 +50,8 @@ __all__ = [
     "wide_scale",
 ]
 
-Array = npt.NDArray[Any]
+from .._checks import Array
+
 Logits = tuple[Array, npt.NDArray[np.int64]]
 Param = float | None
 
