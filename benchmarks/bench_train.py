@@ -54,7 +54,7 @@ import common as C
 import tinyops
 from tinyops import mlp
 from tinyops import train as T
-from tinyops.ops.ce_kernels import ce_rows_backward, ce_rows_forward
+from tinyops.ops.cross_entropy import ce_rows_backward, ce_rows_forward
 
 Array = np.ndarray[Any, Any]
 
@@ -193,8 +193,8 @@ def profile_trainer(config: mlp.Config, X: Array, Y: Array, number: int) -> list
     trainer.forward(Xb, Yb)
     state = trainer.ce_state
     assert state is not None
-    prec = trainer.precision
-    ce_fwd = median_us(lambda: ce_rows_forward(trainer.logits, Yb, precision=prec), number)
+    prec, be = trainer.precision, trainer.backend
+    ce_fwd = median_us(lambda: ce_rows_forward(trainer.logits, trainer.Y, precision=prec, backend=be), number)
     ce_bwd = median_us(lambda: ce_rows_backward(trainer.mean_w, state, out=trainer.dlogits), number)
 
     def backward() -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import tinyops
 from tinyops import mlp
 from tinyops import train as T
+from tinyops._checks import BACKENDS
 from tinyops.mlp import CONFIGS, Config
 
 Array = np.ndarray[Any, Any]
@@ -97,18 +98,20 @@ def test_one_step_equals_torch_autograd(name: str) -> None:
         assert new_stats is None
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("precision", ["fast", "accurate"])
 @pytest.mark.parametrize("name", ["pt2", "pt4"])
-def test_trainer_equals_the_ops_and_torch_autograd(name: str, precision: str) -> None:
-    """The training step's forward/backward (preallocated buffers, the bias as a weight row, the one-hot
-    scatter-add) gives torch's loss and gradients and the running statistics of the composed ops, float64."""
+def test_trainer_equals_the_ops_and_torch_autograd(name: str, precision: str, backend: str) -> None:
+    """The training step's forward/backward (preallocated buffers, the bias as a weight row, the ops' entry
+    points on either layer) gives torch's loss and gradients and the running statistics of the composed ops,
+    float64."""
     config = CONFIGS[name]
     params = mlp.init_params(config, np.random.default_rng(12), np.float64)
     X, Y = batch(config, seed=8)
     before = {k: v.copy() for k, v in params.items()}
     X0, Y0 = X.copy(), Y.copy()
     stats = mlp.initial_stats(config, np.float64)
-    trainer = mlp.Trainer(params, config, stats, precision=precision)  # type: ignore[arg-type]
+    trainer = mlp.Trainer(params, config, stats, precision=precision, backend=backend)  # type: ignore[arg-type]
     loss = trainer.forward(X, Y)
     trainer.backward()
     ref_loss, ref_grads, _ = torch_step(params, X, Y, config)
@@ -133,13 +136,14 @@ def test_trainer_equals_the_ops_and_torch_autograd(name: str, precision: str) ->
         assert got is None
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["pt2", "pt4"])
-def test_trainer_steps_equal_the_composed_steps(name: str) -> None:
+def test_trainer_steps_equal_the_composed_steps(name: str, backend: str) -> None:
     """Five SGD steps of the trainer (in place on its flat parameters) equal five of :func:`train_step`
     (forward, backward, sgd_update through the public ops), float64, with the lecture's two rates."""
     config = CONFIGS[name]
     params = mlp.init_params(config, np.random.default_rng(13), np.float64)
-    trainer = mlp.Trainer(params, config, mlp.initial_stats(config, np.float64))
+    trainer = mlp.Trainer(params, config, mlp.initial_stats(config, np.float64), backend=backend)  # type: ignore[arg-type]
     stats = mlp.initial_stats(config, np.float64)
     for i, lr in enumerate([0.1, 0.1, 0.1, 0.01, 0.01]):
         X, Y = batch(config, seed=20 + i)
@@ -169,6 +173,8 @@ def test_trainer_rejects_bad_arguments() -> None:
         mlp.Trainer({k: v.astype(np.float16) for k, v in params.items()}, config)
     with pytest.raises(ValueError, match="precision must be one of 'accurate', 'fast', got 'exact'"):
         mlp.Trainer(params, config, precision="exact")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backend must be one of 'compiled', 'reference', got 'numba'"):
+        mlp.Trainer(params, config, backend="numba")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be >= 2 for pt4, got 1"):
         mlp.Trainer(params, config, batch_size=1)
     X, Y = batch(config, N=31)

@@ -32,19 +32,35 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
+from ._checks import Backend, Precision, check_backend, check_precision
 from .ops.batchnorm import (
     BatchNormCache,
     BatchNormStats,
     batchnorm1d_backward,
     batchnorm1d_forward,
     batchnorm1d_stats,
+    batchnorm_rows_backward,
+    batchnorm_rows_forward,
+    batchnorm_running_update,
 )
-from .ops.ce_kernels import Precision, RowsState, ce_rows_backward, ce_rows_forward, check_precision
-from .ops.cross_entropy import CrossEntropyCache, cross_entropy_backward, cross_entropy_forward
-from .ops.embedding import EmbeddingCache, embedding_backward, embedding_forward
-from .ops.linear import LinearCache, linear_backward, linear_forward
+from .ops.cross_entropy import (
+    CrossEntropyCache,
+    CrossEntropyDenseCache,
+    ce_rows_backward,
+    ce_rows_forward,
+    cross_entropy_backward,
+    cross_entropy_forward,
+)
+from .ops.embedding import (
+    EmbeddingCache,
+    embedding_backward,
+    embedding_forward,
+    embedding_gather,
+    embedding_weight_grad,
+)
+from .ops.linear import LinearCache, linear_backward, linear_forward, linear_rows_backward, linear_rows_forward
 from .ops.softmax import softmax
-from .ops.tanh import TanhCache, tanh_backward, tanh_forward
+from .ops.tanh import TanhCache, tanh_backward, tanh_forward, tanh_rows_backward, tanh_rows_forward
 
 Array = npt.NDArray[Any]
 Params = dict[str, Array]  # name -> array, in the order of Config.param_names
@@ -125,7 +141,7 @@ class MLPCache(NamedTuple):
     hpreact: BatchNormCache | None  # pt4's batchnorm; None for pt2
     h: TanhCache
     logits: LinearCache
-    loss: CrossEntropyCache | None
+    loss: CrossEntropyCache | CrossEntropyDenseCache | None  # the loss of index targets: a CrossEntropyCache
 
 
 def _logits(
@@ -187,7 +203,7 @@ def backward(cache: MLPCache) -> Params:
     if cache.hpreact is not None:
         dhprebn, grads["bngain"], grads["bnbias"] = batchnorm1d_backward(dhpreact, cache.hpreact)  # (N, H), (H,)x2
     dembcat, grads["W1"], grads["b1"] = linear_backward(dhprebn, cache.hprebn)  # (N, T*D), (T*D, H), (H,)
-    demb = dembcat.reshape((*cache.emb.idx.shape, -1))  # (N, T, D)
+    demb = dembcat.reshape((*cache.emb.idx.shape, -1))  # (N, T, D) a view
     grads["C"] = embedding_backward(demb, cache.emb)  # (V, D)
     return cast(Params, grads)  # every layer here has its weight and bias: no None
 
@@ -222,50 +238,50 @@ def train_step(
 
 
 TRAIN_PRECISION: Precision = "fast"
-"""The loss kernel's precision in training: 'fast', by measurement. ``benchmarks/bench_train.py`` times the
-step at both precisions side by side; in one run (quiet machine, one thread) the pt2 step took 67.7 µs
-with 'fast' against 76.2 with 'accurate' (pt4: 96.7 against 106.6), about 10 µs, the kernel's difference
-at 32 x 27. What 'fast' gives up does not matter here: its errors (a few float32 eps of ``1 + |lse|`` in
-the loss, a few eps relative in each softmax entry; see :mod:`tinyops.ops.ce_kernels`) are those of
-torch's own ``F.cross_entropy``, which the lecture trains with, and far below the noise of SGD on
-batches of 32 (200,000-step runs of `tinyops train` with it meet the lecture's losses). Evaluation keeps the
-accurate default."""
+"""The loss kernel's precision in training: 'fast'. ``benchmarks/bench_train.py`` times the training step
+at both precisions side by side (docs/benchmarks.md has a run): 'fast' computes the batch's 32 x 27 logits
+in float32 where 'accurate' works in float64, and saves a measurable part of the step. What 'fast' gives
+up does not matter here: its errors (a few float32 eps of ``1 + |lse|`` in the loss, a few eps relative in
+each softmax entry; see :mod:`tinyops.kernels.cross_entropy`) are those of torch's own ``F.cross_entropy``,
+which the lecture trains with, and far below the noise of SGD on batches of 32 (200,000-step runs of
+`tinyops train` with it meet the lecture's losses). Evaluation keeps the accurate default."""
 
 
 class Trainer:
     """SGD on the MLP with every array of the step allocated once: :func:`train_step`, made fast.
 
-    The same step as ``forward`` -> ``backward`` -> ``sgd_update`` (the ops above), written with the ops'
-    formulas straight into preallocated buffers (``out=``): at batch 32 a NumPy call costs more than its
-    arithmetic, so the step makes one call per formula and no more (products by ``np.dot``, the same BLAS
-    call as ``@`` with less overhead per call). The trainer owns its parameters:
+    The same step as ``forward`` -> ``backward`` -> ``sgd_update`` (the ops above), through the same math:
+    each line calls the unchecked entry point of an op module (:func:`~tinyops.ops.embedding.embedding_gather`,
+    :func:`~tinyops.ops.linear.linear_rows_forward`, :func:`~tinyops.ops.batchnorm.batchnorm_rows_forward`,
+    :func:`~tinyops.ops.tanh.tanh_rows_forward`, :func:`~tinyops.ops.cross_entropy.ce_rows_forward` and
+    their backwards), which the public ops call too, with preallocated ``out=`` buffers: at batch 32 a call
+    costs more than its arithmetic, so the step makes one call per formula and no input checks (the batch
+    comes from the checked dataset). The trainer owns its parameters:
 
     - ``params`` are views of one flat array and ``grads`` views of another (same layout), so the update
       ``p -= lr * grad`` of every parameter is two NumPy calls on the flat arrays, in place;
     - each linear layer's bias lies right after its weight, so ``[W; b]`` is one (in + 1, out) block and
-      ``x @ W + b = [x, 1] @ [W; b]``: the bias is the weight row of an input that is always 1 (the
-      buffers ``embcat1 = [embcat, 1]`` and ``h1 = [h, 1]`` carry that column). In the backward
-      ``[x, 1].T @ dout`` gives ``dW = x.T @ dout`` and ``db = 1 @ dout = sum(dout)`` in one product.
+      ``x @ W + b = [x, 1] @ [W; b]`` (:func:`~tinyops.ops.linear.linear_rows_forward`): the buffers
+      ``embcat1 = [embcat, 1]`` and ``h1 = [h, 1]`` carry the column of ones, the embedding's gather and
+      tanh write straight into their first columns, and ``[x, 1].T @ dout`` is ``[dW; db]`` in one product.
 
     :meth:`forward` keeps its intermediates in the trainer (its cache); :meth:`backward` walks them in
-    reverse into one named gradient per parameter (``grads[name]``, each line naming the op whose backward
-    it is); :meth:`update` applies SGD; :meth:`step` is the three. tests/test_mlp.py holds the trainer to
-    :func:`forward`/:func:`backward` and to torch autograd (float64).
-
-    The loss is the fused cross-entropy's row kernel (:func:`~tinyops.ops.ce_kernels.ce_rows_forward`)
-    called directly: the batch's targets come from the checked dataset, so the public op's input checks
-    and option handling are not repeated every step. See :data:`TRAIN_PRECISION`.
+    reverse into one named gradient per parameter (``grads[name]``); :meth:`update` applies SGD;
+    :meth:`step` is the three. tests/test_mlp.py holds the trainer to :func:`forward`/:func:`backward`
+    and to torch autograd (float64), on both backends.
 
     Args:
         params: initial parameters (copied; :func:`init_params`), all float32 or all float64.
         config: the configuration.
         stats: pt4's initial running statistics (copied; None: fresh ones); ignored for pt2.
         batch_size: rows per batch (default ``config.batch_size``); every batch must have it.
-        precision: the loss kernel's precision.
+        precision: the loss kernel's precision. See :data:`TRAIN_PRECISION`.
+        backend: the ops' layer, 'compiled' (default) or 'reference' (the matrix products are NumPy's
+            either way).
 
     Raises:
         ValueError: parameters of the wrong names, shapes or dtypes; a batch size below 1 (2 for pt4);
-            an unknown precision.
+            an unknown precision or backend.
     """
 
     def __init__(
@@ -276,6 +292,7 @@ class Trainer:
         *,
         batch_size: int | None = None,
         precision: Precision = TRAIN_PRECISION,
+        backend: Backend = "compiled",
     ) -> None:
         names, shapes = config.param_names, config.param_shapes()
         if set(params) != set(names):
@@ -288,10 +305,11 @@ class Trainer:
                 raise ValueError(f"params[{k!r}] must have shape {shapes[k]} and dtype {dtype}, "
                                  f"got shape {params[k].shape} and dtype {params[k].dtype}")  # fmt: skip
         check_precision(precision)
+        check_backend(backend)
         N = config.batch_size if batch_size is None else batch_size
         if N < (2 if config.batchnorm else 1):
             raise ValueError(f"batch_size must be >= {2 if config.batchnorm else 1} for {config.name}, got {N}")
-        self.config, self.precision, self.N = config, precision, N
+        self.config, self.precision, self.backend, self.N = config, precision, backend, N
         T, D, H, V = config.block_size, config.n_embd, config.n_hidden, config.vocab_size
 
         # parameters and gradients: views of one flat array each, in the order of param_names
@@ -321,27 +339,23 @@ class Trainer:
 
         # the forward's intermediates (its cache) and the backward's buffers
         e = partial(np.empty, dtype=dtype)
+        self.X = np.zeros((N, T), np.intp)  # (N, T) the batch's contexts, ours (the caller may reuse its arrays)
+        self.Y = np.zeros(N, np.intp)  # (N,)
         self.embcat1 = np.ones((N, T * D + 1), dtype)  # (N, T*D + 1) [embcat, 1]
-        self.emb = self.embcat1[:, : T * D].reshape(N, T, D)  # (N, T, D) a view: the embeddings land in place
-        self.embcat = self.embcat1[:, : T * D]  # (N, T*D) a view
         self.hprebn = e((N, H))  # (N, H)
-        self.bnstats = e((2, H))  # (2, H) the batch's [bnmean; bnvar] (pt4)
-        self.bnmean: Array = self.bnstats[0]  # (H,) a view
-        self.bnvar: Array = self.bnstats[1]  # (H,) a view
-        self.bnvar_inv, self.bndiff, self.bnraw, self.hpreact = e(H), e((N, H)), e((N, H)), e((N, H))  # pt4
-        self.h = e((N, H))  # (N, H) contiguous: elementwise passes over a strided view cost twice as much
+        self.bnstats = e((3, H))  # (3, H) the batch's [bnmean; bnvar (unbiased); bnvar_inv] (pt4)
+        self.bnbatch = self.bnstats[:2]  # (2, H) a view: what the running [mean; var] move towards
+        self.bnraw, self.hpreact = e((N, H)), e((N, H))  # (N, H) pt4: the normalized hprebn, then scaled and shifted
         self.h1 = np.ones((N, H + 1), dtype)  # (N, H + 1) [h, 1]
         self.logits = e((N, V))  # (N, V)
-        self.X = np.zeros((N, T), np.intp)  # (N, T) the batch's contexts, for the embedding's backward
-        self.ce_state: RowsState | None = None
-        self.dlogits, self.dh, self.dhpreact, self.dhprebn = e((N, V)), e((N, H)), e((N, H)), e((N, H))
-        self.dembcat = e((N, T * D))  # (N, T*D)
-        self.onehot = e((N * T, V))  # (N*T, V) onehot(X): the embedding's scatter-add as one product
-        self.tmp, self.vec = e((N, H)), e(H)  # scratch
-        self.ones = np.ones(N, dtype)  # (N,) sum over the batch = ones @ a: one BLAS call, faster than sum
-        self.mean_w = np.full(N, 1.0 / N, dtype)  # (N,) mean over the batch = mean_w @ a
-        self.var_w = np.full(N, 1.0 / (N - 1), dtype) if N > 1 else e(N)  # (N,) Bessel: sum / (N - 1)
-        self.row_starts = np.arange(N * T, dtype=np.intp) * V  # (N*T,) flat index of each onehot row
+        self.ce_state: Any = None
+        self.dlogits, self.dh1 = e((N, V)), e((N, H + 1))  # dh1: dh and, unused, the gradient of the ones
+        self.dhpreact, self.dhprebn, self.bn_g_s = e((N, H)), e((N, H)), e(H)  # pt4: g_s = bngain * bnvar_inv
+        self.dembcat1 = e((N, T * D + 1))  # (N, T*D + 1) dembcat and, unused, the gradient of the ones
+        self.mean_w = np.full(N, 1.0 / N, dtype)  # (N,) mean over the batch = mean_w @ losses; dloss / N per row
+        # (N, H, 1) views for batchnorm's (N, C, L) layout
+        self.hprebn3, self.hpreact3, self.bnraw3 = (a.reshape(N, H, 1) for a in (self.hprebn, self.hpreact, self.bnraw))
+        self.dhpreact3, self.dhprebn3 = self.dhpreact.reshape(N, H, 1), self.dhprebn.reshape(N, H, 1)
 
     @property
     def stats(self) -> BatchNormStats | None:
@@ -359,67 +373,41 @@ class Trainer:
         if X.shape != self.X.shape or Y.shape != (self.N,):
             raise ValueError(f"the batch must be X of shape {self.X.shape} and Y of shape ({self.N},), "
                              f"got {X.shape} and {Y.shape}")  # fmt: skip
-        P, c = self.params, self.config
-        np.copyto(self.X, X)  # ours: the caller may reuse its batch arrays
-        np.take(P["C"], self.X, axis=0, out=self.emb)  # (N, T, D) embedding: emb = C[X], into embcat1
-        np.dot(self.embcat1, self.W1b1, out=self.hprebn)  # (N, H) linear: hprebn = embcat @ W1 + b1
+        P, c, be = self.params, self.config, self.backend
+        np.copyto(self.X, X)
+        np.copyto(self.Y, Y)
+        embedding_gather(P["C"], self.X, out=self.embcat1, backend=be)  # (N, T*D) emb = C[X], into [embcat, 1]
+        linear_rows_forward(self.embcat1, self.W1b1, out=self.hprebn)  # (N, H) hprebn = embcat @ W1 + b1
         hpreact = self.hprebn
         if c.batchnorm:  # batchnorm1d, training, Bessel-corrected variance (part 4)
-            np.dot(self.mean_w, self.hprebn, out=self.bnmean)  # (H,) bnmean = mean(hprebn)
-            np.subtract(self.hprebn, self.bnmean, out=self.bndiff)  # (N, H) bndiff = hprebn - bnmean
-            np.multiply(self.bndiff, self.bndiff, out=self.tmp)  # (N, H) bndiff**2
-            np.dot(self.var_w, self.tmp, out=self.bnvar)  # (H,) bnvar = sum(bndiff**2) / (N - 1)
-            np.add(self.bnvar, c.bn_eps, out=self.bnvar_inv)  # (H,) bnvar_inv = (bnvar + eps)**-0.5
-            np.power(self.bnvar_inv, -0.5, out=self.bnvar_inv)
-            np.multiply(self.bndiff, self.bnvar_inv, out=self.bnraw)  # (N, H) bnraw = bndiff * bnvar_inv
-            np.multiply(self.bnraw, P["bngain"], out=self.hpreact)  # (N, H) hpreact = bngain * bnraw + bnbias
-            np.add(self.hpreact, P["bnbias"], out=self.hpreact)
-            # running [mean; var] += momentum * ([bnmean; bnvar] - running), in place (the trainer's own)
-            np.subtract(self.bnstats, self.running, out=self.bnstats)  # the batch's stats are not needed again
-            np.multiply(self.bnstats, c.bn_momentum, out=self.bnstats)
-            np.add(self.running, self.bnstats, out=self.running)
+            batchnorm_rows_forward(self.hprebn3, P["bngain"], P["bnbias"], self.bnstats, training=True, eps=c.bn_eps,
+                                   unbiased=True, out=self.hpreact3, xhat=self.bnraw3, backend=be)  # fmt: skip
+            batchnorm_running_update(self.running, self.bnbatch, c.bn_momentum, out=self.running, backend=be)
             self.num_batches_tracked += 1
             hpreact = self.hpreact
-        np.tanh(hpreact, out=self.h)  # (N, H) tanh
-        np.copyto(self.h1[:, :-1], self.h)  # (N, H + 1) [h, 1]
-        np.dot(self.h1, self.W2b2, out=self.logits)  # (N, V) linear: logits = h @ W2 + b2
-        losses, _, self.ce_state = ce_rows_forward(self.logits, Y, precision=self.precision)  # (N,) fused CE
+        tanh_rows_forward(hpreact, out=self.h1, backend=be)  # (N, H) h = tanh(hpreact), into [h, 1]
+        linear_rows_forward(self.h1, self.W2b2, out=self.logits)  # (N, V) logits = h @ W2 + b2
+        losses, _, self.ce_state = ce_rows_forward(self.logits, self.Y, precision=self.precision, backend=be)
         return float(np.dot(losses, self.mean_w))  # loss = mean(logsumexp(logits) - logits[Y])
 
     def backward(self) -> None:
         """Every parameter's gradient into ``grads``, walking the forward's intermediates in reverse."""
         assert self.ce_state is not None, "backward needs a forward first (and runs once per forward)"
-        P, G, c = self.params, self.grads, self.config
+        P, G, c, be = self.params, self.grads, self.config, self.backend
         ce_rows_backward(self.mean_w, self.ce_state, out=self.dlogits)  # (N, V) dlogits = (softmax - onehot) / N
         self.ce_state = None
-        np.dot(self.h1.T, self.dlogits, out=self.dW2b2)  # (H + 1, V) linear: dW2 = h.T @ dlogits, db2 = sum
-        np.dot(self.dlogits, P["W2"].T, out=self.dh)  # (N, H) dh = dlogits @ W2.T
-        np.multiply(self.h, self.h, out=self.tmp)  # (N, H) tanh: dhpreact = (1 - h**2) * dh
-        np.subtract(1.0, self.tmp, out=self.tmp)
-        np.multiply(self.tmp, self.dh, out=self.dhpreact)
+        linear_rows_backward(self.dlogits, self.h1, self.W2b2, has_bias=False, dx=self.dh1,
+                             dweight=self.dW2b2)  # fmt: skip  # (N, H) dh; (H + 1, V) [dW2; db2]
+        tanh_rows_backward(self.h1, self.dh1, out=self.dhpreact, backend=be)  # (N, H) dhpreact = (1 - h**2) * dh
         dhprebn = self.dhpreact
-        if c.batchnorm:  # batchnorm1d (the one-line form of its derivation, part 4's dhprebn)
-            N = self.N
-            np.dot(self.ones, self.dhpreact, out=G["bnbias"])  # (H,) dbnbias = sum(dhpreact)
-            np.multiply(self.dhpreact, self.bnraw, out=self.tmp)  # (H,) dbngain = sum(dhpreact * bnraw)
-            np.dot(self.ones, self.tmp, out=G["bngain"])
-            # dhprebn = bngain * bnvar_inv / N * (N * dhpreact - dbnbias - N / (N - 1) * bnraw * dbngain)
-            np.multiply(G["bngain"], N / (N - 1), out=self.vec)  # (H,)
-            np.multiply(self.bnraw, self.vec, out=self.tmp)  # (N, H) N / (N - 1) * bnraw * dbngain
-            np.add(self.tmp, G["bnbias"], out=self.tmp)  # + dbnbias
-            np.multiply(self.dhpreact, N, out=self.dhprebn)  # N * dhpreact - ...
-            np.subtract(self.dhprebn, self.tmp, out=self.dhprebn)
-            np.multiply(P["bngain"], self.bnvar_inv, out=self.vec)  # (H,) bngain * bnvar_inv / N
-            np.multiply(self.vec, 1.0 / N, out=self.vec)
-            np.multiply(self.dhprebn, self.vec, out=self.dhprebn)
+        if c.batchnorm:  # (N, H) dhprebn; (H,) dbngain = sum(dhpreact * bnraw), dbnbias = sum(dhpreact)
+            np.multiply(P["bngain"], self.bnstats[2], out=self.bn_g_s)  # (H,) bngain * bnvar_inv
+            batchnorm_rows_backward(self.dhpreact3, self.bnraw3, self.bn_g_s, training=True, unbiased=True,
+                                    dx=self.dhprebn3, dweight=G["bngain"], dbias=G["bnbias"], backend=be)  # fmt: skip
             dhprebn = self.dhprebn
-        np.dot(self.embcat1.T, dhprebn, out=self.dW1b1)  # (T*D + 1, H) linear: dW1 = embcat.T @ dhprebn, db1
-        np.dot(dhprebn, P["W1"].T, out=self.dembcat)  # (N, T*D) dembcat = dhprebn @ W1.T
-        # embedding: dC[v] = the sum of the rows of demb whose index is v, = onehot(X).T @ demb
-        self.onehot.fill(0)  # (N*T, V)
-        self.onehot.put(self.row_starts + self.X.reshape(-1), 1)  # 1 at [i, X_i]
-        demb = self.dembcat.reshape(-1, c.n_embd)  # (N*T, D) a view
-        np.dot(self.onehot.T, demb, out=G["C"])  # (V, D)
+        linear_rows_backward(dhprebn, self.embcat1, self.W1b1, has_bias=False, dx=self.dembcat1,
+                             dweight=self.dW1b1)  # fmt: skip  # (N, T*D) dembcat; (T*D + 1, H) [dW1; db1]
+        embedding_weight_grad(self.X, self.dembcat1, c.vocab_size, c.n_embd, out=G["C"], backend=be)  # (V, D) dC
 
     def update(self, lr: float) -> None:
         """SGD, in place: ``p -= lr * grad`` for every parameter at once (two calls on the flat arrays)."""

@@ -1,11 +1,10 @@
-"""Elementwise and per-channel kernels of the training step: tanh and its backward, batchnorm, column sums.
+"""Elementwise and per-channel kernels of the training step: tanh and its backward, batchnorm.
 
 Shapes: R = rows, K = columns processed; N = batch, C = channels, L = length (batchnorm's (N, C, L) input
 is handled as (N, C*L) rows, each channel owning L adjacent columns).
 
     y[r, k]  = tanh(x[r, k])                                   tanh forward
     dx[r, k] = (1 - y[r, k]**2) * dout[r, k]                   tanh backward
-    s[k]     = sum_r a[r, k]                                   column sums (a bias's gradient)
 
 Every array is 2-D and C-contiguous; the tanh kernels read and write the first K columns of each row, so an
 array may carry extra trailing columns (the training step's ``[h, 1]`` buffer holds a column of ones after
@@ -147,26 +146,6 @@ def tanh_backward_serial(y: Any, dout: Any, dx: Any, K: int) -> None:
 def tanh_backward_parallel(y: Any, dout: Any, dx: Any, K: int) -> None:
     for r in prange(y.shape[0]):
         tanh_backward_row(y[r], dout[r], dx[r], K)
-
-
-@jit(fastmath=ELEMENTWISE_FLAGS)
-def tanh_array(x: Any, out: Any) -> None:
-    """``out[i] = tanh(x[i])`` over 1-D arrays (for the accuracy tests)."""
-    for i in range(x.shape[0]):
-        out[i] = tanh_of(x[i])
-
-
-# ----------------------------------------------------------------------------- column sums
-
-
-@jit(fastmath=ELEMENTWISE_FLAGS)
-def column_sums(a: Any, out: Any) -> None:
-    """``out[k] = sum_r a[r, k]``: a (R, K), out (K,); each column summed from row 0 down."""
-    out[:] = 0
-    for r in range(a.shape[0]):
-        row = a[r]
-        for k in range(a.shape[1]):
-            out[k] += row[k]
 
 
 # ----------------------------------------------------------------------------- batchnorm

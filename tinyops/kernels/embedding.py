@@ -28,25 +28,25 @@ COLUMN_BLOCK = 64  # columns of dweight per thread task in the parallel scatter-
 
 
 @jit()
-def gather_row(weight: Any, idx: Any, out: Any) -> None:
+def gather_row(weight: Any, idx: Any, out: Any, r: int) -> None:
     D = weight.shape[1]
-    for t in range(idx.shape[0]):
-        w = weight[idx[t]]
+    for t in range(idx.shape[1]):
+        v = idx[r, t]
         for j in range(D):
-            out[t * D + j] = w[j]
+            out[r, t * D + j] = weight[v, j]
 
 
 @jit()
 def gather_serial(weight: Any, idx: Any, out: Any) -> None:
     """``out[r, t*D:(t+1)*D] = weight[idx[r, t]]``: weight (V, D), idx (R, T), out (R, >= T*D)."""
     for r in range(idx.shape[0]):
-        gather_row(weight, idx[r], out[r])
+        gather_row(weight, idx, out, r)
 
 
 @jit(parallel=True)
 def gather_parallel(weight: Any, idx: Any, out: Any) -> None:
     for r in prange(idx.shape[0]):
-        gather_row(weight, idx[r], out[r])
+        gather_row(weight, idx, out, r)
 
 
 @jit()
@@ -58,12 +58,10 @@ def scatter_columns(idx: Any, dout: Any, dweight: Any, j0: int, j1: int, zero: b
             for j in range(j0, j1):
                 dweight[v, j] = 0
     for r in range(idx.shape[0]):
-        row = dout[r]
         for t in range(idx.shape[1]):
-            w = dweight[idx[r, t]]
-            base = t * D
+            v = idx[r, t]
             for j in range(j0, j1):
-                w[j] += row[base + j]
+                dweight[v, j] += dout[r, t * D + j]
 
 
 @jit()

@@ -13,7 +13,8 @@ batch variance, as torch does. Eval: the same formula with the running mean and 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -75,6 +76,14 @@ def _as_3d(a: Array) -> Array:
     return a.reshape(*a.shape, 1) if a.ndim == 2 else a
 
 
+@functools.cache
+def _kernels() -> Any:
+    """:mod:`tinyops.kernels.elementwise`, imported on first use: importing tinyops does not import numba."""
+    from ..kernels import elementwise
+
+    return elementwise
+
+
 # ============================================================================ the entry points (no checks)
 
 
@@ -106,8 +115,7 @@ def batchnorm_rows_forward(
     out = np.empty_like(x) if out is None else out
     xhat = np.empty_like(x) if xhat is None else xhat
     if backend == "compiled":
-        from ..kernels import elementwise as kernels  # numba is imported on first use only
-
+        kernels = _kernels()
         kernels.batchnorm_forward(x.reshape(N, C * L), L, weight, bias, eps, unbiased, training, stats,
                                   xhat.reshape(N, C * L), out.reshape(N, C * L))  # fmt: skip
         return out, xhat
@@ -154,8 +162,7 @@ def batchnorm_rows_backward(
     M = N * L
     m_over_d = M / (M - 1) if training and unbiased else 1.0  # M / D (eval: unused)
     if backend == "compiled":
-        from ..kernels import elementwise as kernels
-
+        kernels = _kernels()
         kernels.batchnorm_backward(dout.reshape(N, C * L), xhat.reshape(N, C * L), L, g_s, training, m_over_d,
                                    dx.reshape(N, C * L), dweight, dbias)  # fmt: skip
         return dx, dweight, dbias
@@ -182,8 +189,7 @@ def batchnorm_running_update(
     """
     out = np.empty_like(running) if out is None else out
     if backend == "compiled":
-        from ..kernels import elementwise as kernels
-
+        kernels = _kernels()
         kernels.running_update(running, batch, f, out)
         return out
     dt = running.dtype.type

@@ -6,6 +6,8 @@ is N, T).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,8 +40,16 @@ def _check_padding_idx(padding_idx: object, V: int) -> int | None:
 def index_rows(idx: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
     """Any index array as C-contiguous (R, T) intp rows of its last axis (a 0-D index is (1, 1))."""
     T = idx.shape[-1] if idx.ndim else 1
-    R = int(np.prod(idx.shape[:-1])) if idx.ndim else 1
+    R = math.prod(idx.shape[:-1]) if idx.ndim else 1
     return np.ascontiguousarray(idx, dtype=np.intp).reshape(R, T)
+
+
+@functools.cache
+def _kernels() -> Any:
+    """:mod:`tinyops.kernels.embedding`, imported on first use: importing tinyops does not import numba."""
+    from ..kernels import embedding
+
+    return embedding
 
 
 # ============================================================================ the entry points (no checks)
@@ -71,9 +81,8 @@ def embedding_gather(
     if backend == "reference":
         out[:, : T * D].reshape(R, T, D)[...] = weight[idx]  # (R, T, D) a view of out's first T*D columns
         return out
-    from ..kernels import embedding as kernels  # numba is imported on first use only
-
-    if weight.dtype in (np.float32, np.float64):
+    kernels = _kernels()
+    if weight.dtype.char in "fd":  # float32, float64
         kernels.gather(weight, idx, out, threads)
     else:  # float16, which numba does not compute with: a copy of its bits
         kernels.gather(weight.view(np.uint16), idx, out.view(np.uint16), threads)
@@ -109,9 +118,8 @@ def embedding_weight_grad(
         rows = dout[:, : T * D].reshape(R * T, D)  # (M, D) the upstream row of every index
         np.add.at(dweight, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
     else:
-        from ..kernels import embedding as kernels
-
-        if dout.dtype in (np.float32, np.float64):
+        kernels = _kernels()
+        if dout.dtype.char in "fd":  # float32, float64
             dweight = np.zeros((V, D), dout.dtype) if out is None else out  # zeros: lazily zeroed pages
             kernels.scatter_add(idx, dout, dweight, threads, out is not None)
         else:  # float16, which numba does not compute with: summed in float32, rounded once
@@ -203,7 +211,8 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
     dout = check_dout(dout, (*idx.shape, D), dtype)  # (..., D)
     rows = index_rows(idx)  # (R, T)
     R, T = rows.shape
-    return embedding_weight_grad(rows, np.ascontiguousarray(dout).reshape(R, T * D), V, D, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
+    dout_rows = np.ascontiguousarray(dout).reshape(R, T * D)  # (R, T*D)
+    return embedding_weight_grad(rows, dout_rows, V, D, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
                                  backend=backend, threads=threads)  # fmt: skip
 
 

@@ -7,15 +7,67 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import numpy.typing as npt
 
-from .._checks import as_float_array, check_dout, check_same_dtype
+from .._checks import Array, as_float_array, check_dout, check_same_dtype
 
 
 class LinearCache(NamedTuple):
     x: npt.NDArray[Any]  # (..., I)
     weight: npt.NDArray[Any]  # (I, O)
     has_bias: bool
+
+
+# ============================================================================ the entry points (no checks)
+
+
+def linear_rows_forward(x: Array, weight: Array, bias: Array | None = None, *, out: Array | None = None) -> Array:
+    """``out = x @ weight + bias`` for (N, I) rows ``x``; checks nothing.
+
+    The entry point of :func:`linear_forward` and of :class:`tinyops.mlp.Trainer`. A bias is the weight
+    row of an input that is always 1: with ``x1 = [x, 1]`` (N, I + 1) and ``w1 = [weight; bias]``
+    (I + 1, O), ``x1 @ w1 = x @ weight + bias`` in one product (the trainer keeps its inputs and
+    parameters laid out that way and calls this with ``bias=None``).
+
+    Args:
+        x: (N, I); weight: (I, O); bias: (O,) or None; all of one dtype.
+        out: None (a new array) or a C-contiguous (N, O) array of that dtype.
+
+    Returns:
+        out (N, O).
+    """
+    out = np.dot(x, weight, out=out)  # (N, O) np.dot: the BLAS product of ``@``, less overhead per call
+    if bias is not None:
+        out += bias
+    return out
+
+
+def linear_rows_backward(
+    dout: Array, x: Array, weight: Array, *, has_bias: bool, dx: Array | None = None, dweight: Array | None = None,
+    dbias: Array | None = None,
+) -> tuple[Array, Array, Array | None]:  # fmt: skip
+    """``(dx, dweight, dbias)`` of :func:`linear_rows_forward` for (N, O) ``dout``; checks nothing.
+
+    The derivation is :func:`linear_backward`'s: ``dx = dout @ weight.T``, ``dweight = x.T @ dout``,
+    ``dbias = dout.sum(0)``. With the bias as a weight row (``x1 = [x, 1]``, ``w1 = [weight; bias]``,
+    ``has_bias=False``), ``x1.T @ dout`` is ``[dweight; dbias]`` in one product, and ``dout @ w1.T`` has
+    one column more than dx (the gradient of the constant 1, not needed).
+
+    Args:
+        dout: (N, O); x: (N, I); weight: (I, O).
+        has_bias: whether to return ``dbias`` (else None).
+        dx, dweight, dbias: None (new arrays) or C-contiguous arrays of shape (N, I), (I, O), (O,).
+
+    Returns:
+        ``(dx, dweight, dbias)``.
+    """
+    dx = np.dot(dout, weight.T, out=dx)  # (N, I)
+    dweight = np.dot(x.T, dout, out=dweight)  # (I, O)
+    return dx, dweight, (np.sum(dout, axis=0, out=dbias) if has_bias else None)  # (O,)
+
+
+# ============================================================================ the op
 
 
 def linear_forward(
@@ -45,14 +97,13 @@ def linear_forward(
             f"x has {x.shape[-1]} features (shape {x.shape}) but weight expects {weight.shape[0]} "
             f"(shape {weight.shape}, laid out (in_features, out_features))"
         )
-    out = x @ weight  # (..., O)
     if bias is not None:
         bias = as_float_array("bias", bias, ndim=1)
         check_same_dtype("bias", bias, "x", x)
         if bias.shape[0] != weight.shape[1]:
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got shape {bias.shape}")
-        out += bias  # in place on our own fresh array
-    return out, LinearCache(x, weight, bias is not None)
+    out = linear_rows_forward(x.reshape(-1, weight.shape[0]), weight, bias)  # (N, O) leading dims flattened
+    return out.reshape(*x.shape[:-1], weight.shape[1]), LinearCache(x, weight, bias is not None)
 
 
 def linear_backward(
@@ -77,12 +128,8 @@ def linear_backward(
     x, weight, has_bias = cache
     I, O = weight.shape
     dout = check_dout(dout, (*x.shape[:-1], O), x.dtype)  # (..., O)
-    x2 = x.reshape(-1, I)  # (N, I)
-    dout2 = dout.reshape(-1, O)  # (N, O)
-    dx = dout @ weight.T  # (..., I)
-    dweight = x2.T @ dout2  # (I, O)
-    dbias = dout2.sum(axis=0) if has_bias else None  # (O,)
-    return dx, dweight, dbias
+    dx, dweight, dbias = linear_rows_backward(dout.reshape(-1, O), x.reshape(-1, I), weight, has_bias=has_bias)
+    return dx.reshape(x.shape), dweight, dbias
 
 
 def linear(x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None) -> npt.NDArray[Any]:

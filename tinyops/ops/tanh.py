@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,6 +21,14 @@ def _rows(a: Array) -> Array:
     """A C-contiguous (R, K) view of ``a`` (a copy only if a is not contiguous): K its last axis."""
     a = np.ascontiguousarray(a)
     return a.reshape(-1, a.shape[-1]) if a.ndim and a.shape[-1] else a.reshape(1, a.size)
+
+
+@functools.cache
+def _kernels() -> Any:
+    """:mod:`tinyops.kernels.elementwise`, imported on first use: importing tinyops does not import numba."""
+    from ..kernels import elementwise
+
+    return elementwise
 
 
 # ============================================================================ the entry points (no checks)
@@ -46,9 +55,8 @@ def tanh_rows_forward(x: Array, *, out: Array | None = None, backend: Backend = 
     if backend == "reference":
         np.tanh(x, out=out[:, :K])
         return out
-    from ..kernels import elementwise as kernels  # numba is imported on first use only
-
-    if x.dtype in (np.float32, np.float64):
+    kernels = _kernels()
+    if x.dtype.char in "fd":  # float32, float64
         kernels.tanh_forward(x, out, K, threads)
     else:  # float16, which numba does not compute with: in float32, rounded once
         y32 = np.empty(x.shape, np.float32)
@@ -81,9 +89,8 @@ def tanh_rows_backward(
         yk = y[:, :K]
         np.multiply(1 - yk**2, dout[:, :K], out=out)
         return out
-    from ..kernels import elementwise as kernels
-
-    if y.dtype in (np.float32, np.float64):
+    kernels = _kernels()
+    if y.dtype.char in "fd":  # float32, float64
         kernels.tanh_backward(y, dout, out, K, threads)
     else:  # float16: in float32, rounded once
         dx32 = np.empty(out.shape, np.float32)
