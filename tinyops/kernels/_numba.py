@@ -28,9 +28,10 @@ MAX_FLAGS = frozenset({"reassoc", "nsz", "nnan"})  # the row max; a nan is caugh
 
 def jit(*, parallel: bool = False, fastmath: frozenset[str] | None = None) -> Callable[[Any], Any]:
     """numba's ``njit`` with this package's options (see the module docstring)."""
-    return numba.njit(  # type: ignore[no-any-return]
+    decorator: Callable[[Any], Any] = numba.njit(
         cache=True, nogil=True, error_model="numpy", parallel=parallel, fastmath=set(fastmath or ())
     )
+    return decorator
 
 
 def threads_available() -> int:

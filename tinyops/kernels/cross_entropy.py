@@ -30,8 +30,9 @@ loss and gradient are nan, their lse the max itself (``+inf``/``-inf``), or nan 
 A nan elsewhere in a row with a finite max makes its sum, and so its loss and gradient, nan. ``-inf``
 entries give ``exp(-inf) = 0``: probability 0. As torch.
 
-Each driver has a serial twin with the same row function: one thread pays no pool start-up, which at a
-training batch (32 x 27, about 1 µs of work) is most of the time. The same row function means the same bits.
+Each driver has a serial twin with the same row function: one thread pays no thread-pool start-up, which
+costs more than the whole work of a training batch (32 x 27; docs/benchmarks.md has the timings). The same
+row function means the same bits.
 """
 
 from __future__ import annotations
@@ -207,6 +208,17 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool)
     for i in range(x.shape[0]):
         gi = g[0] if uniform else g[i]
         backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], accurate)
+
+
+@jit()
+def index_bounds(t: Any) -> tuple[int, int]:
+    """``(min(t), max(t))`` of a non-empty integer array in one pass (the public op's range check)."""
+    lo = hi = t[0]
+    for i in range(1, t.shape[0]):
+        v = t[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return int(lo), int(hi)
 
 
 # ----------------------------------------------------------------------------- entry points

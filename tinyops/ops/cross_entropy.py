@@ -20,6 +20,7 @@ Three parts, read in order:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,7 +45,17 @@ from . import primitives as P
 from .softmax import shifted_rows, softmax_rows
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ..kernels.cross_entropy import RowsState as CompiledRowsState
+
+
+@functools.cache
+def _compiled() -> ModuleType:
+    """:mod:`tinyops.kernels.cross_entropy`, imported on first use: importing tinyops does not import numba."""
+    from ..kernels import cross_entropy
+
+    return cross_entropy
 
 
 def _check_logits_target(
@@ -206,9 +217,7 @@ def ce_rows_forward(
     """
     threads = check_threads(threads)
     if backend == "compiled":
-        from ..kernels import cross_entropy as kernels  # numba is imported on first use only
-
-        return kernels.ce_rows_forward(x, t, precision=precision, threads=threads)
+        return _compiled().ce_rows_forward(x, t, precision=precision, threads=threads)  # type: ignore[no-any-return]
     if x.shape[0] == 0:  # no rows (maybe no classes either): nothing to reduce
         return np.empty(0, x.dtype), np.empty(0, x.dtype), RowsCache(x.copy(), t, np.empty(0, x.dtype))
     rows = np.arange(x.shape[0])
@@ -254,9 +263,7 @@ def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Arr
         taken from the forward (``expm1(-loss)``, no cancellation when ``softmax_t`` is near 1).
     """
     if not isinstance(state, RowsCache):
-        from ..kernels import cross_entropy as kernels
-
-        return kernels.ce_rows_backward(g, state, out)
+        return _compiled().ce_rows_backward(g, state, out)  # type: ignore[no-any-return]
     if len(state.target) == 0:
         return state.probs.copy() if out is None else out
     probs, t, dtarget = state
@@ -366,7 +373,7 @@ def _unrows(a: Array, shape: tuple[int, ...]) -> Array:
 
 
 def _check_index_target(
-    target: Array, logits_shape: tuple[int, ...], C: int, ignore_index: int
+    target: Array, logits_shape: tuple[int, ...], C: int, ignore_index: int, backend: Backend
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_] | None]:
     """Class indices of the loss's shape, in [0, C) or ``ignore_index``: ``(t (M,) intp, ignored (M,) or None)``.
 
@@ -384,7 +391,7 @@ def _check_index_target(
     t = target.reshape(-1)  # (M,)
     ignored = None  # None: no row is ignored
     if t.size:
-        lo, hi = int(t.min()), int(t.max())
+        lo, hi = _compiled().index_bounds(t) if backend == "compiled" else (int(t.min()), int(t.max()))
         if lo <= ignore_index <= hi:
             ignored = t == ignore_index  # (M,)
             kept = t[~ignored]
@@ -494,7 +501,7 @@ def cross_entropy_forward(
             coef = coef * wk  # (M, C)
         return _dense_forward(work, coef, None, reduction, float(M), logits.shape, dtype)
 
-    t, ignored = _check_index_target(target, logits.shape, C, ignore_index)  # (M,), (M,) or None
+    t, ignored = _check_index_target(target, logits.shape, C, ignore_index, backend)  # (M,), (M,) or None
     row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
     if wk is not None:
         row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
