@@ -123,7 +123,7 @@ def reference_bound(op: str, x: Array, ref_lse: Array | None) -> Array | float:
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("region", regions.REGIONS)
 def test_compiled_within_bounds_of_reference(region: str, dtype: np.dtype[Any]) -> None:
-    sizes = [(4, 50_257)] if region == "long_row" else [(64, 2), (64, 27), (16, 1000)]
+    sizes = [(4, 50_257)] if region == "long_row" else [(64, 2), (64, 27), (16, 1000), (4, 8192)]
     for n, v in sizes:
         x = region_rows(region, dtype, n, v)
         for op in OPS:

@@ -116,7 +116,8 @@ def softmax_rows(s: ShiftedRows, out: Array | None = None) -> Array:
 def _to_rows(x: Array, axes: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
     """Move ``axes`` last and flatten them: (R, n) rows and the moved shape (to undo it)."""
     k = len(axes)
-    moved = np.moveaxis(x, axes, tuple(range(x.ndim - k, x.ndim)))
+    last = tuple(range(x.ndim - k, x.ndim))
+    moved = x if axes == last else np.moveaxis(x, axes, last)  # already last (axis -1): nothing to move
     n = math.prod(x.shape[i] for i in axes)
     return moved.reshape(math.prod(moved.shape[: x.ndim - k]), n), moved.shape
 
@@ -124,7 +125,9 @@ def _to_rows(x: Array, axes: tuple[int, ...]) -> tuple[Array, tuple[int, ...]]:
 def _from_rows(y: Array, moved_shape: tuple[int, ...], axes: tuple[int, ...], ndim: int) -> Array:
     """Undo :func:`_to_rows` for an (R, n) result."""
     k = len(axes)
-    return np.moveaxis(y.reshape(moved_shape), tuple(range(ndim - k, ndim)), axes)
+    last = tuple(range(ndim - k, ndim))
+    y = y.reshape(moved_shape)
+    return y if axes == last else np.moveaxis(y, last, axes)
 
 
 class _Rows(NamedTuple):
