@@ -24,6 +24,7 @@ and both equal to torch autograd).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from ._checks import Backend, Precision, check_backend, check_precision
+from ._checks import Array, Backend, Precision, check_backend, check_precision
 from .ops.batchnorm import (
     BatchNormCache,
     BatchNormStats,
@@ -62,7 +63,6 @@ from .ops.linear import LinearCache, linear_backward, linear_forward, linear_row
 from .ops.softmax import softmax
 from .ops.tanh import TanhCache, tanh_backward, tanh_forward, tanh_rows_backward, tanh_rows_forward
 
-Array = npt.NDArray[Any]
 Params = dict[str, Array]  # name -> array, in the order of Config.param_names
 IntArray = npt.NDArray[np.int64]
 
@@ -208,12 +208,31 @@ def backward(cache: MLPCache) -> Params:
     return cast(Params, grads)  # every layer here has its weight and bias: no None
 
 
-def sgd_update(params: Params, grads: Params, lr: float) -> None:
-    """``p -= lr * grad`` for every parameter, in place (the parameters belong to the training loop)."""
+@functools.cache
+def _kernels() -> Any:
+    """:mod:`tinyops.kernels.elementwise`, imported on first use: importing tinyops does not import numba."""
+    from .kernels import elementwise
+
+    return elementwise
+
+
+def sgd_step(param: Array, grad: Array, lr: float, *, backend: Backend = "compiled") -> None:
+    """SGD on one array, in place: ``param -= lr * grad`` (the parameters belong to the training loop).
+
+    The one definition of the update: :func:`sgd_update` calls it per parameter, :class:`Trainer` once on
+    its flat parameter and gradient arrays. 'compiled': one pass of :func:`tinyops.kernels.elementwise.sgd_step`
+    over C-contiguous arrays (others, which have no flat view, are updated by NumPy); 'reference': NumPy.
+    """
+    if backend == "compiled" and param.flags.c_contiguous and grad.flags.c_contiguous:
+        _kernels().sgd_step(param.reshape(-1), grad.reshape(-1), lr)
+    else:
+        param -= param.dtype.type(lr) * grad
+
+
+def sgd_update(params: Params, grads: Params, lr: float, *, backend: Backend = "compiled") -> None:
+    """``p -= lr * grad`` for every parameter, in place (:func:`sgd_step`)."""
     for name, p in params.items():
-        g = grads[name]
-        np.multiply(g, -lr, out=g)  # the gradient is ours: scale it where it lies
-        p += g
+        sgd_step(p, grads[name], lr, backend=backend)
 
 
 def learning_rate(step: int, config: Config) -> float:
@@ -259,7 +278,7 @@ class Trainer:
     comes from the checked dataset). The trainer owns its parameters:
 
     - ``params`` are views of one flat array and ``grads`` views of another (same layout), so the update
-      ``p -= lr * grad`` of every parameter is two NumPy calls on the flat arrays, in place;
+      ``p -= lr * grad`` of every parameter is one call on the flat arrays, in place;
     - each linear layer's bias lies right after its weight, so ``[W; b]`` is one (in + 1, out) block and
       ``x @ W + b = [x, 1] @ [W; b]`` (:func:`~tinyops.ops.linear.linear_rows_forward`): the buffers
       ``embcat1 = [embcat, 1]`` and ``h1 = [h, 1]`` carry the column of ones, the embedding's gather and
@@ -410,9 +429,8 @@ class Trainer:
         embedding_weight_grad(self.X, self.dembcat1, c.vocab_size, c.n_embd, out=G["C"], backend=be)  # (V, D) dC
 
     def update(self, lr: float) -> None:
-        """SGD, in place: ``p -= lr * grad`` for every parameter at once (two calls on the flat arrays)."""
-        np.multiply(self.flat_grads, -lr, out=self.flat_grads)
-        np.add(self.flat_params, self.flat_grads, out=self.flat_params)
+        """SGD, in place: ``p -= lr * grad`` for every parameter at once (:func:`sgd_step` on the flat arrays)."""
+        sgd_step(self.flat_params, self.flat_grads, lr, backend=self.backend)
 
     def step(self, X: IntArray, Y: IntArray, lr: float) -> float:
         """One SGD step on the batch ``(X, Y)``: forward, backward, update. Returns the batch's mean loss."""

@@ -293,3 +293,11 @@ def tanh_backward(y: Any, dout: Any, dx: Any, K: int, threads: int) -> None:
     else:
         use_threads(threads)
         tanh_backward_parallel(y, dout, dx, K)
+
+
+@jit(fastmath=ELEMENTWISE_FLAGS)
+def sgd_step(param: Any, grad: Any, lr: float) -> None:
+    """``param -= lr * grad`` in place over 1-D arrays: one pass (the multiply-add may be fused)."""
+    step = param.dtype.type(lr)
+    for i in range(param.shape[0]):
+        param[i] -= step * grad[i]
