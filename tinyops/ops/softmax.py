@@ -29,6 +29,12 @@ log_softmax; a ``+inf`` gives ``logsumexp = +inf`` and nan softmax and log_softm
 an empty reduction gives ``logsumexp = -inf`` (and empty softmax); ``-inf`` entries elsewhere have
 probability 0 and log-probability ``-inf``. Such slices (a non-finite maximum) are never shifted by
 their maximum (``-inf - -inf`` is nan); their outputs are set by the rules above, explicitly.
+
+**Two layers.** The forwards and value functions take ``backend``: ``'compiled'`` (the default) runs the
+row kernels of :mod:`tinyops.kernels.softmax` on the same rows (the same formulas in one loop nest per
+row, float32 and float64, ``threads`` rows at a time), ``'reference'`` runs the NumPy in this file, the
+definition that the kernels are tested against. float16 inputs take the reference either way. The cache
+keeps the backend, so softmax's and log_softmax's backward run in the layer of their forward.
 """
 
 from __future__ import annotations
