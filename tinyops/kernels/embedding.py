@@ -10,8 +10,8 @@ columns, so it may carry extra trailing columns (the training step's ``[embcat, 
 
 The scatter-add walks the indices in order, row after row, and adds each upstream row into the row of
 ``dweight`` it names: a row looked up k times receives its k upstream rows, summed in index order. The
-parallel driver gives each thread a block of columns j of every row of dweight (and walks all the
-indices in the same order), so no two threads ever write one element and every element's sum has the
+parallel driver gives each thread its own block of columns j of dweight (and walks all the indices in
+the same order), so no two threads ever write one element and every element's sum has the
 same terms in the same order whatever the thread count: bit-identical results. The gather is rows of
 idx in parallel.
 """
@@ -22,9 +22,7 @@ from typing import Any
 
 from numba import prange
 
-from ._numba import jit, use_threads
-
-COLUMN_BLOCK = 64  # columns of dweight per thread task in the parallel scatter-add (256 B of a float32 row)
+from ._numba import jit, threads_available, use_threads
 
 
 @jit()
@@ -72,11 +70,12 @@ def scatter_serial(idx: Any, dout: Any, dweight: Any, zero: bool) -> None:
 
 
 @jit(parallel=True)
-def scatter_parallel(idx: Any, dout: Any, dweight: Any, zero: bool) -> None:
+def scatter_parallel(idx: Any, dout: Any, dweight: Any, zero: bool, blocks: int) -> None:
+    """The columns of dweight split into ``blocks`` blocks (one per thread); each walks every index, in order."""
     D = dweight.shape[1]
-    blocks = (D + COLUMN_BLOCK - 1) // COLUMN_BLOCK
+    width = (D + blocks - 1) // blocks
     for b in prange(blocks):
-        scatter_columns(idx, dout, dweight, b * COLUMN_BLOCK, min(D, (b + 1) * COLUMN_BLOCK), zero)
+        scatter_columns(idx, dout, dweight, min(D, b * width), min(D, (b + 1) * width), zero)
 
 
 # ----------------------------------------------------------------------------- drivers (tinyops.ops.embedding)
@@ -97,4 +96,4 @@ def scatter_add(idx: Any, dout: Any, dweight: Any, threads: int, zero: bool) -> 
         scatter_serial(idx, dout, dweight, zero)
     else:
         use_threads(threads)
-        scatter_parallel(idx, dout, dweight, zero)
+        scatter_parallel(idx, dout, dweight, zero, min(threads, threads_available()))

@@ -38,10 +38,11 @@ def _check_padding_idx(padding_idx: object, V: int) -> int | None:
 
 
 def index_rows(idx: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.intp]:
-    """Any index array as C-contiguous (R, T) intp rows of its last axis (a 0-D index is (1, 1))."""
-    T = idx.shape[-1] if idx.ndim else 1
-    R = math.prod(idx.shape[:-1]) if idx.ndim else 1
-    return np.ascontiguousarray(idx, dtype=np.intp).reshape(R, T)
+    """Any index array as C-contiguous (R, T) intp rows: T its last axis (2-D and up), or 1 (0-D and 1-D)."""
+    rows = np.ascontiguousarray(idx, dtype=np.intp)
+    if rows.ndim == 2:
+        return rows
+    return rows.reshape(math.prod(rows.shape[:-1]), rows.shape[-1]) if rows.ndim > 2 else rows.reshape(rows.size, 1)
 
 
 @functools.cache
