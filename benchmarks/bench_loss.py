@@ -9,13 +9,16 @@ Variants (same logits, same run; "k threads" = 1 and 2 where the variant has thr
   torch.compile          torch.compile of the same function (inductor, C++ through gcc), compiled afresh for
                          each shape (as a training loop at one shape gets it), k threads
   exp pass               one exp over the (N, V) logits into a preallocated array, one core: NumPy's np.exp
-                         and the compiled exp32_array / exp64_array; the faster of the two is the floor
+                         and "compiled", tinyops.kernels.exp's exp32_array / exp64_array (by dtype); the
+                         faster of the two is the floor
 
 Each variant's loss and dlogits are checked against a float64 reference before it is timed; one that fails
 is reported FAILED and not timed. Times are medians of repeated calls; the first call of each variant at
 each shape is timed apart (it includes torch.compile's compilation, and the numba kernels' compilation
-or load from numba's disk cache). Memory traffic: the bytes each variant moves at the least (its whole-
-array passes, listed by --explain-traffic), against the bandwidth of a copy pass measured in the same run.
+or load from numba's disk cache); the full run also times the compiled op's first call in two fresh
+processes, one compiling the kernels into an empty numba cache and one loading them from it. Memory
+traffic: the bytes each variant moves at the least (its whole-array passes, listed by --explain-traffic),
+against the bandwidth of a copy pass measured in the same run.
 
     python benchmarks/bench_loss.py [--quick] [--out results] [--shapes 32x27,4096x8192] [--dtypes float32]
 """
@@ -23,7 +26,11 @@ array passes, listed by --explain-traffic), against the bandwidth of a copy pass
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,9 +176,11 @@ def reference_traffic(itemsize: int) -> tuple[float, float, str]:
     logits' dtype (R1 float64, W1); backward ``probs * g`` (R1 W1)."""
     w = 8 / itemsize  # a float64 work array, in arrays of the logits' dtype
     reads, writes = 1 + 1 + 3 * w + 1, 2 * w + 1 + 1  # argmax, d, exp, sum, softmax; backward
+    why = "argmax, x - m in float64, exp, sum, softmax into the logits' dtype; backward probs * g"
     if itemsize == 8:
         reads, writes = reads + 14, writes + 8
-    return reads, writes, "argmax, x - m in float64, exp, sum, softmax into the logits' dtype; backward probs * g"
+        why += "; float64 logits add TwoSum's low part of x - m and its correction of the exps (R14 W8)"
+    return reads, writes, why
 
 
 def traffic(name: str, itemsize: int) -> tuple[float, float, str]:
@@ -234,6 +243,50 @@ def torch_rss_step(N: int, V: int, dtype: str, threads: int) -> Callable[[], Any
     logits, target = make_inputs(N, V, dtype)
     step = torch_step(torch_loss)
     return lambda: step(logits, target)
+
+
+# ============================================================================ the kernels' first calls, fresh processes
+
+
+def first_call_child() -> int:
+    """In a fresh process: import the compiled layer, then the first forward + backward of the compiled
+    op at 32 x 27 float32 for each precision and thread count (each a compilation of its own, or a load
+    from numba's disk cache); prints the seconds as JSON."""
+    logits, target = make_inputs(32, 27, "float32")
+    t0 = time.perf_counter()
+    import tinyops.kernels.cross_entropy  # noqa: F401  (numba and the kernels' module)
+
+    seconds = {"import": time.perf_counter() - t0}
+    for precision in ("accurate", "fast"):
+        for n in THREADS:
+            step = fused_step(backend="compiled", precision=precision, threads=n)
+            t0 = time.perf_counter()
+            step(logits, target)
+            seconds[label(precision, n)] = time.perf_counter() - t0
+    print(json.dumps(seconds))
+    return 0
+
+
+def kernel_first_calls(timeout: float = 1800.0) -> dict[str, dict[str, float]]:
+    """The compiled op's first calls in two fresh processes sharing an empty numba cache directory: the
+    first compiles every kernel (what the first run after installing pays), the second loads them."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for when in ("empty cache: compiled", "filled cache: loaded"):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--first-call-child"]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"first-call child failed:\n{proc.stderr[-2000:]}")
+            out[when] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def kernel_first_calls_table(calls: dict[str, dict[str, float]]) -> str:
+    keys = list(next(iter(calls.values())))
+    headers = ["numba cache", *("import tinyops.kernels" if k == "import" else k for k in keys)]
+    body = [[when, *(C.fmt(s[k] * 1e3) for k in keys)] for when, s in calls.items()]
+    return C.md_table(headers, body, "l" + "r" * len(keys))
 
 
 # ============================================================================ the run
@@ -481,24 +534,33 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     big = [k for k in dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows) if k[1] * k[2] >= 2**22]
     if not big:  # tiny runs: the largest shape per dtype
         big = [max((r["dtype"], r["N"], r["V"]) for r in rows if r["dtype"] == d) for d in dtypes]
-    fig, axes = plt.subplots(1, len(big), figsize=(4.2 * len(big) + 2.8, 0.32 * len(series) + 1.6),
+    grid = [[k for k in big if k[0] == d] for d in dtypes if any(k[0] == d for k in big)]  # a row per dtype
+    ncols = max(len(g) for g in grid)
+    fig, axes = plt.subplots(len(grid), ncols, figsize=(3.6 * ncols + 2.6, len(grid) * (0.3 * len(series) + 1.2)),
                              squeeze=False, sharey=True)  # fmt: skip
-    for ax, key in zip(axes[0], big, strict=True):
-        vals = []
-        for name, threads in series:
-            r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
-                      and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
-            vals.append(100 * r["bw_fraction"] if r else np.nan)
-        ys = np.arange(len(series))[::-1]
-        ax.barh(ys, vals, color=[style(n, t)["color"] for n, t in series],
-                hatch=None, alpha=0.85)  # fmt: skip
-        for y, v in zip(ys, vals, strict=True):
-            if np.isfinite(v):
-                ax.text(v, y, f" {v:.0f}%", va="center", fontsize=7)
-        ax.set_yticks(ys, [label(n, t) for n, t in series], fontsize=8)
-        ax.axvline(100, color="black", linewidth=0.8)
-        ax.set(xlabel="% of the copy bandwidth (same threads)", title=f"{key[0]} {key[1]:,} x {key[2]:,}")
-        ax.set_xlim(0, max(110, np.nanmax(vals) * 1.2) if np.isfinite(vals).any() else 110)
+    ys = np.arange(len(series))[::-1]
+    for i, keys in enumerate(grid):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(keys):
+                ax.set_visible(False)
+                continue
+            key = keys[j]
+            vals = []
+            for name, threads in series:
+                r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
+                          and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
+                vals.append(100 * r["bw_fraction"] if r else np.nan)
+            ax.barh(ys, vals, color=[style(n, t)["color"] for n, t in series], alpha=0.85)
+            for y, v in zip(ys, vals, strict=True):
+                if np.isfinite(v):
+                    ax.text(v, y, f" {v:.0f}%", va="center", fontsize=7)
+            ax.set_yticks(ys, [label(n, t) for n, t in series], fontsize=8)
+            ax.axvline(100, color="black", linewidth=0.8)
+            ax.set_title(f"{key[0]} {key[1]:,} x {key[2]:,}", fontsize=9)
+            ax.set_xlim(0, max(110, np.nanmax(vals) * 1.2) if np.isfinite(vals).any() else 110)
+            if i == len(grid) - 1:
+                ax.set_xlabel("% of the copy bandwidth (same threads)", fontsize=8)
     fig.suptitle("bytes moved at the least / time / copy bandwidth", fontsize=10)
     fig.tight_layout()
     p2 = out / "bench_loss_bandwidth.png"
@@ -557,7 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-compile-threads", default=None,
                         help="thread counts of torch.compile, e.g. 1,2 (the default; --quick: 1), or none")  # fmt: skip
     parser.add_argument("--explain-traffic", action="store_true", help="list each variant's passes and exit")
+    parser.add_argument("--no-cold-compile", action="store_true",
+                        help="skip timing the compile from an empty numba cache (--quick skips it)")  # fmt: skip
+    parser.add_argument("--first-call-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.first_call_child:
+        return first_call_child()
     if args.explain_traffic:
         print(explain_traffic())
         return 0
@@ -587,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--torch-compile-threads: a comma list of 1, 2, or none; got {spec!r}")
     rows, firsts = run(shapes, dtypes, budget, bandwidth, torch_memory=not args.no_torch_memory,
                        compile_threads=compile_threads)  # fmt: skip
+    cold = None if args.quick or args.no_cold_compile else kernel_first_calls()
     summary = side_by_side(rows)
     first_rows = [[f"{f['dtype']} {f['N']} x {f['V']}", f["variant"], C.fmt(f["first_call_s"] * 1e3),
                    f"{f['loaded']} loaded, {f['compiled']} compiled"] for f in firsts]  # fmt: skip
@@ -602,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         "First calls of compiled code (torch.compile: inductor graphs loaded from its disk cache or compiled; "
         "numba kernels: specializations loaded from numba's disk cache or compiled):",
         C.md_table(["shape", "variant", "first call ms", "cache"], first_rows, "llrl"),
+        "The compiled op's first forward + backward in a fresh process, 32 x 27 float32, ms (each precision and "
+        "thread count is a kernel of its own; float64 logits compile theirs at their first call):\n\n"
+        + (kernel_first_calls_table(cold) if cold else
+           "(not measured in this run: --quick or --no-cold-compile; the full run measures it)"),
         "The floor at each shape: " + "; ".join(f"{d} {n}x{v}: {name}" for (d, n, v), name in floors.items()),
     ])
     # fmt: on
@@ -622,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                "bandwidth_method": f"np.copyto of {bw_bytes} bytes, read + write counted",
                "traffic": {k: list(v) for k, v in TRAFFIC.items()} | {
                    "reference": {"float32": list(reference_traffic(4)), "float64": list(reference_traffic(8))}},
-               "rows": rows, "first_calls": firsts, "side_by_side": summary}  # fmt: skip
+               "rows": rows, "first_calls": firsts, "kernel_first_calls": cold, "side_by_side": summary}  # fmt: skip
     paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab + "\n\n" + LEGEND,
                             payload)  # fmt: skip
     if not args.no_plots:
