@@ -7,7 +7,8 @@ NumPy and torch are imported, and ``torch.set_num_threads(1)``):
    for a few steps; their losses and final parameters must agree (float32 rounding only) before anything
    is timed;
 2. time: blocks of steps, tinyops and torch alternating (so both see the same machine load), on the same
-   batches; the median microseconds per step of each and their ratio. tinyops is timed three ways: its
+   batches; the median microseconds per step of each and their ratio, and the median of each repeat's
+   ratio of adjacent blocks (steadier on a loaded machine). tinyops is timed three ways: its
    training step (``tinyops.mlp.Trainer``, the loss at ``TRAIN_PRECISION``), the same with the loss at the
    other precision, and the step composed from the public ops (``tinyops.mlp.train_step``); each is
    checked in 1.;
@@ -168,8 +169,9 @@ def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int)
         for i in range(block):
             model.step(Xt[i], Yt[i], lr)
 
-    runs = {"tinyops_us": ours(trainer), "other_precision_us": ours(trainer_other), "ops_us": composed,
-            "torch_us": theirs}  # fmt: skip
+    # tinyops' step and torch's side by side: each repeat's two blocks see one machine load
+    runs = {"tinyops_us": ours(trainer), "torch_us": theirs, "other_precision_us": ours(trainer_other),
+            "ops_us": composed}  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
@@ -179,7 +181,8 @@ def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int)
             fn()
             times[k].append((time.perf_counter() - t0) / block * 1e6)
     res: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
-    res |= {"speedup": res["torch_us"] / res["tinyops_us"], "precision": mlp.TRAIN_PRECISION,
+    paired = statistics.median(t / o for t, o in zip(times["torch_us"], times["tinyops_us"], strict=True))
+    res |= {"speedup": res["torch_us"] / res["tinyops_us"], "speedup_paired": paired, "precision": mlp.TRAIN_PRECISION,
             "other_precision": other, "block": block, "repeats": repeats}  # fmt: skip
     return res
 
@@ -426,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
             f"| tinyops (`train_step`: the public ops composed) | {timing['ops_us']:.1f} |",
             f"| torch eager | {timing['torch_us']:.1f} |",
             f"| **speedup** (torch / `Trainer`) | **{timing['speedup']:.2f}x** |",
+            f"| speedup, median of each repeat's ratio (adjacent blocks) | {timing['speedup_paired']:.2f}x |",
             f"| the six matrix products alone (floor) | {floor:.1f} |",
             f"| torch / products: the speedup if all else were free | {timing['torch_us'] / floor:.2f}x |",
             "",
