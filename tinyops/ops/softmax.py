@@ -473,4 +473,3 @@ def log_softmax(
     return log_softmax_forward(x, axis, backend=backend, threads=threads)[0]
 
 
-NARROW_N = 64  # not used here: the short-row threshold of tinyops.ops.ce_kernels, which imports it from here
