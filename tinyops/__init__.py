@@ -1,8 +1,14 @@
-"""tinyops: the ops of the makemore MLP in NumPy, each with a hand-derived backward next to its forward.
+"""tinyops: the ops of the makemore MLP, each with a hand-derived backward next to its forward.
 
 Every op is a pair of pure functions, ``<op>_forward(inputs..., *, options) -> (out, cache)`` and
-``<op>_backward(dout, cache) -> grads`` (gradients in the order of the forward's floating inputs),
-plus a plain value function where a value is what one wants.
+``<op>_backward(dout, cache) -> grads``, plus a plain value function where a value is what one wants.
+A backward returns one array when its forward has one differentiable input, and otherwise a tuple with
+one gradient per differentiable input, in the forward's order (None for an optional input not given).
+
+Two layers compute the ops: the reference (:mod:`tinyops.ops`, plain NumPy, the formulas the derivations
+quote) and the compiled kernels (:mod:`tinyops.kernels`, numba). An op that has a compiled kernel takes
+``backend='compiled'`` (its default) or ``backend='reference'``; the cache remembers which, so the backward
+runs on the same layer.
 """
 
 from .gradcheck import Comparison, GradcheckResult, InputCheck, compare, format_comparisons, gradcheck
