@@ -315,8 +315,10 @@ def run(
     bandwidth: dict[int, float],
     torch_memory: bool,
     compile_threads: tuple[int, ...],
+    compile_shapes: set[tuple[int, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every variant at every shape: (rows, first calls of the compiled code with their cache counts)."""
+    """Every variant at every shape (torch.compile at ``compile_shapes`` only, when given): (rows, first
+    calls of the compiled code with their cache counts)."""
     try:
         import torch  # noqa: F401
 
@@ -348,16 +350,20 @@ def run(
                              "bw_fraction": nbytes / seconds / bandwidth[1], "peak_bytes": 0,
                              "peak_method": "out= buffer"})  # fmt: skip
             for v in vs:
+                if v.kind == "torch.compile" and compile_shapes is not None and (N, V) not in compile_shapes:
+                    continue
                 set_threads(v)
                 if v.fresh is not None:
                     v.fresh()
-                before = C.numba_cache_counts() if v.kind == "compiled" else torch_compile_counts()
+                counts = {"compiled": C.numba_cache_counts, "torch.compile": torch_compile_counts}.get(v.kind)
+                before = counts() if counts else (0, 0)
                 c, first = check(v, logits, target, ref)
                 row: dict[str, Any] = {**base, "variant": v.name, "threads": v.threads, "kind": v.kind,
                                        "status": "ok" if c.ok else "FAILED", "check": c.detail,
                                        "err_over_tol": c.err, "first_call_s": first}  # fmt: skip
                 if v.kind in ("compiled", "torch.compile"):
-                    after = C.numba_cache_counts() if v.kind == "compiled" else torch_compile_counts()
+                    assert counts is not None
+                    after = counts()
                     loaded, compiled = after[0] - before[0], after[1] - before[1]
                     if loaded or compiled or v.kind == "torch.compile":
                         firsts.append({**base, "variant": label(v.name, v.threads), "kind": v.kind,
@@ -652,8 +658,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--torch-compile-threads: a comma list of 1, 2, or none; got {spec!r}") from None
     if not set(compile_threads) <= set(THREADS):
         raise SystemExit(f"--torch-compile-threads: a comma list of 1, 2, or none; got {spec!r}")
+    # --quick: torch.compile at its largest shape only (each shape and thread count compiles anew, 5 to 15 s)
+    compile_shapes = {max(shapes, key=lambda s: s[0] * s[1])} if args.quick else None
     rows, firsts = run(shapes, dtypes, budget, bandwidth, torch_memory=not args.no_torch_memory,
-                       compile_threads=compile_threads)  # fmt: skip
+                       compile_threads=compile_threads, compile_shapes=compile_shapes)  # fmt: skip
     cold = None if args.quick or args.no_cold_compile else kernel_first_calls()
     summary = side_by_side(rows)
     first_rows = [[f"{f['dtype']} {f['N']} x {f['V']}", f["variant"], C.fmt(f["first_call_s"] * 1e3),
@@ -674,16 +682,21 @@ def main(argv: list[str] | None = None) -> int:
         "thread count is a kernel of its own; float64 logits compile theirs at their first call):\n\n"
         + (kernel_first_calls_table(cold) if cold else
            "(not measured in this run: --quick or --no-cold-compile; the full run measures it)"),
-        "The floor at each shape: " + "; ".join(f"{d} {n}x{v}: {name}" for (d, n, v), name in floors.items()),
+        "The floor at each shape: " + "; ".join(f"{d} {n}x{v}: {name}" + (
+            f" ({'exp32_array' if d == 'float32' else 'exp64_array'})" if name.endswith("compiled") else "")
+            for (d, n, v), name in floors.items()),
     ])
     # fmt: on
     print(tab)
     print("\n" + LEGEND)
     left = [n for n in THREADS if n not in compile_threads]
+    if compile_threads and compile_shapes is not None:
+        ((N, V),) = compile_shapes
+        print(f"torch.compile ran at {N} x {V} only, --quick: each shape and thread count is a compilation of "
+              "its own (5 to 15 s each); the full run has it at every shape.")  # fmt: skip
     if left:
         print(f"torch.compile at {', '.join(map(str, left))} thread(s) was left out "
-              f"({'--quick: each thread count compiles anew, ' if args.quick else ''}"
-              f"--torch-compile-threads {spec}); the full run has it.")  # fmt: skip
+              f"({'--quick: ' if args.quick else ''}--torch-compile-threads {spec}); the full run has it.")  # fmt: skip
     failed = [f"{label(r['variant'], r['threads'])} ({r['dtype']} {r['N']}x{r['V']}: {r['check']})"
               for r in rows if r["status"] != "ok"]  # fmt: skip
     print("\nEvery variant's loss and dlogits were checked against a float64 reference before timing."

@@ -99,7 +99,7 @@ def test_loss_side_by_side_restates_the_rows(tmp_path: Path) -> None:
     """The side-by-side table at V = 8192 divides the measured rows."""
     bench = load("bench_loss")
     argv = ["--shapes", "32x27,16x8192", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
-            "--torch-compile-threads", "none", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+            "--torch-compile-threads", "none", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 0
     payload = json.loads((tmp_path / "bench_loss.json").read_text())
     rows = {(r["N"], r["variant"], r["threads"]): r for r in payload["rows"]}
@@ -117,7 +117,7 @@ def test_loss_benchmark_torch_compile(tmp_path: Path) -> None:
     """torch.compile is checked like every variant; its first call (the compilation) is reported apart."""
     bench = load("bench_loss")
     argv = ["--shapes", "8x5", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
-            "--torch-compile-threads", "1", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+            "--torch-compile-threads", "1", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 0
     payload = json.loads((tmp_path / "bench_loss.json").read_text())
     row = next(r for r in payload["rows"] if r["variant"] == "torch.compile")
@@ -138,7 +138,8 @@ def test_loss_benchmark_reports_a_wrong_variant(tmp_path: Path, monkeypatch: pyt
     real = bench.variants
     with_wrong = [*real(False), bench.Variant("wrong", wrong, "naive")]
     monkeypatch.setattr(bench, "variants", lambda have_torch, compile_threads: with_wrong)
-    argv = ["--shapes", "16x40", "--dtypes", "float64", "--budget", "0.01", "--no-plots", "--out", str(tmp_path)]
+    argv = ["--shapes", "16x40", "--dtypes", "float64", "--budget", "0.01", "--no-cold-compile", "--no-plots",
+            "--out", str(tmp_path)]  # fmt: skip
     assert bench.main(argv) == 1
     rows = {r["variant"]: r for r in json.loads((tmp_path / "bench_loss.json").read_text())["rows"]}
     assert rows["wrong"]["status"] == "FAILED" and "seconds" not in rows["wrong"]
