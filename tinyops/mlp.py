@@ -17,9 +17,10 @@ train 200,000 steps of batch 32 with SGD at lr 0.1, then 0.01 from step 100,000.
 
 Two ways to take a step, one model. :func:`forward`, :func:`backward` and :func:`train_step` compose
 the public ops (each validating its inputs and returning new arrays): the step as the ops define it.
-:class:`Trainer` is the same step written for speed, the one ``tinyops train`` runs: the ops' formulas
-into buffers allocated once, SGD in place on parameters it owns (tests/test_mlp.py holds the two equal,
-and both equal to torch autograd).
+:class:`Trainer` is the same step written for speed, the one ``tinyops train`` runs: the same entry
+points of the op modules (the public ops call them after checking their inputs) into buffers allocated
+once, SGD in place on parameters it owns (tests/test_mlp.py holds the two equal, and both equal to torch
+autograd).
 """
 
 from __future__ import annotations
