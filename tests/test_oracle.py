@@ -428,7 +428,9 @@ def _oracle_test(spec: OpSpec) -> Callable[..., None]:
 
 
 def _gradcheck_test(spec: OpSpec) -> Callable[..., None]:
-    @pytest.mark.parametrize("layer", layers(spec.forward), ids=_layer_id)
+    backends = [layer for layer in layers(spec.forward) if "threads" not in layer]  # threads change no bit
+
+    @pytest.mark.parametrize("layer", backends, ids=_layer_id)
     @given(case=spec.grad_cases)
     def test(layer: dict[str, Any], case: Case) -> None:
         kwargs = {**case.kwargs, **layer}
