@@ -199,14 +199,35 @@ def test_embedding_candidates_sum_repeated_rows() -> None:
 def test_linear_ce_benchmark(tmp_path: Path) -> None:
     bench = load("bench_linear_ce")
     assert bench.main(["--tiny", "--budget", "0.01", "--no-torch-memory", "--out", str(tmp_path)]) == 0
-    rows = results(tmp_path, "bench_linear_ce", ["bench_linear_ce.png"])["rows"]
-    names = [r["variant"] for r in rows]
-    for prefix in ("tinyops fused", "tinyops unfused", "torch chunked (best chunk", "torch unfused"):
+    payload = results(tmp_path, "bench_linear_ce", ["bench_linear_ce.png"])
+    rows = payload["rows"]
+    names = [r["variant"] for r in rows if not r.get("sweep")]
+    for backend in ("compiled", "reference"):
+        for threads in ("1 thread", "2 threads"):
+            assert any(n.startswith(f"tinyops fused ({backend},") and n.endswith(threads) for n in names), backend
+    for prefix in ("three matmuls", "tinyops unfused", "torch chunked (best chunk", "torch unfused"):
         assert any(n.startswith(prefix) for n in names), prefix
-    assert all(r["status"] == "ok" and r["seconds"] > 0 for r in rows)
-    fused = next(r for r in rows if r["variant"].startswith("tinyops fused") and r["threads"] == 2)
-    unfused = next(r for r in rows if r["variant"].startswith("tinyops unfused"))
-    assert 0 < fused["peak_bytes"] and 0 < unfused["peak_bytes"]
+    assert {r["threads"] for r in rows if r["role"] == "floor"} == {1, 2}
+    assert all(r["status"] == "ok" and r["seconds"] > 0 for r in rows)  # every variant checked, then timed
+    fused = [r for r in rows if r["role"] == "fused" and not r.get("sweep")]
+    unfused = next(r for r in rows if r["role"] == "unfused")
+    assert len(fused) == 4 and all(0 < r["peak_bytes"] for r in [*fused, unfused])
+    ratios = payload["ratios"]
+    assert [r["variant"] for r in ratios] == [r["variant"] for r in fused]
+    assert all(r[k] > 0 for r in ratios for k in ("fused_over_three_matmuls", "fused_peak_over_unfused_peak",
+                                                   "torch_best_chunk_over_fused"))
+    md = (tmp_path / "bench_linear_ce.md").read_text()
+    assert "| fused / three matmuls |" in md and "target" not in md.lower() and "issue" not in md.lower()
+
+    # a variant with a wrong result, or one that raises, is reported as FAILED and not timed
+    x, w, b, t = bench.make_inputs(*bench.TINY)
+    ref = bench.reference(x, w, b, t)
+    loss, dx, dweight, dbias = bench.tinyops_fused(None, "compiled", 1)(x, w, b, t)()
+    wrong = bench.timed("wrong dweight", lambda: (loss, dx, 1.01 * dweight, dbias),
+                        lambda got: bench.check(got, ref, x.dtype), 0.0, 1)
+    assert wrong["status"] == "FAILED" and "seconds" not in wrong and wrong["err_over_tol"] > 1
+    raises = bench.timed("raises", lambda: 1 / 0, lambda got: bench.check(got, ref, x.dtype), 0.0, 1)
+    assert raises["status"] == "FAILED" and "seconds" not in raises and "ZeroDivisionError" in raises["check"]
 
 
 def test_rss_peak_of_a_fresh_process() -> None:
