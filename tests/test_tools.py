@@ -47,7 +47,7 @@ def _cross_entropy_backward_ignores_dloss(dloss: Array, cache: tinyops.CrossEntr
 
 
 def _embedding_backward_buffered(dout: Array, cache: tinyops.EmbeddingCache) -> Array:
-    idx, shape, dtype, _, _ = cache
+    idx, shape, dtype, *_ = cache
     dweight = np.zeros(shape, dtype=dtype)
     dweight[idx] += dout  # wrong: buffered fancy assignment keeps one of the repeated rows
     return dweight
