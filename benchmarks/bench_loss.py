@@ -468,9 +468,9 @@ def side_by_side(rows: list[dict[str, Any]]) -> list[list[str]]:
                 if f is None:
                     continue
                 s = f["seconds"]
+                over = [None if r is None else r["seconds"] / s for r in (eager, comp, naive)]
                 out.append([f"{dtype} {N} x {V}", label(f"compiled {precision}", threads), C.fmt(s * 1e3),
-                            f"{f['x_floor']:.2f}x", ratio(eager and eager["seconds"] / s),
-                            ratio(comp and comp["seconds"] / s), ratio(naive and naive["seconds"] / s)])  # fmt: skip
+                            f"{f['x_floor']:.2f}x", *map(ratio, over)])  # fmt: skip
     return out
 
 
@@ -580,12 +580,12 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(shapes)) + 3, 4.5))
     width = 0.8 / max(1, len(mem))
     for i, (name, threads) in enumerate(mem):
-        ys = []
+        peaks = []
         for s in shapes:
             r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == s and r["variant"] == name
                       and r["threads"] == threads), None)  # fmt: skip
-            ys.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
-        ax.bar(np.arange(len(shapes)) + i * width, ys, width, label=label(name, threads),
+            peaks.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
+        ax.bar(np.arange(len(shapes)) + i * width, peaks, width, label=label(name, threads),
                color=style(name, threads)["color"], alpha=1.0 if threads == 1 else 0.55)  # fmt: skip
     ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, [f"{d}\n{n}x{v}" for d, n, v in shapes], fontsize=7)
     ax.set(yscale="log", ylabel="peak extra MiB (one forward + backward)", title="cross-entropy peak extra memory")
