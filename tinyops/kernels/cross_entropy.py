@@ -174,8 +174,13 @@ def forward_accurate_serial(x: Any, t: Any, out: Any, stats: Any) -> None:
 
 
 @jit(fastmath=SUM_FLAGS)
-def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, drow: Any, accurate: bool) -> None:
-    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed."""
+def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool) -> None:
+    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed.
+
+    ``into``: the row of dx, or None to write over ``row`` itself (one array: the compiler sees the
+    loop is a map and vectorizes it; two views of one array would make it check for overlap, and fall
+    back to scalar code when they do)."""
+    drow = row if into is None else into
     if accurate:
         scale = np.float64(g) / den  # float64
         if is_float32(row):
@@ -199,7 +204,8 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in prange(x.shape[0]):
         gi = g[0] if uniform else g[i]
-        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], accurate)
+        into = None if dx is None else dx[i]  # dx None: over the logits
+        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate)
 
 
 @jit()
@@ -207,7 +213,8 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool)
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in range(x.shape[0]):
         gi = g[0] if uniform else g[i]
-        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], accurate)
+        into = None if dx is None else dx[i]  # dx None: over the logits
+        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate)
 
 
 @jit()
@@ -269,9 +276,10 @@ def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Ar
     """
     x = state.x
     dx = np.empty_like(x) if out is None else out
+    into = None if dx is x else dx  # over the logits: the kernel is told so, and vectorizes as a map
     if state.threads == 1:
-        backward_serial(x, state.target, g, state.stats, dx, state.accurate)
+        backward_serial(x, state.target, g, state.stats, into, state.accurate)
     else:
         use_threads(state.threads)
-        backward_parallel(x, state.target, g, state.stats, dx, state.accurate)
+        backward_parallel(x, state.target, g, state.stats, into, state.accurate)
     return dx
