@@ -273,12 +273,15 @@ def kernel_first_calls(timeout: float = 1800.0) -> dict[str, dict[str, float]]:
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        code = "import time; t0 = time.perf_counter(); import tinyops; print(time.perf_counter() - t0)"
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        import_tinyops = float(proc.stdout.strip())  # a fresh process: what a user's `import tinyops` costs
         for when in ("empty cache: compiled", "filled cache: loaded"):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--first-call-child"]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"first-call child failed:\n{proc.stderr[-2000:]}")
-            out[when] = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[when] = {"import tinyops": import_tinyops, **json.loads(proc.stdout.strip().splitlines()[-1])}
     return out
 
 
