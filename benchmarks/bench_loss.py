@@ -229,7 +229,7 @@ def check(v: Variant, logits: Array, target: Array, ref: tuple[float, Array]) ->
     return C.check_close([
         ("loss", loss, ref[0], 16 * eps * (1 + float(np.abs(logits).max()) + log_v)),
         ("dlogits", grad, ref[1], 16 * eps * log_v / N),
-    ]), first  # fmt: skip
+    ]), first
 
 
 # ============================================================================ the memory child
@@ -351,7 +351,7 @@ def run(
                              "is_floor": name == floor_by, "traffic": "exp pass", "passes": reads + writes,
                              "bytes": nbytes, "gb_per_s": nbytes / seconds / 1e9,
                              "bw_fraction": nbytes / seconds / bandwidth[1], "peak_bytes": 0,
-                             "peak_method": "out= buffer"})  # fmt: skip
+                             "peak_method": "out= buffer"})
             for v in vs:
                 if v.kind == "torch.compile" and compile_shapes is not None and (N, V) not in compile_shapes:
                     continue
@@ -363,14 +363,14 @@ def run(
                 c, first = check(v, logits, target, ref)
                 row: dict[str, Any] = {**base, "variant": v.name, "threads": v.threads, "kind": v.kind,
                                        "status": "ok" if c.ok else "FAILED", "check": c.detail,
-                                       "err_over_tol": c.err, "first_call_s": first}  # fmt: skip
+                                       "err_over_tol": c.err, "first_call_s": first}
                 if v.kind in ("compiled", "torch.compile"):
                     assert counts is not None
                     after = counts()
                     loaded, compiled = after[0] - before[0], after[1] - before[1]
                     if loaded or compiled or v.kind == "torch.compile":
                         firsts.append({**base, "variant": label(v.name, v.threads), "kind": v.kind,
-                                       "first_call_s": first, "loaded": loaded, "compiled": compiled})  # fmt: skip
+                                       "first_call_s": first, "loaded": loaded, "compiled": compiled})
                 if c.ok:
                     call = partial(v.step, logits, target)
                     seconds = C.median_time(call, budget, warm=True)  # warm: one more call after the first
@@ -379,13 +379,13 @@ def run(
                     row.update(seconds=seconds, ns_per_elem=seconds * 1e9 / (N * V), x_floor=seconds / floor,
                                traffic=v.traffic, passes=reads + writes, bytes=nbytes,
                                gb_per_s=nbytes / seconds / 1e9,
-                               bw_fraction=nbytes / seconds / bandwidth[min(v.threads, max(bandwidth))])  # fmt: skip
+                               bw_fraction=nbytes / seconds / bandwidth[min(v.threads, max(bandwidth))])
                     if v.kind in ("numpy", "compiled"):
                         row.update(peak_bytes=C.tracemalloc_peak(call), peak_method="tracemalloc")
                     elif v.kind == "torch" and torch_memory:
                         kw = {"N": N, "V": V, "dtype": dtype, "threads": v.threads}
                         row.update(peak_bytes=C.rss_peak(Path(__file__), "torch_rss_step", kw),
-                                   peak_method="RSS growth, fresh process")  # fmt: skip
+                                   peak_method="RSS growth, fresh process")
                 rows.append(row)
             del ref
             print(f"  {dtype} {N} x {V}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -400,7 +400,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     def find(r: dict[str, Any], name: str) -> dict[str, Any] | None:
         return next((f for f in rows if (f["dtype"], f["N"], f["V"], f["threads"]) ==
                      (r["dtype"], r["N"], r["V"], r["threads"]) and f["variant"] == name
-                     and f["status"] == "ok"), None)  # fmt: skip
+                     and f["status"] == "ok"), None)
 
     for r in rows:
         if r["status"] != "ok":
@@ -432,9 +432,9 @@ def time_table(rows: list[dict[str, Any]]) -> str:
             f"{r['x_floor']:.2f}x" if ok else "-",
             ratio(r.get("vs_fused")), ratio(r.get("torch_over")),
             "-" if peak is None else C.fmt(peak / 2**20),
-        ])  # fmt: skip
+        ])
     headers = ["dtype", "N x V", "variant", "threads", "check", "first call ms", "median µs", "ns/elem",
-               "vs floor", "vs fused", "torch eager / it", "peak extra MiB"]  # fmt: skip
+               "vs floor", "vs fused", "torch eager / it", "peak extra MiB"]
     return C.md_table(headers, out, "lllrlrrrrrrr")
 
 
@@ -444,7 +444,7 @@ def traffic_table(rows: list[dict[str, Any]]) -> str:
         if r["status"] != "ok":
             continue
         out.append([r["dtype"], f"{r['N']} x {r['V']}", r["variant"], r["threads"], f"{r['passes']:g}",
-                    C.fmt(r["bytes"] / 1e6), C.fmt(r["gb_per_s"]), f"{100 * r['bw_fraction']:.0f}%"])  # fmt: skip
+                    C.fmt(r["bytes"] / 1e6), C.fmt(r["gb_per_s"]), f"{100 * r['bw_fraction']:.0f}%"])
     headers = ["dtype", "N x V", "variant", "threads", "passes", "MB moved at least", "GB/s", "of copy bandwidth"]
     return C.md_table(headers, out, "lllrrrrr")
 
@@ -455,7 +455,7 @@ def side_by_side(rows: list[dict[str, Any]]) -> list[list[str]]:
 
     def get(key: tuple[str, int, int], name: str, threads: int) -> dict[str, Any] | None:
         return next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
-                     and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
+                     and r["threads"] == threads and r["status"] == "ok"), None)
 
     out: list[list[str]] = []
     for key in dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows):
@@ -473,12 +473,12 @@ def side_by_side(rows: list[dict[str, Any]]) -> list[list[str]]:
                 s = f["seconds"]
                 over = [None if r is None else r["seconds"] / s for r in (eager, comp, naive)]
                 out.append([f"{dtype} {N} x {V}", label(f"compiled {precision}", threads), C.fmt(s * 1e3),
-                            f"{f['x_floor']:.2f}x", *map(ratio, over)])  # fmt: skip
+                            f"{f['x_floor']:.2f}x", *map(ratio, over)])
     return out
 
 
 SUMMARY_HEADERS = ["shape", "compiled op", "median ms", "vs floor", "torch eager / it", "torch.compile / it",
-                   "naive / it"]  # fmt: skip
+                   "naive / it"]
 
 LEGEND = """\
 Columns of the first table:
@@ -512,16 +512,16 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         if name.startswith("exp pass"):
             return {"color": "black", "linestyle": ":" if "np.exp" in name else "-.", "marker": None}
         return {"color": colors[name], "linestyle": "-" if threads == 1 else "--",
-                "marker": "o" if threads == 1 else "s"}  # fmt: skip
+                "marker": "o" if threads == 1 else "s"}
 
     # 1. ns per element against V, at the largest N measured for each V (the per-element regime)
     fig, axes = plt.subplots(1, len(dtypes), figsize=(5.5 * len(dtypes) + 3.2, 4.8), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes, strict=True):
         ns = {V: max(r["N"] for r in rows if r["dtype"] == dtype and r["V"] == V)
-              for V in sorted({r["V"] for r in rows if r["dtype"] == dtype})}  # fmt: skip
+              for V in sorted({r["V"] for r in rows if r["dtype"] == dtype})}
         for name, threads in series:
             pts = {r["V"]: r["ns_per_elem"] for r in rows if r["dtype"] == dtype and r["variant"] == name
-                   and r["threads"] == threads and r["status"] == "ok" and r["N"] == ns[r["V"]]}  # fmt: skip
+                   and r["threads"] == threads and r["status"] == "ok" and r["N"] == ns[r["V"]]}
             if pts:
                 xs = sorted(pts)
                 ax.plot(xs, [pts[x] for x in xs], label=label(name, threads), **style(name, threads))
@@ -530,7 +530,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xticks(list(ns), [f"V = {V:,}\nN = {N:,}" for V, N in ns.items()], fontsize=8)
         ax.minorticks_off()
         ax.set(xlabel="shape (the largest N measured at each V)", ylabel="ns per logit (median)",
-               title=f"cross-entropy forward + backward, {dtype}")  # fmt: skip
+               title=f"cross-entropy forward + backward, {dtype}")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
@@ -546,7 +546,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     grid = [[k for k in big if k[0] == d] for d in dtypes if any(k[0] == d for k in big)]  # a row per dtype
     ncols = max(len(g) for g in grid)
     fig, axes = plt.subplots(len(grid), ncols, figsize=(3.6 * ncols + 2.6, len(grid) * (0.3 * len(series) + 1.2)),
-                             squeeze=False, sharey=True)  # fmt: skip
+                             squeeze=False, sharey=True)
     ys = np.arange(len(series))[::-1]
     for i, keys in enumerate(grid):
         for j in range(ncols):
@@ -558,7 +558,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             vals = []
             for name, threads in series:
                 r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == key and r["variant"] == name
-                          and r["threads"] == threads and r["status"] == "ok"), None)  # fmt: skip
+                          and r["threads"] == threads and r["status"] == "ok"), None)
                 vals.append(100 * r["bw_fraction"] if r else np.nan)
             ax.barh(ys, vals, color=[style(n, t)["color"] for n, t in series], alpha=0.85)
             for y, v in zip(ys, vals, strict=True):
@@ -579,17 +579,17 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     # 3. peak extra memory per variant, one group per shape
     shapes = list(dict.fromkeys((r["dtype"], r["N"], r["V"]) for r in rows))
     mem = [(n, t) for n, t in series if not n.startswith("exp pass")
-           and any(r.get("peak_bytes") for r in rows if (r["variant"], r["threads"]) == (n, t))]  # fmt: skip
+           and any(r.get("peak_bytes") for r in rows if (r["variant"], r["threads"]) == (n, t))]
     fig, ax = plt.subplots(figsize=(max(6, 1.9 * len(shapes)) + 3, 4.5))
     width = 0.8 / max(1, len(mem))
     for i, (name, threads) in enumerate(mem):
         peaks = []
         for s in shapes:
             r = next((r for r in rows if (r["dtype"], r["N"], r["V"]) == s and r["variant"] == name
-                      and r["threads"] == threads), None)  # fmt: skip
+                      and r["threads"] == threads), None)
             peaks.append(r["peak_bytes"] / 2**20 if r and r.get("peak_bytes") else np.nan)
         ax.bar(np.arange(len(shapes)) + i * width, peaks, width, label=label(name, threads),
-               color=style(name, threads)["color"], alpha=1.0 if threads == 1 else 0.55)  # fmt: skip
+               color=style(name, threads)["color"], alpha=1.0 if threads == 1 else 0.55)
     ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2, [f"{d}\n{n}x{v}" for d, n, v in shapes], fontsize=7)
     ax.set(yscale="log", ylabel="peak extra MiB (one forward + backward)", title="cross-entropy peak extra memory")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -609,7 +609,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 def explain_traffic() -> str:
     lines = ["Whole (N, V) arrays each variant reads (R) and writes (W) at the least, in arrays of the "
-             "logits' dtype:"]  # fmt: skip
+             "logits' dtype:"]
     for name in ("exp pass", "fused", "torch.compile", "torch eager", "naive"):
         r, w, why = TRAFFIC[name]
         lines.append(f"  {name}: R{r:g} W{w:g} = {r + w:g} passes: {why}")
@@ -626,10 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default=None, help="comma list of float32, float64")
     parser.add_argument("--no-torch-memory", action="store_true", help="skip torch's fresh-process memory runs")
     parser.add_argument("--torch-compile-threads", default=None,
-                        help="thread counts of torch.compile, e.g. 1,2 (the default; --quick: 1), or none")  # fmt: skip
+                        help="thread counts of torch.compile, e.g. 1,2 (the default; --quick: 1), or none")
     parser.add_argument("--explain-traffic", action="store_true", help="list each variant's passes and exit")
     parser.add_argument("--no-cold-compile", action="store_true",
-                        help="skip timing the compile from an empty numba cache (--quick skips it)")  # fmt: skip
+                        help="skip timing the compile from an empty numba cache (--quick skips it)")
     parser.add_argument("--first-call-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_call_child:
@@ -664,11 +664,11 @@ def main(argv: list[str] | None = None) -> int:
     # --quick: torch.compile at its largest shape only (each shape and thread count compiles anew, 5 to 15 s)
     compile_shapes = {max(shapes, key=lambda s: s[0] * s[1])} if args.quick else None
     rows, firsts = run(shapes, dtypes, budget, bandwidth, torch_memory=not args.no_torch_memory,
-                       compile_threads=compile_threads, compile_shapes=compile_shapes)  # fmt: skip
+                       compile_threads=compile_threads, compile_shapes=compile_shapes)
     cold = None if args.quick or args.no_cold_compile else kernel_first_calls()
     summary = side_by_side(rows)
     first_rows = [[f"{f['dtype']} {f['N']} x {f['V']}", f["variant"], C.fmt(f["first_call_s"] * 1e3),
-                   f"{f['loaded']} loaded, {f['compiled']} compiled"] for f in firsts]  # fmt: skip
+                   f"{f['loaded']} loaded, {f['compiled']} compiled"] for f in firsts]
     floors = {(r["dtype"], r["N"], r["V"]): r["variant"] for r in rows if r.get("is_floor")}
     # fmt: off
     tab = "\n\n".join([
@@ -696,23 +696,23 @@ def main(argv: list[str] | None = None) -> int:
     if compile_threads and compile_shapes is not None:
         ((N, V),) = compile_shapes
         print(f"torch.compile ran at {N} x {V} only, --quick: each shape and thread count is a compilation of "
-              "its own (5 to 15 s each); the full run has it at every shape.")  # fmt: skip
+              "its own (5 to 15 s each); the full run has it at every shape.")
     if left:
         print(f"torch.compile at {', '.join(map(str, left))} thread(s) was left out "
-              f"({'--quick: ' if args.quick else ''}--torch-compile-threads {spec}); the full run has it.")  # fmt: skip
+              f"({'--quick: ' if args.quick else ''}--torch-compile-threads {spec}); the full run has it.")
     failed = [f"{label(r['variant'], r['threads'])} ({r['dtype']} {r['N']}x{r['V']}: {r['check']})"
-              for r in rows if r["status"] != "ok"]  # fmt: skip
+              for r in rows if r["status"] != "ok"]
     print("\nEvery variant's loss and dlogits were checked against a float64 reference before timing."
-          + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))  # fmt: skip
+          + (f"\nFAILED (not timed): {'; '.join(failed)}" if failed else " All passed."))
     payload = {"benchmark": "loss", "machine": info, "quick": args.quick, "budget_s": budget,
                "command": "python benchmarks/bench_loss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "bandwidth_bytes_per_s": {str(n): b for n, b in bandwidth.items()},
                "bandwidth_method": f"np.copyto of {bw_bytes} bytes, read + write counted",
                "traffic": {k: list(v) for k, v in TRAFFIC.items()} | {
                    "reference": {"float32": list(reference_traffic(4)), "float64": list(reference_traffic(8))}},
-               "rows": rows, "first_calls": firsts, "kernel_first_calls": cold, "side_by_side": summary}  # fmt: skip
+               "rows": rows, "first_calls": firsts, "kernel_first_calls": cold, "side_by_side": summary}
     paths = C.write_results(args.out, "bench_loss", "Cross-entropy forward + backward", tab + "\n\n" + LEGEND,
-                            payload)  # fmt: skip
+                            payload)
     if not args.no_plots:
         paths += plots(rows, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -171,7 +171,7 @@ def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int)
 
     # tinyops' step and torch's side by side: each repeat's two blocks see one machine load
     runs = {"tinyops_us": ours(trainer), "torch_us": theirs, "other_precision_us": ours(trainer_other),
-            "ops_us": composed}  # fmt: skip
+            "ops_us": composed}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():
         fn()  # warm-up
@@ -183,7 +183,7 @@ def time_steps(config: mlp.Config, X: Array, Y: Array, block: int, repeats: int)
     res: dict[str, Any] = {k: statistics.median(v) for k, v in times.items()}
     paired = statistics.median(t / o for t, o in zip(times["torch_us"], times["tinyops_us"], strict=True))
     res |= {"speedup": res["torch_us"] / res["tinyops_us"], "speedup_paired": paired, "precision": mlp.TRAIN_PRECISION,
-            "other_precision": other, "block": block, "repeats": repeats}  # fmt: skip
+            "other_precision": other, "block": block, "repeats": repeats}
     return res
 
 
@@ -332,7 +332,7 @@ def profile_ops(config: mlp.Config, X: Array, Y: Array, number: int) -> list[tup
         ("linear 2 bwd", lambda: tinyops.linear_backward(dlogits, c_logits),
          lambda: (dlogits @ p["W2"].T, h.T @ dlogits, dlogits.sum(0))),
         ("tanh bwd", lambda: tinyops.tanh_backward(dh, c_h), lambda: (1 - h**2) * dh),
-    ]  # fmt: skip
+    ]
     if c_bn is not None:
         calls.append(("batchnorm bwd", lambda: tinyops.batchnorm1d_backward(dhbn, c_bn), bare_bn_bwd))
     calls += [
@@ -340,7 +340,7 @@ def profile_ops(config: mlp.Config, X: Array, Y: Array, number: int) -> list[tup
          lambda: (dhpre @ p["W1"].T, embcat.T @ dhpre, dhpre.sum(0))),
         ("embedding bwd", lambda: tinyops.embedding_backward(demb, c_emb), bare_add_at),
         ("sgd update", sgd, bare_sgd),
-    ]  # fmt: skip
+    ]
     return [(name, median_us(op, number), median_us(bare, number)) for name, op, bare in calls]
 
 
@@ -450,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
             res = T.train(config, X, Y, seed=0)
             wall = time.perf_counter() - t0
             r["full_run"] = {"steps": res.steps_done, "seconds": wall, "us_per_step": wall / res.steps_done * 1e6,
-                             "final_loss_1000": float(res.lossi[-1000:].mean())}  # fmt: skip
+                             "final_loss_1000": float(res.lossi[-1000:].mean())}
             lines += [
                 f"full run: {res.steps_done:,} steps in {wall:.1f} s ({r['full_run']['us_per_step']:.1f} µs/step, "
                 f"loss over the last 1,000 steps {r['full_run']['final_loss_1000']:.4f}); torch eager at its "

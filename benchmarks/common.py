@@ -104,7 +104,7 @@ def _openblas() -> Any | None:
                 for suffix in ("64_", ""):
                     if hasattr(lib, f"{prefix}set_num_threads{suffix}"):
                         return (getattr(lib, f"{prefix}set_num_threads{suffix}"),
-                                getattr(lib, f"{prefix}get_num_threads{suffix}"))  # fmt: skip
+                                getattr(lib, f"{prefix}get_num_threads{suffix}"))
     return None
 
 

@@ -35,7 +35,7 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def bn_forward(x: Array, weight: Array | None = None, bias: Array | None = None, *, backend: Backend = "compiled",
-               **kw: Any) -> tuple[Array, Any]:  # fmt: skip
+               **kw: Any) -> tuple[Array, Any]:
     out, cache, _ = batchnorm1d_forward(x, weight, bias, _stats(kw), backend=backend, **kw)
     return out, cache
 
@@ -57,7 +57,7 @@ def _cshape(x: torch.Tensor) -> tuple[int, ...]:
 def torch_bn(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
              *, running_mean: Array | None = None, running_var: Array | None = None, num_batches_tracked: int = 0,
              training: bool = True, momentum: float | None = 0.1, eps: float = 1e-5,
-             unbiased: bool = False) -> torch.Tensor:  # fmt: skip
+             unbiased: bool = False) -> torch.Tensor:
     """F.batch_norm, or makemore part 4's Bessel-corrected batchnorm written out."""
     if unbiased and training:
         dims = (0,) if x.ndim == 2 else (0, 2)
@@ -162,7 +162,7 @@ K = {"float32": 8, "float64": 8}
 BATCHNORM_SPEC = OpSpec(
     "batchnorm1d", bn_forward, bn_backward, torch_bn, bn_cases(), bn_cases(smooth=True),
     fwd_k=K, bwd_k=K, fwd_scale=bn_fwd_scale, bwd_scale=bn_bwd_scale,
-)  # fmt: skip
+)
 
 test_oracle_batchnorm1d = _oracle_test(BATCHNORM_SPEC)
 test_gradcheck_batchnorm1d = _gradcheck_test(BATCHNORM_SPEC)
@@ -172,7 +172,7 @@ test_gradcheck_batchnorm1d = _gradcheck_test(BATCHNORM_SPEC)
 
 
 def torch_module(x: Array, weight: Array | None, bias: Array | None, stats: BatchNormStats, momentum: float | None,
-                 eps: float, training: bool) -> tuple[torch.Tensor, torch.nn.BatchNorm1d]:  # fmt: skip
+                 eps: float, training: bool) -> tuple[torch.Tensor, torch.nn.BatchNorm1d]:
     affine = weight is not None or bias is not None
     m = torch.nn.BatchNorm1d(x.shape[1], eps=eps, momentum=momentum, affine=affine, dtype=torch.float64)
     with torch.no_grad():
@@ -294,7 +294,7 @@ BAD = [
      ValueError, r"^eps must be a finite number >= 0, got -1e-05"),
     ("training-str", partial(fwd, X, W, W, STATS, training="no"), TypeError, r"^training must be a bool, got str 'no'"),
     ("stats-size", partial(batchnorm1d_stats, 0), ValueError, r"^num_features must be a positive int, got 0"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("call", "exc", "pattern"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])

@@ -42,7 +42,7 @@ def results(out: Path, name: str, pngs: list[str]) -> dict[str, Any]:
 def test_loss_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = load("bench_loss")
     argv = ["--quick", "--shapes", "8x5,64x300", "--dtypes", "float32,float64", "--budget", "0.01",
-            "--no-torch-memory", "--torch-compile-threads", "none", "--out", str(tmp_path)]  # fmt: skip
+            "--no-torch-memory", "--torch-compile-threads", "none", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "| float64 | 64 x 300 | naive | 1 | ok |" in out
@@ -51,7 +51,7 @@ def test_loss_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "torch.compile at 1, 2 thread(s) was left out" in out
     assert "target" not in out.lower() and "issue" not in out.lower()
     payload = results(tmp_path, "bench_loss", ["bench_loss_time.png", "bench_loss_bandwidth.png",
-                                               "bench_loss_memory.png"])  # fmt: skip
+                                               "bench_loss_memory.png"])
     want = {(v.name, v.threads) for v in bench.variants(have_torch=True, compile_threads=())}
     assert {("naive", 1), ("fused, reference", 1), ("torch eager", 2)} <= want
     assert {("fused, compiled accurate", n) for n in (1, 2)} | {("fused, compiled fast", n) for n in (1, 2)} <= want
@@ -99,7 +99,7 @@ def test_loss_side_by_side_restates_the_rows(tmp_path: Path) -> None:
     """The side-by-side table at V = 8192 divides the measured rows."""
     bench = load("bench_loss")
     argv = ["--shapes", "32x27,16x8192", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
-            "--torch-compile-threads", "none", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+            "--torch-compile-threads", "none", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     payload = json.loads((tmp_path / "bench_loss.json").read_text())
     rows = {(r["N"], r["variant"], r["threads"]): r for r in payload["rows"]}
@@ -117,7 +117,7 @@ def test_loss_benchmark_torch_compile(tmp_path: Path) -> None:
     """torch.compile is checked like every variant; its first call (the compilation) is reported apart."""
     bench = load("bench_loss")
     argv = ["--shapes", "8x5", "--dtypes", "float32", "--budget", "0.01", "--no-torch-memory",
-            "--torch-compile-threads", "1", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]  # fmt: skip
+            "--torch-compile-threads", "1", "--no-cold-compile", "--no-plots", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     payload = json.loads((tmp_path / "bench_loss.json").read_text())
     row = next(r for r in payload["rows"] if r["variant"] == "torch.compile")
@@ -139,7 +139,7 @@ def test_loss_benchmark_reports_a_wrong_variant(tmp_path: Path, monkeypatch: pyt
     with_wrong = [*real(False), bench.Variant("wrong", wrong, "naive")]
     monkeypatch.setattr(bench, "variants", lambda have_torch, compile_threads: with_wrong)
     argv = ["--shapes", "16x40", "--dtypes", "float64", "--budget", "0.01", "--no-cold-compile", "--no-plots",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--out", str(tmp_path)]
     assert bench.main(argv) == 1
     rows = {r["variant"]: r for r in json.loads((tmp_path / "bench_loss.json").read_text())["rows"]}
     assert rows["wrong"]["status"] == "FAILED" and "seconds" not in rows["wrong"]
@@ -255,7 +255,7 @@ def _alloc_64mib() -> Any:
 
 
 def test_cli_says_where_the_benchmarks_should_be(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(cli.BENCHMARKS, "loss", "no_such_bench.py")
     assert cli.main(["bench", "loss", "--quick"]) == 2
     err = capsys.readouterr().err

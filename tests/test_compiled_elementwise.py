@@ -31,7 +31,7 @@ def test_tanh_within_2_ulp_of_mpmath(dtype: Any) -> None:
         rng.uniform(-1e-6, 1e-6, 200), rng.uniform(0.5, 0.6, 400), rng.uniform(-0.55, 0.55, 400),
         rng.uniform(-12, 12, 600), 10.0 ** rng.uniform(-30, 2, 400), np.array([0.55, np.nextafter(0.55, 0), 9.0,
         10.0, 19.0, 20.0, 21.0, 1e30]),
-    ]  # fmt: skip
+    ]
     x = np.concatenate(parts).astype(dtype)
     x = np.concatenate([x, -x])
     y = tanh_forward(x, backend="compiled")[0]
@@ -101,12 +101,12 @@ def test_batchnorm_layers_agree(dtype: Any, shape: tuple[int, ...], training: bo
     got = {}
     for backend in BACKENDS:
         out, cache, new = bn.batchnorm1d_forward(x, w, b, running, training=training, unbiased=unbiased,
-                                                 backend=backend)  # fmt: skip
+                                                 backend=backend)
         got[backend] = (out, *bn.batchnorm1d_backward(dout, cache), *(new or running)[:2])
     assert all(np.array_equal(a, c) for a, c in zip((x, w, b, dout, running.mean, running.var), copies, strict=True))
     eps = float(np.finfo(dtype).eps)
     for name, c, r in zip(("out", "dx", "dweight", "dbias", "mean", "var"), got["compiled"], got["reference"],
-                          strict=True):  # fmt: skip
+                          strict=True):
         assert c.dtype == dtype and c.shape == r.shape, name
         scale = 64 * eps * max(1.0, float(np.abs(r).max()))
         np.testing.assert_allclose(c, r, rtol=0, atol=scale, err_msg=name)

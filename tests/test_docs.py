@@ -98,7 +98,8 @@ def test_reference_exists_and_quotes_the_code(ref: Ref) -> None:
         obj = resolve(module, ref.name)
     except AttributeError:
         pytest.fail(f"{ref}: {ref.path} has no {ref.name}")
-    obj = getattr(obj, "py_func", obj)  # a compiled kernel: the Python function it was compiled from    assert inspect.isfunction(obj) or inspect.isclass(obj), f"{ref}: {ref.name} is not a function or class"
+    obj = getattr(obj, "py_func", obj)  # a compiled kernel: the Python function it was compiled from
+    assert inspect.isfunction(obj) or inspect.isclass(obj), f"{ref}: {ref.name} is not a function or class"
     source_file = Path(inspect.getsourcefile(obj) or "").resolve()
     assert source_file == path.resolve(), f"{ref}: {ref.name} is defined in {source_file}, not in {ref.path}"
     if ref.code is not None:

@@ -32,7 +32,7 @@ def backward(weight: Any, idx: Any, dout: Any, backend: str, **kw: Any) -> Any:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("V", "D", "shape"), [(27, 10, (32, 3)), (27, 10, (5000,)), (300, 7, (13, 10)),
-                                               (1, 3, (40,)), (5, 4, (0,)), (5, 4, (3, 0))])  # fmt: skip
+                                               (1, 3, (40,)), (5, 4, (0,)), (5, 4, (3, 0))])
 def test_scatter_add_against_the_loop(backend: str, dtype: Any, V: int, D: int, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(V * D + len(shape))
     idx = rng.integers(0, V, shape)
@@ -61,7 +61,7 @@ def test_narrow_index_dtypes(backend: str, idx_dtype: Any) -> None:
     idx = rng.integers(0, V, M).astype(idx_dtype)
     dout = rng.standard_normal((M, D))
     np.testing.assert_allclose(backward(np.ones((V, D)), idx, dout, backend), loop_reference(idx, dout, V),
-                               rtol=1e-12, atol=1e-13)  # fmt: skip
+                               rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -66,7 +66,7 @@ def test_init_follows_the_lectures() -> None:
             scale = dict.fromkeys(raw, (1.0, 0.0))
         else:
             scale = {"C": (1.0, 0.0), "W1": ((5 / 3) / 30**0.5, 0.0), "b1": (0.1, 0.0), "W2": (0.1, 0.0),
-                     "b2": (0.1, 0.0), "bngain": (0.1, 1.0), "bnbias": (0.1, 0.0)}  # fmt: skip
+                     "b2": (0.1, 0.0), "bngain": (0.1, 1.0), "bnbias": (0.1, 0.0)}
         for k, (mul, add) in scale.items():
             np.testing.assert_allclose(params[k], raw[k] * mul + add, rtol=1e-15, err_msg=k)
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 BENCHMARKS = {"loss": "bench_loss.py", "embedding": "bench_embedding.py", "linear-ce": "bench_linear_ce.py",
-              "accuracy": "bench_accuracy.py", "train": "bench_train.py"}  # fmt: skip
+              "accuracy": "bench_accuracy.py", "train": "bench_train.py"}
 
 
 def run_benchmark(name: str, argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def run_benchmark(name: str, argv: list[str]) -> int:
     if not path.is_file():
         print(f"tinyops bench {name}: {path} not found. The benchmarks are not installed with the package; "
               "run this command from an editable install of a tinyops source checkout (pip install -e .).",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return 2
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return train.cmd_train(
                 args.data, args.config, steps=args.steps, seed=args.seed, out=args.out, force=args.force,
                 progress=not args.no_progress, plots=not args.no_plots,
-            )  # fmt: skip
+            )
         if args.command == "sample":
             return train.cmd_sample(args.model, n=args.n, seed=args.seed)
         return train.cmd_eval(args.model, args.data)

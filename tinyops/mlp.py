@@ -156,7 +156,7 @@ def _logits(
         hpreact, c_hpreact, stats = batchnorm1d_forward(
             hprebn, params["bngain"], params["bnbias"], stats,
             training=training, momentum=config.bn_momentum, eps=config.bn_eps, unbiased=True,
-        )  # fmt: skip
+        )
     h, c_h = tanh_forward(hpreact)  # (N, H)
     logits, c_logits = linear_forward(h, params["W2"], params["b2"])  # (N, V)
     return logits, MLPCache(c_emb, c_hprebn, c_hpreact, c_h, c_logits, None), stats
@@ -323,7 +323,7 @@ class Trainer:
         for k in names:
             if params[k].shape != shapes[k] or params[k].dtype != dtype:
                 raise ValueError(f"params[{k!r}] must have shape {shapes[k]} and dtype {dtype}, "
-                                 f"got shape {params[k].shape} and dtype {params[k].dtype}")  # fmt: skip
+                                 f"got shape {params[k].shape} and dtype {params[k].dtype}")
         check_precision(precision)
         check_backend(backend)
         N = config.batch_size if batch_size is None else batch_size
@@ -392,7 +392,7 @@ class Trainer:
         """
         if X.shape != self.X.shape or Y.shape != (self.N,):
             raise ValueError(f"the batch must be X of shape {self.X.shape} and Y of shape ({self.N},), "
-                             f"got {X.shape} and {Y.shape}")  # fmt: skip
+                             f"got {X.shape} and {Y.shape}")
         P, c, be = self.params, self.config, self.backend
         np.copyto(self.X, X)
         np.copyto(self.Y, Y)
@@ -401,7 +401,7 @@ class Trainer:
         hpreact = self.hprebn
         if c.batchnorm:  # batchnorm1d, training, Bessel-corrected variance (part 4)
             batchnorm_rows_forward(self.hprebn3, P["bngain"], P["bnbias"], self.bnstats, training=True, eps=c.bn_eps,
-                                   unbiased=True, out=self.hpreact3, xhat=self.bnraw3, backend=be)  # fmt: skip
+                                   unbiased=True, out=self.hpreact3, xhat=self.bnraw3, backend=be)
             batchnorm_running_update(self.running, self.bnbatch, c.bn_momentum, out=self.running, backend=be)
             self.num_batches_tracked += 1
             hpreact = self.hpreact
@@ -417,16 +417,16 @@ class Trainer:
         ce_rows_backward(self.mean_w, self.ce_state, out=self.dlogits)  # (N, V) dlogits = (softmax - onehot) / N
         self.ce_state = None
         linear_rows_backward(self.dlogits, self.h1, self.W2b2, has_bias=False, dx=self.dh1,
-                             dweight=self.dW2b2)  # fmt: skip  # (N, H) dh; (H + 1, V) [dW2; db2]
+                             dweight=self.dW2b2)  # (N, H) dh; (H + 1, V) [dW2; db2]
         tanh_rows_backward(self.h1, self.dh1, out=self.dhpreact, backend=be)  # (N, H) dhpreact = (1 - h**2) * dh
         dhprebn = self.dhpreact
         if c.batchnorm:  # (N, H) dhprebn; (H,) dbngain = sum(dhpreact * bnraw), dbnbias = sum(dhpreact)
             np.multiply(P["bngain"], self.bnstats[2], out=self.bn_g_s)  # (H,) bngain * bnvar_inv
             batchnorm_rows_backward(self.dhpreact3, self.bnraw3, self.bn_g_s, training=True, unbiased=True,
-                                    dx=self.dhprebn3, dweight=G["bngain"], dbias=G["bnbias"], backend=be)  # fmt: skip
+                                    dx=self.dhprebn3, dweight=G["bngain"], dbias=G["bnbias"], backend=be)
             dhprebn = self.dhprebn
         linear_rows_backward(dhprebn, self.embcat1, self.W1b1, has_bias=False, dx=self.dembcat1,
-                             dweight=self.dW1b1)  # fmt: skip  # (N, T*D) dembcat; (T*D + 1, H) [dW1; db1]
+                             dweight=self.dW1b1)  # (N, T*D) dembcat; (T*D + 1, H) [dW1; db1]
         embedding_weight_grad(self.X, self.dembcat1, c.vocab_size, c.n_embd, out=G["C"], backend=be)  # (V, D) dC
 
     def update(self, lr: float) -> None:

@@ -173,7 +173,7 @@ def per_column(v: Any, L: int, out: Any) -> None:
 def batchnorm_forward(
     x: Any, L: int, weight: Any, bias: Any, eps: float, unbiased: bool, training: bool, stats: Any,
     xhat: Any, out: Any,
-) -> None:  # fmt: skip
+) -> None:
     """Normalize x (N, K = C*L) per channel; write xhat and out (N, K).
 
     ``stats`` (3, C): training writes [mean; unbiased var; inv_std] of the batch into it; eval reads the

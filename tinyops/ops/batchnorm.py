@@ -90,7 +90,7 @@ def _kernels() -> Any:
 def batchnorm_rows_forward(
     x: Array, weight: Array, bias: Array, stats: Array, *, training: bool, eps: float, unbiased: bool,
     out: Array | None = None, xhat: Array | None = None, backend: Backend = "compiled",
-) -> tuple[Array, Array]:  # fmt: skip
+) -> tuple[Array, Array]:
     """Normalize each channel of (N, C, L) ``x``, then scale and shift: ``out = weight * xhat + bias``; checks nothing.
 
     The entry point of :func:`batchnorm1d_forward` and of :class:`tinyops.mlp.Trainer`.
@@ -117,7 +117,7 @@ def batchnorm_rows_forward(
     if backend == "compiled":
         kernels = _kernels()
         kernels.batchnorm_forward(x.reshape(N, C * L), L, weight, bias, eps, unbiased, training, stats,
-                                  xhat.reshape(N, C * L), out.reshape(N, C * L))  # fmt: skip
+                                  xhat.reshape(N, C * L), out.reshape(N, C * L))
         return out, xhat
     dt = x.dtype.type
     if training:
@@ -140,7 +140,7 @@ def batchnorm_rows_forward(
 def batchnorm_rows_backward(
     dout: Array, xhat: Array, g_s: Array, *, training: bool, unbiased: bool, dx: Array | None = None,
     dweight: Array | None = None, dbias: Array | None = None, backend: Backend = "compiled",
-) -> tuple[Array, Array, Array]:  # fmt: skip
+) -> tuple[Array, Array, Array]:
     """``(dx, dweight, dbias)`` of :func:`batchnorm_rows_forward`; checks nothing. The derivation is
     :func:`batchnorm1d_backward`'s.
 
@@ -164,7 +164,7 @@ def batchnorm_rows_backward(
     if backend == "compiled":
         kernels = _kernels()
         kernels.batchnorm_backward(dout.reshape(N, C * L), xhat.reshape(N, C * L), L, g_s, training, m_over_d,
-                                   dx.reshape(N, C * L), dweight, dbias)  # fmt: skip
+                                   dx.reshape(N, C * L), dweight, dbias)
         return dx, dweight, dbias
     dout.sum(axis=(0, 2), out=dbias)  # (C,) sum(dout)
     np.einsum("ncl,ncl->c", dout, xhat, out=dweight)  # (C,) sum(dout * xhat)
@@ -284,7 +284,7 @@ def batchnorm1d_forward(
     zeros_or_b = np.zeros(C, x.dtype) if b is None else b
     x3 = _as_3d(x)
     out, xhat = batchnorm_rows_forward(x3, ones_or_w, zeros_or_b, stats, training=bool(training), eps=eps,
-                                       unbiased=bool(unbiased), backend=layer)  # fmt: skip
+                                       unbiased=bool(unbiased), backend=layer)
     new_running: BatchNormStats | None = running
     if training:
         new_running = None
@@ -324,7 +324,7 @@ def batchnorm1d_backward(dout: npt.ArrayLike, cache: BatchNormCache) -> tuple[Ar
     dout = check_dout(dout, xhat.shape, xhat.dtype)
     g_s = inv_std if weight is None else weight * inv_std  # (C,)
     dx, dweight, dbias = batchnorm_rows_backward(_as_3d(dout), _as_3d(xhat), g_s, training=training,
-                                                 unbiased=unbiased, backend=backend)  # fmt: skip
+                                                 unbiased=unbiased, backend=backend)
     return dx.reshape(xhat.shape), (dweight if weight is not None else None), (dbias if has_bias else None)
 
 

@@ -59,7 +59,7 @@ def _kernels() -> Any:
 def embedding_gather(
     weight: Array, idx: npt.NDArray[np.intp], *, out: Array | None = None, backend: Backend = "compiled",
     threads: int = 1,
-) -> Array:  # fmt: skip
+) -> Array:
     """The lookup ``out[r, t*D:(t+1)*D] = weight[idx[r, t]]``: (R, T) indices into (R, T*D) rows; checks nothing.
 
     The entry point of :func:`embedding_forward` and of :class:`tinyops.mlp.Trainer` (whose contexts are
@@ -93,7 +93,7 @@ def embedding_gather(
 def embedding_weight_grad(
     idx: npt.NDArray[np.intp], dout: Array, V: int, D: int, *, padding_idx: int | None = None,
     scale_grad_by_freq: bool = False, out: Array | None = None, backend: Backend = "compiled", threads: int = 1,
-) -> Array:  # fmt: skip
+) -> Array:
     """The scatter-add ``dweight[v] = sum_{(r, t): idx[r, t] == v} dout[r, t*D:(t+1)*D]``; checks nothing.
 
     The entry point of :func:`embedding_backward` and of :class:`tinyops.mlp.Trainer`; the derivation is
@@ -214,7 +214,7 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
     R, T = rows.shape
     dout_rows = np.ascontiguousarray(dout).reshape(R, T * D)  # (R, T*D)
     return embedding_weight_grad(rows, dout_rows, V, D, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
-                                 backend=backend, threads=threads)  # fmt: skip
+                                 backend=backend, threads=threads)
 
 
 def embedding(
@@ -228,7 +228,7 @@ def embedding(
 ) -> npt.NDArray[Any]:
     """``weight[idx]`` with checked indices; see :func:`embedding_forward`."""
     return embedding_forward(weight, idx, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq,
-                             backend=backend, threads=threads)[0]  # fmt: skip
+                             backend=backend, threads=threads)[0]
 
 
 def embedding_renorm(

@@ -46,7 +46,7 @@ def linear_rows_forward(x: Array, weight: Array, bias: Array | None = None, *, o
 def linear_rows_backward(
     dout: Array, x: Array, weight: Array, *, has_bias: bool, dx: Array | None = None, dweight: Array | None = None,
     dbias: Array | None = None,
-) -> tuple[Array, Array, Array | None]:  # fmt: skip
+) -> tuple[Array, Array, Array | None]:
     """``(dx, dweight, dbias)`` of :func:`linear_rows_forward` for (N, O) ``dout``; checks nothing.
 
     The derivation is :func:`linear_backward`'s: ``dx = dout @ weight.T``, ``dweight = x.T @ dout``,
