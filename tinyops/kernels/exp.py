@@ -96,12 +96,28 @@ ROUND_64 = 6755399441055744.0  # 1.5 * 2^52
 
 
 @jit(fastmath=frozenset({"contract"}))
-def exp64(x: Any) -> Any:
-    """``exp(x)`` of a float64, within 1 ulp."""
+def reduce64(x: Any) -> tuple[Any, Any]:
+    """Steps 1 of the float64 exp: ``(n, r)`` with ``x = n ln 2 + r``, ``|r| <= ln(2) / 2``, x clamped first."""
     x = -746.0 if x < -746.0 else x  # exp(-746) < 2^-1074 / 2: rounds to 0
     x = 710.0 if x > 710.0 else x  # exp(710) > float64 max: inf
     n = (x * LOG2E_64 + ROUND_64) - ROUND_64  # round(x / ln 2)
-    r = (x - n * LN2_HI_64) - n * LN2_LO_64  # |r| <= ln(2) / 2
+    return n, (x - n * LN2_HI_64) - n * LN2_LO_64
+
+
+@jit(fastmath=frozenset({"contract"}))
+def scale64(p: Any, n: Any) -> Any:
+    """Step 3 of the float64 exp: ``p * 2^n`` as ``(p * 2^k1) * 2^(n - k1)``, both factors normal."""
+    k = np.int64(n)
+    k1 = k >> np.int64(1)
+    scale1 = _f64_from_bits((k1 + np.int64(1023)) << np.int64(52))
+    scale2 = _f64_from_bits((k - k1 + np.int64(1023)) << np.int64(52))
+    return (p * scale1) * scale2
+
+
+@jit(fastmath=frozenset({"contract"}))
+def exp64(x: Any) -> Any:
+    """``exp(x)`` of a float64, within 1 ulp."""
+    n, r = reduce64(x)
     p = 1.0 / 6227020800.0  # Taylor, degree 13, Horner: 1 + r + r^2/2 + ... + r^13/13!
     p = p * r + 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -116,11 +132,7 @@ def exp64(x: Any) -> Any:
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    k = np.int64(n)
-    k1 = k >> np.int64(1)  # 2^n = 2^k1 * 2^(n - k1), both factors normal
-    scale1 = _f64_from_bits((k1 + np.int64(1023)) << np.int64(52))
-    scale2 = _f64_from_bits((k - k1 + np.int64(1023)) << np.int64(52))
-    return (p * scale1) * scale2
+    return scale64(p, n)
 
 
 @jit(fastmath=frozenset({"contract"}))
@@ -131,10 +143,7 @@ def exp64_for32(x: Any) -> Any:
     of 13: the 'accurate' kernels of float32 inputs compute in float64 to form ``x - max`` exactly, not to
     keep 53 bits of each exp.
     """
-    x = -746.0 if x < -746.0 else x
-    x = 710.0 if x > 710.0 else x
-    n = (x * LOG2E_64 + ROUND_64) - ROUND_64  # round(x / ln 2)
-    r = (x - n * LN2_HI_64) - n * LN2_LO_64  # |r| <= ln(2) / 2
+    n, r = reduce64(x)
     p = 1.0 / 40320.0  # Taylor, degree 8, Horner
     p = p * r + 1.0 / 5040.0
     p = p * r + 1.0 / 720.0
@@ -144,11 +153,7 @@ def exp64_for32(x: Any) -> Any:
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    k = np.int64(n)
-    k1 = k >> np.int64(1)
-    scale1 = _f64_from_bits((k1 + np.int64(1023)) << np.int64(52))
-    scale2 = _f64_from_bits((k - k1 + np.int64(1023)) << np.int64(52))
-    return (p * scale1) * scale2
+    return scale64(p, n)
 
 
 @jit(fastmath=frozenset({"contract"}))

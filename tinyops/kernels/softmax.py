@@ -57,7 +57,7 @@ import numpy as np
 from numba import prange
 
 from ._numba import SUM_FLAGS, jit, threads_available, use_threads
-from .cross_entropy import row_max, two_diff_lo
+from .cross_entropy import BLOCK, add_compensated, row_max, two_diff_lo
 from .exp import exp64, exp_of, is_float32
 
 # what a forward computes (a constant of each compiled call site: one driver serves all four)
@@ -66,25 +66,10 @@ LSE_PROBS = 1  # logsumexp and its gradient, the softmax (logsumexp_forward's ca
 SOFTMAX = 2
 LOG_SOFTMAX = 3
 
-# entries per block of a row sum (see sum_without_max). Measured on float64 rows of 8192 (near ties,
-# log-normalized, normal): 16, 32, 64, 128 and 256 all came within 3-4 ulp of the reference (one loop over
-# the row: 55 ulp), at the same (4096, 8192) time within the timing noise; 64 is from the middle.
-BLOCK = 64
 FLAGS = frozenset({"contract"})  # loops that only write: no reassociation, so each formula rounds as written
 
 
 # ----------------------------------------------------------------------------- pieces of a row
-
-
-@jit()
-def add_compensated(total: float, comp: float, s: float) -> tuple[float, float]:
-    """``total + s`` by Neumaier's compensated sum: the new total and the running rounding error ``comp``."""
-    t = total + s
-    if abs(total) >= abs(s):
-        comp += (total - t) + s
-    else:
-        comp += (s - t) + total
-    return t, comp
 
 
 @jit(fastmath=SUM_FLAGS)
