@@ -480,9 +480,9 @@ def test_accuracy_benchmark_tiny(tmp_path: Any, capsys: pytest.CaptureFixture[st
     bench = load_benchmark("bench_accuracy")
     assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "float32 targets of the default:\n- loss <= 2: met" in out
+    assert "float32 bounds of the default:\n- loss <= 2: held" in out
     payload = json.loads((tmp_path / "bench_accuracy.json").read_text())
-    assert payload["targets_met"] and payload["size"] == "tiny"
+    assert payload["bounds_held"] and payload["size"] == "tiny"
     names = payload["implementations"]
     assert names[0] == "tinyops" and names[-1] == "naive chain"
     for dtype in ("float32", "float64"):
