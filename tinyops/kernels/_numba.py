@@ -46,3 +46,15 @@ def use_threads(threads: int) -> None:
     results never depend on it: each row is computed by one thread, in one order.
     """
     numba.set_num_threads(max(1, min(threads, threads_available())))
+
+
+def launch(serial: Callable[..., Any], parallel: Callable[..., Any], threads: int, *args: Any) -> None:
+    """``serial(*args)`` for one thread (no thread-pool start-up), else ``parallel(*args)`` on ``threads``.
+
+    The two drivers of a kernel call one row function, so which of them runs never changes a bit.
+    """
+    if threads == 1:
+        serial(*args)
+    else:
+        use_threads(threads)
+        parallel(*args)

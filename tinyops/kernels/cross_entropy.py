@@ -45,7 +45,7 @@ import numpy.typing as npt
 from numba import prange
 
 from .._checks import Array
-from ._numba import MAX_FLAGS, SUM_FLAGS, jit, use_threads
+from ._numba import MAX_FLAGS, SUM_FLAGS, jit, launch
 from .exp import exp64, exp64_for32, exp_of, is_float32
 
 # entries per block of a float64 row sum (accurate_row; tinyops.kernels.softmax.sum_without_max). Measured
@@ -169,27 +169,21 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
 
 
 @jit(parallel=True)
-def forward_fast_parallel(x: Any, t: Any, out: Any, stats: Any) -> None:
+def forward_parallel(x: Any, t: Any, out: Any, stats: Any, accurate: bool) -> None:
     for i in prange(x.shape[0]):
-        fast_row(x[i], t[i], out, stats, i)
+        if accurate:
+            accurate_row(x[i], t[i], out, stats, i)
+        else:
+            fast_row(x[i], t[i], out, stats, i)
 
 
 @jit()
-def forward_fast_serial(x: Any, t: Any, out: Any, stats: Any) -> None:
+def forward_serial(x: Any, t: Any, out: Any, stats: Any, accurate: bool) -> None:
     for i in range(x.shape[0]):
-        fast_row(x[i], t[i], out, stats, i)
-
-
-@jit(parallel=True)
-def forward_accurate_parallel(x: Any, t: Any, out: Any, stats: Any) -> None:
-    for i in prange(x.shape[0]):
-        accurate_row(x[i], t[i], out, stats, i)
-
-
-@jit()
-def forward_accurate_serial(x: Any, t: Any, out: Any, stats: Any) -> None:
-    for i in range(x.shape[0]):
-        accurate_row(x[i], t[i], out, stats, i)
+        if accurate:
+            accurate_row(x[i], t[i], out, stats, i)
+        else:
+            fast_row(x[i], t[i], out, stats, i)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -281,11 +275,7 @@ def ce_rows_forward(
     accurate = precision == "accurate"
     out = np.empty((2, M), x.dtype)  # [loss; lse]
     stats = np.empty((3, M), np.float64 if accurate else x.dtype)  # [shift; den; dtarget]
-    if threads == 1:
-        (forward_accurate_serial if accurate else forward_fast_serial)(x, t, out, stats)
-    else:
-        use_threads(threads)
-        (forward_accurate_parallel if accurate else forward_fast_parallel)(x, t, out, stats)
+    launch(forward_serial, forward_parallel, threads, x, t, out, stats, accurate)
     return out[LOSS], out[LSE], RowsState(x, t, stats, accurate, threads)
 
 
@@ -299,9 +289,5 @@ def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Ar
     x = state.x
     dx = np.empty_like(x) if out is None else out
     into = None if dx is x else dx  # over the logits: the kernel is told so, and vectorizes as a map
-    if state.threads == 1:
-        backward_serial(x, state.target, g, state.stats, into, state.accurate)
-    else:
-        use_threads(state.threads)
-        backward_parallel(x, state.target, g, state.stats, into, state.accurate)
+    launch(backward_serial, backward_parallel, state.threads, x, state.target, g, state.stats, into, state.accurate)
     return dx

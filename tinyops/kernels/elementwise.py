@@ -43,7 +43,7 @@ from numba import prange
 from numba.core import types
 from numba.extending import overload
 
-from ._numba import jit, use_threads
+from ._numba import jit, launch
 from .exp import exp32, exp64
 
 ELEMENTWISE_FLAGS = frozenset({"contract"})  # fused multiply-adds only: no sum here is reordered
@@ -279,20 +279,12 @@ def running_update(running: Any, batch: Any, f: float, out: Any) -> None:
 
 def tanh_forward(x: Any, y: Any, K: int, threads: int) -> None:
     """``y[:, :K] = tanh(x[:, :K])`` on ``threads`` threads (1: the serial twin)."""
-    if threads == 1:
-        tanh_forward_serial(x, y, K)
-    else:
-        use_threads(threads)
-        tanh_forward_parallel(x, y, K)
+    launch(tanh_forward_serial, tanh_forward_parallel, threads, x, y, K)
 
 
 def tanh_backward(y: Any, dout: Any, dx: Any, K: int, threads: int) -> None:
     """``dx[:, :K] = (1 - y[:, :K]**2) * dout[:, :K]`` on ``threads`` threads (1: the serial twin)."""
-    if threads == 1:
-        tanh_backward_serial(y, dout, dx, K)
-    else:
-        use_threads(threads)
-        tanh_backward_parallel(y, dout, dx, K)
+    launch(tanh_backward_serial, tanh_backward_parallel, threads, y, dout, dx, K)
 
 
 @jit(fastmath=ELEMENTWISE_FLAGS)

@@ -22,7 +22,7 @@ from typing import Any
 
 from numba import prange
 
-from ._numba import jit, threads_available, use_threads
+from ._numba import jit, launch, threads_available, use_threads
 
 
 @jit()
@@ -83,11 +83,7 @@ def scatter_parallel(idx: Any, dout: Any, dweight: Any, zero: bool, blocks: int)
 
 def gather(weight: Any, idx: Any, out: Any, threads: int) -> None:
     """``out[r, :T*D] = weight[idx[r]].reshape(-1)``, on ``threads`` threads (1: the serial twin)."""
-    if threads == 1:
-        gather_serial(weight, idx, out)
-    else:
-        use_threads(threads)
-        gather_parallel(weight, idx, out)
+    launch(gather_serial, gather_parallel, threads, weight, idx, out)
 
 
 def scatter_add(idx: Any, dout: Any, dweight: Any, threads: int, zero: bool) -> None:

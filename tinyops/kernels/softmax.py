@@ -56,7 +56,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba import SUM_FLAGS, jit, threads_available, use_threads
+from ._numba import SUM_FLAGS, jit, launch, threads_available, use_threads
 from .cross_entropy import BLOCK, add_compensated, row_max, two_diff_lo
 from .exp import exp64, exp_of, is_float32
 
@@ -247,9 +247,5 @@ def backward_serial(y: Any, dy: Any, dx: Any, op: int) -> None:
 def backward(y: Any, dy: Any, op: int, threads: int) -> Any:
     """``dx`` (R, n) of the rows of ``y`` and ``dy`` (R, n), for ``op`` SOFTMAX or LOG_SOFTMAX."""
     dx = np.empty_like(y)
-    if threads == 1:
-        backward_serial(y, dy, dx, op)
-    else:
-        use_threads(threads)
-        backward_parallel(y, dy, dx, op)
+    launch(backward_serial, backward_parallel, threads, y, dy, dx, op)
     return dx

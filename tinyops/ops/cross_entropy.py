@@ -215,8 +215,8 @@ def ce_rows_forward(
     ``lse`` equal to the max (nan if the row holds a nan); a nan elsewhere makes the row nan; ``-inf``
     entries have probability 0 (a ``-inf`` target gives ``loss = +inf``). As torch.
     """
-    threads = check_threads(threads)
     if backend == "compiled":
+        threads = 1 if threads is None else threads  # checked by the caller (check_threads)
         return _compiled().ce_rows_forward(x, t, precision=precision, threads=threads)  # type: ignore[no-any-return]
     if x.shape[0] == 0:  # no rows (maybe no classes either): nothing to reduce
         return np.empty(0, x.dtype), np.empty(0, x.dtype), RowsCache(x.copy(), t, np.empty(0, x.dtype))
