@@ -92,6 +92,12 @@ CE_CASES: list[Any] = [
     ("weights-sum-to-zero-smoothing", ROWS3, np.array([0, -100, 0]),
      {"weight": np.array([0.0, 1.0, 1.0]), "label_smoothing": 0.2}),
     ("smoothing-one", ROWS3, np.array([0, 1, 2]), {"label_smoothing": 1.0}),
+    # torch adds the target term (1 - eps) * -log p_t even when eps = 1: 0 * inf = nan, not the smoothing's inf
+    ("smoothing-one-minus-inf-at-target-unbatched", np.array([-inf, 0.0]), np.array(0), {"label_smoothing": 1.0}),
+    ("smoothing-one-minus-inf-at-target", np.array([[-inf, 0.0], [1.0, 2.0]]), np.array([0, 1]),
+     {"label_smoothing": 1.0, "reduction": "none", "weight": np.array([2.0, 0.5])}),
+    ("smoothing-one-minus-inf-at-ignored-target", np.array([[-inf, 0.0], [1.0, 2.0]]), np.array([0, 1]),
+     {"label_smoothing": 1.0, "ignore_index": 0}),
     ("unbatched", np.array([0.5, -1.0, 2.0]), np.array(2), {}),
     ("unbatched-ignored", np.array([0.5, -1.0, 2.0]), np.array(-100), {}),
     ("unbatched-probs", np.array([0.5, -1.0, 2.0]), np.array([0.2, 0.3, 0.5]), {"label_smoothing": 0.1}),
@@ -107,15 +113,17 @@ def _torch_ce(x: torch.Tensor, target: Any, **kwargs: Any) -> torch.Tensor:
     return F.cross_entropy(x, target, **opts)
 
 
+@pytest.mark.parametrize("backend", ["reference", "compiled"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("name", "logits", "target", "kwargs"), CE_CASES, ids=[c[0] for c in CE_CASES])
 def test_cross_entropy_edge_case_matches_torch(
-    name: str, logits: Array, target: Array, kwargs: dict[str, Any], dtype: type
+    name: str, logits: Array, target: Array, kwargs: dict[str, Any], dtype: type, backend: str
 ) -> None:
     x = logits.astype(dtype)
     t = target.astype(dtype) if target.dtype.kind == "f" else target
     kw = {k: v.astype(dtype) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-    _compare(tinyops.cross_entropy_forward, tinyops.cross_entropy_backward, _torch_ce, x, (t,), kw)
+    ours = {**kw, "backend": backend}
+    _compare(tinyops.cross_entropy_forward, tinyops.cross_entropy_backward, _torch_ce, x, (t,), ours, kw)
 
 
 def test_all_ignored_conventions() -> None:
@@ -145,12 +153,20 @@ def test_negative_label_smoothing_is_rejected_where_torch_ignores_it() -> None:
 
 
 def test_float16_logits_are_computed_in_float32() -> None:
+    """float16 in, float16 out, computed wider: within one float16 ulp of torch's float64 answer on the
+    float16 values (a float16 computation would be off by several: ``lse - x_t`` rounds at |x| ~ 9)."""
     x = (ROWS3 * 3).astype(np.float16)
-    loss, cache = tinyops.cross_entropy_forward(x, np.array([0, 1, 2]), weight=np.array([1, 2, 3], np.float16))
-    dx = tinyops.cross_entropy_backward(np.float16(1.0), cache)
+    w = np.array([1, 2, 3], np.float16)
+    t = np.array([0, 1, 2])
+    loss, cache = tinyops.cross_entropy_forward(x, t, weight=w, reduction="none")
+    dx = tinyops.cross_entropy_backward(np.ones(3, np.float16), cache)
     assert loss.dtype == dx.dtype == np.float16
-    ref = tinyops.cross_entropy(x.astype(np.float32), np.array([0, 1, 2]), weight=np.array([1, 2, 3], np.float32))
-    assert loss == np.float16(ref)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    ref = F.cross_entropy(xt, torch.from_numpy(t), weight=torch.tensor(w.astype(np.float64)), reduction="none")
+    (g,) = torch.autograd.grad(ref, xt, torch.ones(3, dtype=torch.float64))
+    for ours, theirs in [(loss, ref.detach().numpy()), (dx, g.numpy())]:
+        ulp = np.spacing(np.abs(theirs).astype(np.float16)).astype(np.float64)
+        assert np.all(np.abs(ours.astype(np.float64) - theirs) <= ulp)
 
 
 # ============================================================================ embedding

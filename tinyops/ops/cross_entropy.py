@@ -512,7 +512,10 @@ def cross_entropy_forward(
         coef[np.arange(M), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
         if ignored is not None:
             coef[ignored] = 0
-        return _dense_forward(work, coef, ignored, reduction, denom, logits.shape, dtype)
+        # torch adds the target term as (1 - eps) * -log p_t: with eps = 1 that is 0 * inf = nan where the
+        # target's logit is -inf (the smoothing term alone would give +inf)
+        nan_rows = np.isneginf(work[np.arange(M), t]) if eps == 1 else None  # (M,)
+        return _dense_forward(work, coef, ignored, reduction, denom, logits.shape, dtype, nan_rows=nan_rows)
 
     losses, _, state = ce_rows_forward(work, t, precision=precision, backend=backend, threads=threads)  # (M,)
     if row_weight is not None:
@@ -532,8 +535,11 @@ def _dense_forward(
     denom: float,
     logits_shape: tuple[int, ...],
     dtype: np.dtype[Any],
+    *,
+    nan_rows: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[Array, CrossEntropyDenseCache]:
-    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef`` (M, C)."""
+    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef`` (M, C);
+    ``nan_rows`` (M,): rows whose loss is nan whatever the sum (their gradient is the sum's)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: nan
         s = shifted_rows(x)  # float64 pieces of each row's logsumexp
         lse = s.m + s.log1p_r  # (M,)
@@ -542,6 +548,8 @@ def _dense_forward(
         probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C), nan on those rows
         logp = x - lse.astype(x.dtype)[:, None]  # (M, C) log_softmax
         losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
+    if nan_rows is not None:
+        losses[nan_rows] = np.nan
     if ignored is not None:
         losses[ignored] = 0
     loss = reduce_losses(losses.reshape(_loss_shape_of(logits_shape)).astype(dtype, copy=False), reduction, denom=denom)
