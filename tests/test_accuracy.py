@@ -23,7 +23,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import tinyops
-from tinyops.testing import exact, regions
+from tinyops.testing import bounds, exact, regions
 from tinyops.testing import strategies as ts
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -255,8 +255,7 @@ def test_testing_package_imports_lazily_and_explains_missing_extras() -> None:
 # logsumexp, ``m + log1p(r)``, cancels when it is near 0 while the row max m is not: both dtypes get, on
 # top of the bound, the float64 rounding of its two terms (see lse_slack).
 
-BOUNDS = {"loss": 2.0, "grad": 4.0, "lse": 2.0, "log_softmax": 2.0, "softmax": 4.0, "mean": 2.0}
-F64_BOUND = 8.0
+BOUNDS = bounds.FLOAT32  # the library's documented bounds, one table (tinyops/testing/bounds.py)
 
 
 def assert_ulps(
@@ -276,7 +275,9 @@ def assert_ulps(
 
 
 def bound(quantity: str, dtype: np.dtype[Any], V: int = 1) -> float:
-    return BOUNDS[quantity] if dtype == F32 else F64_BOUND + 2 * float(np.log2(max(V, 1)))
+    b = bounds.ulp_bound(quantity, dtype, V)
+    assert b is not None, quantity
+    return b
 
 
 def normal(ref: Array, dtype: np.dtype[Any]) -> Array:
@@ -285,19 +286,7 @@ def normal(ref: Array, dtype: np.dtype[Any]) -> Array:
     return np.isinf(y) | (y >= np.finfo(dtype).tiny)
 
 
-def lse_slack(logits: Array, ref_lse: Array, dtype: np.dtype[Any]) -> Array:
-    """``4 eps64 (|m| + |lse - m| + log2 V + 1)`` in ULPs of the exact lse rounded to dtype (0 where it is nan).
-
-    The rounding of ``m`` and ``log1p(r)`` in float64 (and of the sum r): an absolute error that stays
-    far below an ULP unless the two terms cancel, i.e. unless logsumexp is near 0 and the max is not.
-    """
-    with np.errstate(invalid="ignore", over="ignore"):
-        lse = ref_lse.astype(np.float64)
-        m = logits.max(axis=-1).astype(np.float64)
-        slack = 4 * np.finfo(np.float64).eps * (np.abs(m) + np.abs(lse - m) + np.log2(logits.shape[-1]) + 1)
-        unit = np.spacing(np.abs(exact.round_to(ref_lse, dtype))).astype(np.float64)
-        out = slack / unit  # inf where the slack dwarfs the smallest subnormal
-    return np.where(np.isnan(out), 0.0, out)
+lse_slack = bounds.lse_slack
 
 
 @functools.lru_cache(maxsize=512)

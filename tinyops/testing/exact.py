@@ -46,6 +46,7 @@ from .._checks import Array, as_float_array, as_index_array
 __all__ = [
     "PREC",
     "Reference",
+    "assert_ulp_close",
     "cross_entropy",
     "cross_entropy_grad",
     "cross_entropy_mean",
@@ -391,3 +392,48 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
         err = np.where(np.isinf(hi), np.where(g64 == hi, 0.0, np.inf), err)
         err = np.where(np.isfinite(hi) & np.isinf(y) & (g64 == y), 0.0, err)
     return np.asarray(err, dtype=np.float64)
+
+
+def assert_ulp_close(
+    got: npt.ArrayLike,
+    exact_or_reference: npt.ArrayLike,
+    max_ulp: npt.ArrayLike,
+    *,
+    dtype: npt.DTypeLike | None = None,
+    mask: npt.ArrayLike | None = None,
+    name: str = "result",
+) -> None:
+    """Assert every element of ``got`` is within ``max_ulp`` ULPs of ``exact_or_reference`` (for pytest).
+
+    Args:
+        got: the computed array (float16/32/64).
+        exact_or_reference: the exact values (an object array of ``mpmath.mpf`` from this module) or a
+            float reference of the same shape (read exactly; then the error is measured against it).
+        max_ulp: a number, or an array broadcastable to ``got`` (one bound per element).
+        dtype: whose ULP is the unit; default ``got``'s dtype.
+        mask: bool array broadcastable to ``got``: only where True is checked (e.g. normal numbers).
+        name: what ``got`` is, for the message.
+
+    Raises:
+        AssertionError: naming the worst element: its index, error, bound, computed and exact values,
+        and how many elements exceed their bound. Also for shapes that differ.
+    """
+    g = np.asarray(got)
+    ref = np.asarray(exact_or_reference)
+    if g.shape != ref.shape:
+        raise AssertionError(f"{name}: shape {g.shape} differs from the reference's {ref.shape}")
+    dt = np.dtype(dtype) if dtype is not None else g.dtype
+    err = ulp_error(g, ref, dt)
+    if mask is not None:
+        err = np.where(np.broadcast_to(np.asarray(mask, dtype=bool), err.shape), err, 0.0)
+    limit = np.broadcast_to(np.asarray(max_ulp, dtype=np.float64), err.shape)
+    over = err - limit
+    if err.size == 0 or not (over > 0).any():
+        return
+    i = np.unravel_index(int(np.argmax(over)), err.shape)
+    exact_i = ref[i]
+    exact_txt = mpmath.nstr(exact_i, 17) if isinstance(exact_i, mpmath.mpf) else repr(float(exact_i))
+    raise AssertionError(
+        f"{name} ({dt}): {err[i]:.4g} ULP > {limit[i]:.4g} at index {tuple(int(k) for k in i)}: "
+        f"got {g[i]!r}, exact {exact_txt}; {int((over > 0).sum())} of {err.size} elements over their bound"
+    )
