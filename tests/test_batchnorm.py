@@ -158,7 +158,7 @@ def bn_cases(draw: st.DrawFn, smooth: bool = False) -> Case:
     return Case((x, weight, bias), kwargs, draw(st.integers(0, 2**32 - 1)))
 
 
-K = {"float32": 8, "float64": 8}
+K = {"float32": 2, "float64": 2}  # measured need 0.3 (python -m tests.headroom): tests/ERROR_ANALYSIS.md
 BATCHNORM_SPEC = OpSpec(
     "batchnorm1d", bn_forward, bn_backward, torch_bn, bn_cases(), bn_cases(smooth=True),
     fwd_k=K, bwd_k=K, fwd_scale=bn_fwd_scale, bwd_scale=bn_bwd_scale,
