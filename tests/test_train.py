@@ -1,5 +1,9 @@
-"""The train / eval / sample commands: a run end to end on a small names file, and every error path
-(one line on stderr, exit status 2, no traceback), no silent overwrite, Ctrl-C, atomic model files."""
+"""The train / eval / sample commands in process: a run end to end on a small names file, and every error
+path (one line on stderr, exit status 2, no traceback, nothing created), no silent overwrite, Ctrl-C,
+atomic and reproducible model files, crafted model files, the command line's help.
+
+The run directory as a transaction (claims, races, kills, signals, permissions) is tested against real
+processes in tests/test_runs.py."""
 
 from __future__ import annotations
 
@@ -108,6 +112,7 @@ def _bad_data(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
     (tmp / "latin1.txt").write_bytes("anna\nzo\xe9\n".encode("latin-1"))
     (tmp / "empty.txt").write_text("\n\n")
     (tmp / "adir").mkdir(exist_ok=True)
+    (tmp / "two.txt").write_text("anna\nbob\n")
     return {
         "missing": (tmp / "nope.txt", ("cannot read data file", "nope.txt", "No such file")),
         "directory": (tmp / "adir", ("cannot read data file", "adir")),
@@ -115,10 +120,13 @@ def _bad_data(tmp: Path) -> dict[str, tuple[Path, tuple[str, ...]]]:
         "uppercase": (tmp / "upper.txt", ("word 2 'Bob'", "'B'")),
         "not-utf8": (tmp / "latin1.txt", ("latin1.txt", "is not UTF-8")),
         "empty": (tmp / "empty.txt", ("holds no words",)),
+        "two-names": (tmp / "two.txt", ("holds 2 names", "its dev split is empty", "at least 6 names")),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "outside-vocabulary", "uppercase", "not-utf8", "empty"])
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "outside-vocabulary", "uppercase", "not-utf8", "empty", "two-names"]
+)
 def test_bad_data_file(case: str, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, fragments = _bad_data(tmp_path)[case]
     rc = main(["train", "--data", str(path), "--steps", "5", "--out", str(tmp_path / "r"), "--no-progress"])
@@ -157,19 +165,45 @@ def test_bad_model_file(run: Path, names: Path, tmp_path: Path, capsys: pytest.C
         one_error_line(capsys, main(["eval", "--model", str(path), "--data", str(names)]), *fragments)
 
 
-def test_bad_arguments(names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--steps", "-1"], ("steps must be an integer from 0 to 100,000,000, got -1",)),
+        (["--steps", str(10**15)], ("steps must be an integer from 0 to 100,000,000, got 1000000000000000",)),
+        (["--seed", "-1"], ("seed must be an integer from 0 to 2**63 - 1, got -1",)),
+        (["--seed", str(2**64)], ("seed must be an integer from 0 to 2**63 - 1",)),
+    ],
+)
+def test_steps_and_seed_out_of_range(
+    args: list[str], fragments: tuple[str, ...], names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results" / "run"
+    rc = main(["train", "--data", str(names), "--out", str(out), "--no-progress", "--no-plots", *args])
+    one_error_line(capsys, rc, *fragments)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created
+
+
+def test_bad_arguments(names: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one_error_line(capsys, T.cmd_train(str(names), "pt3", out=str(tmp_path / "a")), "unknown config 'pt3'")
-    rc = main(["train", "--data", str(names), "--steps", "-1", "--out", str(tmp_path / "b"), "--no-progress"])
-    one_error_line(capsys, rc, "steps must be >= 0, got -1")
     (tmp_path / "file").write_text("x")
     rc = main(["train", "--data", str(names), "--out", str(tmp_path / "file"), "--no-progress"])
     one_error_line(capsys, rc, "exists and is not a directory")
+    rc = main(["train", "--data", str(names), "--out", str(tmp_path / "file" / "a" / "run"), "--no-progress"])
+    one_error_line(capsys, rc, "cannot be created", "file' is not a directory")  # a path under a regular file
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for force in ([], ["--force"]):  # a directory of other files is never replaced by a run
+        rc = main(["train", "--data", str(names), "--out", str(tmp_path / "mine"), "--no-progress", *force])
+        one_error_line(capsys, rc, "holds other files and no run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+    one_error_line(capsys, main(["sample", "--model", str(run), "--seed", "-1"]), "seed must be")
 
 
 def test_ctrl_c_saves_the_parameters_so_far(
     names: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A SIGINT during step 50 lets that step finish, stops the loop, and saves a complete run."""
+    """A SIGINT during step 50 lets that step finish, stops the loop, skips the evaluation, and saves a
+    complete partial run that says how many steps it has."""
     calls = {"n": 0}
     step = mlp.Trainer.step
 
@@ -183,11 +217,13 @@ def test_ctrl_c_saves_the_parameters_so_far(
     out = tmp_path / "run"
     rc = main(["train", "--data", str(names), "--steps", "1000", "--out", str(out), "--no-progress", "--no-plots"])
     assert rc == 130
-    assert "interrupted after 51 steps" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "partial run of 51 of 1,000 steps (train, dev, test not evaluated)" in err[0], err
     losses = json.loads((out / "losses.json").read_text())
-    assert losses["interrupted"] is True and losses["steps"] == 51
-    assert np.isfinite([losses["train"], losses["dev"], losses["test"]]).all()
-    T.load_model(out)  # a complete, loadable model
+    assert losses["interrupted"] is True and losses["steps"] == 51 and losses["steps_planned"] == 1000
+    assert "train" not in losses
+    model = T.load_model(out)  # a complete, loadable model
+    assert model.meta["steps"] == 51 and model.meta["steps_planned"] == 1000
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
 
 
@@ -198,11 +234,11 @@ def test_model_files_are_written_atomically(run: Path, tmp_path: Path, monkeypat
     T.save_model(path, model.config, model.params, model.stats, {"seed": 3})
     before = path.read_bytes()
 
-    def crash(f: Any, **arrays: Any) -> None:
+    def crash(f: Any, arrays: Any) -> None:
         f.write(b"PK\x03\x04 half an archive")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(T, "_write_npz", crash)
     with pytest.raises(OSError, match="No space left"):
         T.save_model(path, model.config, model.params, model.stats, {"seed": 4})
     assert path.read_bytes() == before

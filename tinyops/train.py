@@ -1,21 +1,23 @@
 """Train, evaluate and sample the makemore MLP: the training loop, model files, plots, the commands.
 
 A run directory (``--out``) holds ``model.npz`` (parameters, batchnorm statistics, the config, the
-vocabulary), ``losses.json`` (final train/dev/test loss), ``loss.png`` (log10 loss per step) and
-``embedding.png`` (the characters at the first two embedding dimensions). Every file is written to a
-temporary file in the same directory and moved into place with ``os.replace``, so a crash never leaves
-a half-written file; an existing run is never overwritten without ``force``.
+vocabulary, the seed and the steps trained: the same seed and steps give the same bytes),
+``losses.json`` (final train/dev/test loss and the run's timing), ``loss.png`` (log10 loss per step)
+and ``embedding.png`` (the characters at the first two embedding dimensions). :mod:`tinyops.runs`
+writes the directory as one transaction: claimed by one run at a time, written into a staging
+directory, swapped into place whole; an existing run is never replaced without ``force``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
-import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import mlp
+from . import mlp, runs
 from ._checks import Array
 from .data import END, build_dataset, read_words, split_words
 from .ops.batchnorm import BatchNormStats
@@ -37,6 +39,9 @@ ITOS = END + LETTERS  # the lecture's vocabulary: '.' = 0, a..z = 1..26
 MODEL_FILE = "model.npz"
 LOSSES_FILE = "losses.json"
 BATCH_BLOCK = 1000  # batch indices are drawn for this many steps at a time (one rng call)
+MAX_STEPS = 100_000_000  # 500 times the lecture's schedule; the batch losses alone take 400 MB
+MAX_SEED = 2**63 - 1
+SPLITS = ("train", "dev", "test")
 
 
 class UsageError(Exception):
@@ -69,7 +74,20 @@ def splits(words: list[str], block_size: int, itos: str = ITOS) -> dict[str, tup
     """The lecture's train/dev/test split (80/10/10 after ``random.seed(42)``), as (X, Y) arrays."""
     stoi = {s: i for i, s in enumerate(itos)}
     tr, dev, te = split_words(words)
-    return {name: build_dataset(ws, block_size, stoi) for name, ws in (("train", tr), ("dev", dev), ("test", te))}
+    return {name: build_dataset(ws, block_size, stoi) for name, ws in zip(SPLITS, (tr, dev, te), strict=True)}
+
+
+def check_splits(words: list[str], path: str | os.PathLike[str]) -> None:
+    """Every split of ``words`` holds at least one word, or a UsageError naming the first empty one and
+    how many names the file needs."""
+    sizes = dict(zip(SPLITS, map(len, split_words(words)), strict=True))
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        need = next(n for n in range(1, 100) if all(map(len, split_words([""] * n))))
+        raise UsageError(
+            f"{os.fspath(path)!r} holds {len(words)} names, too few for the 80/10/10 split: its {empty[0]} "
+            f"split is empty (at least {need} names are needed)"
+        )
 
 
 # ============================================================================ the training loop
@@ -86,14 +104,13 @@ class TrainResult:
 
 
 @contextmanager
-def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
-    """Within the block, the first Ctrl-C only sets a flag (checked between steps, so an update is never
-    half-applied); a second one interrupts at once."""
+def stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """Within the block, Ctrl-C (SIGINT) only sets a flag, which the caller checks at safe points
+    (between training steps, so an update is never half-applied; never while a file is written).
+    Yields the function that tells whether Ctrl-C was pressed."""
     flag = {"stop": False}
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if flag["stop"]:
-            raise KeyboardInterrupt
         flag["stop"] = True
 
     try:
@@ -107,6 +124,14 @@ def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def check_steps_seed(steps: int, seed: int) -> None:
+    """``steps`` in 0..MAX_STEPS and ``seed`` in 0..2**63 - 1, or a UsageError naming the value."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+        raise UsageError(f"steps must be an integer from 0 to {MAX_STEPS:,}, got {steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
+
 def train(
     config: mlp.Config,
     Xtr: IntArray,
@@ -116,17 +141,22 @@ def train(
     steps: int | None = None,
     progress: bool = False,
     dtype: npt.DTypeLike = np.float32,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train from scratch: ``init_params`` from ``default_rng(seed)``, then ``steps`` SGD steps on random
     batches of the training split drawn from the same generator. Bit for bit reproducible from the seed.
 
-    Ctrl-C stops after the current step and returns what was trained so far (``interrupted``).
+    Training stops early, after the current step, when ``stop()`` turns true (``interrupted``); without
+    ``stop``, Ctrl-C does that during the call (:func:`stop_on_sigint`).
     """
     steps = config.steps if steps is None else steps
-    if steps < 0:
-        raise UsageError(f"steps must be >= 0, got {steps}")
+    check_steps_seed(steps, seed)
     if Xtr.shape[0] == 0:
         raise UsageError("the training split is empty")
+    if stop is None:
+        with stop_on_sigint() as stop_requested:
+            return train(config, Xtr, Ytr, seed=seed, steps=steps, progress=progress, dtype=dtype,
+                         stop=stop_requested)
     rng = np.random.default_rng(seed)
     trainer = mlp.Trainer(mlp.init_params(config, rng, dtype), config, mlp.initial_stats(config, dtype))
     B = config.batch_size
@@ -134,20 +164,19 @@ def train(
     bar = _progress_bar(steps) if progress else None
     step = 0
     start = time.perf_counter()
-    with _stop_on_sigint() as stop_requested:
-        for step in range(steps):
-            if stop_requested():
-                break
-            if step % BATCH_BLOCK == 0:
-                batches = rng.integers(0, Xtr.shape[0], (BATCH_BLOCK, B))  # the next BATCH_BLOCK batches
-            ix = batches[step % BATCH_BLOCK]  # (B,) gathered by indexing: for a small batch it beats
-            # np.take into a reused buffer (which buffers its out=); the trainer copies the batch anyway
-            lossi[step] = trainer.step(Xtr[ix], Ytr[ix], mlp.learning_rate(step, config))
-            if bar is not None and (step + 1) % 1000 == 0:
-                bar.update(1000)
-                bar.set_postfix(loss=f"{lossi[step - 999 : step + 1].mean():.4f}", lr=mlp.learning_rate(step, config))
-        else:
-            step = steps
+    for step in range(steps):
+        if stop():
+            break
+        if step % BATCH_BLOCK == 0:
+            batches = rng.integers(0, Xtr.shape[0], (BATCH_BLOCK, B))  # the next BATCH_BLOCK batches
+        ix = batches[step % BATCH_BLOCK]  # (B,) gathered by indexing: for a small batch it beats
+        # np.take into a reused buffer (which buffers its out=); the trainer copies the batch anyway
+        lossi[step] = trainer.step(Xtr[ix], Ytr[ix], mlp.learning_rate(step, config))
+        if bar is not None and (step + 1) % 1000 == 0:
+            bar.update(1000)
+            bar.set_postfix(loss=f"{lossi[step - 999 : step + 1].mean():.4f}", lr=mlp.learning_rate(step, config))
+    else:
+        step = steps
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.update(step - bar.n)  # the steps since the last update
@@ -168,15 +197,31 @@ def _progress_bar(total: int) -> Any:
 
 @contextmanager
 def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s directory; move it over ``path`` only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Yield a temporary path in ``path``'s directory; move it over ``path`` only if the block succeeds.
+
+    The temporary file is created as an ordinary ``open(path, 'w')`` creates a file (mode 0o666 less the
+    umask), so the file that replaces ``path`` has the permissions the user expects."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say: a model's bytes do not depend on the clock
+
+
+def _write_npz(f: Any, arrays: dict[str, Any]) -> None:
+    """``np.savez(f, **arrays)`` with a fixed time stamp on every entry (np.savez stamps the current time)."""
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def save_model(
@@ -189,16 +234,17 @@ def save_model(
 ) -> None:
     """One ``.npz``: ``param_<name>`` arrays, the batchnorm statistics (``bn_*``: the calibrated ones that
     evaluation and sampling use; ``bn_running_*``: the running estimates of training, kept for reference),
-    the config and ``meta`` as JSON."""
+    the config and ``meta`` as JSON. The same arguments give the same bytes."""
     arrays: dict[str, Any] = {f"param_{k}": v for k, v in params.items()}
     if stats is not None:
-        arrays |= {"bn_mean": stats.mean, "bn_var": stats.var, "bn_num_batches_tracked": stats.num_batches_tracked}
+        arrays |= {"bn_mean": stats.mean, "bn_var": stats.var,
+                   "bn_num_batches_tracked": np.int64(stats.num_batches_tracked)}
     if running is not None:
         arrays |= {"bn_running_mean": running.mean, "bn_running_var": running.var}
     arrays["config"] = np.array(json.dumps(dataclasses.asdict(config)))
     arrays["meta"] = np.array(json.dumps({"itos": ITOS, **meta}))
     with _atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        _write_npz(f, arrays)
         f.flush()
         os.fsync(f.fileno())
 
@@ -220,12 +266,51 @@ def model_path(model: str | os.PathLike[str]) -> Path:
     return p / MODEL_FILE if p.is_dir() else p
 
 
+_CONFIG_TYPES = {f.name: f.type for f in dataclasses.fields(mlp.Config)}  # 'str', 'bool', 'int', 'float'
+
+
+def _config_from_json(text: str) -> mlp.Config:
+    """A Config from its JSON, every field present and of its type (an int field holds an int >= 1, or
+    >= 0 for the step counts; a float field a finite number): a ValueError naming the field otherwise."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"config is {type(raw).__name__}, not an object")
+    if set(raw) != set(_CONFIG_TYPES):
+        missing, extra = sorted(set(_CONFIG_TYPES) - set(raw)), sorted(set(raw) - set(_CONFIG_TYPES))
+        raise ValueError(f"config fields missing {missing}, unknown {extra}")
+    for key, kind in _CONFIG_TYPES.items():
+        v = raw[key]
+        ok = {
+            "str": isinstance(v, str),
+            "bool": isinstance(v, bool),
+            "int": isinstance(v, int) and not isinstance(v, bool) and v >= (0 if "step" in key else 1),
+            "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        }[str(kind)]
+        if not ok:
+            raise ValueError(f"config field {key!r} is {v!r}, not a valid {kind}")
+    return mlp.Config(**raw)
+
+
+def _check_array(path: Path, what: str, arr: npt.NDArray[Any], shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    if arr.shape != shape or arr.dtype != dtype:
+        raise UsageError(
+            f"{os.fspath(path)!r}: {what} has shape {arr.shape} and dtype {arr.dtype}, but the model needs "
+            f"shape {shape} and dtype {dtype}"
+        )
+    if not np.isfinite(arr).all():
+        raise UsageError(f"{os.fspath(path)!r}: {what} holds {int((~np.isfinite(arr)).sum())} nan or inf values")
+
+
 def load_model(model: str | os.PathLike[str]) -> Model:
     """Read and check a model file (or a run directory holding ``model.npz``).
 
+    Every array is checked before the model is used: the parameters have the shapes of the config, one
+    floating dtype (float32 or float64) and finite values; the batchnorm statistics (pt4) have shape
+    (H,) and that dtype, finite values and variances >= 0; the config's fields have their types.
+
     Raises:
-        UsageError: the file cannot be read, is not a tinyops model, or holds parameters whose shapes
-            do not match its configuration.
+        UsageError: the file cannot be read, is not a tinyops model, or fails one of those checks (the
+            message names the array or field).
     """
     path = model_path(model)
     try:
@@ -236,17 +321,23 @@ def load_model(model: str | os.PathLike[str]) -> Model:
     except Exception as exc:  # a file that is not an .npz (zip) archive at all
         raise UsageError(f"{os.fspath(path)!r} is not a tinyops model file ({type(exc).__name__}: {exc})") from None
     try:
-        config = mlp.Config(**json.loads(str(files["config"])))
+        config = _config_from_json(str(files["config"]))
         meta = json.loads(str(files["meta"]))
-        itos = str(meta["itos"])
+        itos = meta["itos"]
+        if not isinstance(itos, str):
+            raise TypeError(f"the vocabulary is {type(itos).__name__}, not a string")
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{os.fspath(path)!r} is not a tinyops model file (bad or missing config: {exc})") from None
-    if len(itos) != config.vocab_size:
+    if len(itos) != config.vocab_size or itos[:1] != END or len(set(itos)) != len(itos):
         raise UsageError(
-            f"{os.fspath(path)!r}: vocabulary of {len(itos)} characters but config says {config.vocab_size}"
+            f"{os.fspath(path)!r}: vocabulary {itos!r} is not {config.vocab_size} distinct characters starting "
+            f"with {END!r}"
         )
     params: mlp.Params = {}
-    for name, shape in config.param_shapes().items():
+    shapes = config.param_shapes()
+    first = files.get("param_C")
+    dtype = first.dtype if first is not None and first.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    for name, shape in shapes.items():
         arr = files.get(f"param_{name}")
         if arr is None:
             raise UsageError(f"{os.fspath(path)!r}: parameter {name!r} is missing (config {config.name})")
@@ -255,18 +346,35 @@ def load_model(model: str | os.PathLike[str]) -> Model:
                 f"{os.fspath(path)!r}: parameter {name!r} has shape {arr.shape} and dtype {arr.dtype}, but config "
                 f"{config.name} needs a floating array of shape {shape}"
             )
+        _check_array(path, f"parameter {name!r}", arr, shape, dtype)
         params[name] = arr
     extra = sorted(k[len("param_") :] for k in files if k.startswith("param_") and k[len("param_") :] not in params)
     if extra:
         raise UsageError(f"{os.fspath(path)!r}: parameters {extra} do not belong to config {config.name}")
+    bn_keys = {"bn_mean", "bn_var", "bn_num_batches_tracked", "bn_running_mean", "bn_running_var"}
+    unknown = sorted(set(files) - bn_keys - {"config", "meta"} - {f"param_{k}" for k in shapes})
+    if unknown:
+        raise UsageError(f"{os.fspath(path)!r}: arrays {unknown} do not belong to a tinyops model")
     stats = None
     if config.batchnorm:
+        H = (config.n_hidden,)
         try:
-            stats = BatchNormStats(files["bn_mean"], files["bn_var"], int(files["bn_num_batches_tracked"]))
+            mean, var, tracked = files["bn_mean"], files["bn_var"], files["bn_num_batches_tracked"]
         except KeyError as exc:
             raise UsageError(f"{os.fspath(path)!r}: batchnorm statistics {exc} are missing") from None
-        if stats.mean.shape != (config.n_hidden,) or stats.var.shape != (config.n_hidden,):
-            raise UsageError(f"{os.fspath(path)!r}: batchnorm statistics do not have shape ({config.n_hidden},)")
+        for what, arr in (("mean", mean), ("var", var), ("running_mean", files.get("bn_running_mean")),
+                          ("running_var", files.get("bn_running_var"))):
+            if arr is not None:
+                _check_array(path, f"batchnorm statistic {what!r}", arr, H, dtype)
+                if what.endswith("var") and (arr < 0).any():
+                    raise UsageError(f"{os.fspath(path)!r}: batchnorm statistic {what!r} holds a negative variance")
+        if tracked.shape != () or tracked.dtype.kind not in "iu" or int(tracked) < 0:
+            raise UsageError(
+                f"{os.fspath(path)!r}: batchnorm statistic 'num_batches_tracked' is {tracked!r}, not a count"
+            )
+        stats = BatchNormStats(mean, var, int(tracked))
+    elif bn_keys & set(files):
+        raise UsageError(f"{os.fspath(path)!r}: batchnorm statistics do not belong to config {config.name}")
     return Model(config, params, stats, meta)
 
 
@@ -313,17 +421,33 @@ def save_plots(out: Path, lossi: Array, params: mlp.Params, itos: str) -> None:
 # ============================================================================ the commands
 
 
-def _run(fn: Callable[[], int]) -> int:
-    """Run a command: a UsageError (bad files or arguments) is one line on stderr and exit status 2."""
+def _run(fn: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command: a UsageError (bad files or arguments) is one line on stderr and exit status 2;
+    Ctrl-C that reaches here is one line (``interrupted``) and exit status 130."""
     try:
         return fn()
-    except UsageError as exc:
+    except (UsageError, runs.RunError) as exc:
         print(f"tinyops: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tinyops: {interrupted}", file=sys.stderr)
+        return 130
 
 
-def evaluate_splits(model: Model, data: dict[str, tuple[IntArray, IntArray]]) -> dict[str, float]:
-    return {name: mlp.evaluate(model.params, X, Y, model.config, model.stats) for name, (X, Y) in data.items()}
+def evaluate_splits(
+    model: Model, data: dict[str, tuple[IntArray, IntArray]], stop: Callable[[], bool] = lambda: False
+) -> dict[str, float]:
+    """The loss of each split, in order; the splits after ``stop()`` turns true are left out."""
+    losses = {}
+    for name, (X, Y) in data.items():
+        if stop():
+            break
+        losses[name] = mlp.evaluate(model.params, X, Y, model.config, model.stats)
+    return losses
+
+
+def _default_out(config: str, seed: int) -> str:
+    return f"results/{config}-seed{seed}"
 
 
 def cmd_train(
@@ -337,20 +461,27 @@ def cmd_train(
     progress: bool = True,
     plots: bool = True,
 ) -> int:
-    """``tinyops train``: train, calibrate (pt4), evaluate every split, save the run to ``out``."""
+    """``tinyops train``: train, calibrate (pt4), evaluate every split, save the run to ``out``.
+
+    Everything that can be checked is checked before anything is written (the arguments, the output
+    location, the data and its three splits, the optional packages), so a refused run creates nothing.
+    The run directory is written as a whole (:mod:`tinyops.runs`). Ctrl-C before training exits at once
+    (status 130, nothing saved); from the start of training on, it stops training after the current
+    step, skips the evaluation of the splits not yet evaluated, and saves the steps done as a partial
+    run (status 130; ``losses.json`` and the model say how many steps it has).
+    """
 
     def run() -> int:
         if config not in mlp.CONFIGS:
             raise UsageError(f"unknown config {config!r}; choose one of {', '.join(mlp.CONFIGS)}")
         cfg = mlp.CONFIGS[config]
-        out_dir = Path(out if out is not None else f"results/{config}-seed{seed}")
-        if (out_dir / MODEL_FILE).exists() and not force:
-            raise UsageError(
-                f"{os.fspath(out_dir)!r} already holds a run ({MODEL_FILE}); choose another --out or pass --force"
-            )
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UsageError(f"--out {os.fspath(out_dir)!r} exists and is not a directory")
-        split = splits(load_words(data), cfg.block_size)
+        n_steps = cfg.steps if steps is None else steps
+        check_steps_seed(n_steps, seed)
+        out_dir = Path(out if out is not None else _default_out(config, seed))
+        runs.check_target(out_dir, force=force)
+        words = load_words(data)
+        check_splits(words, data)
+        split = splits(words, cfg.block_size)
         if plots:  # fail before training, not after, when matplotlib is missing
             try:
                 import matplotlib  # noqa: F401
@@ -358,33 +489,63 @@ def cmd_train(
                 raise UsageError(
                     "the plots need matplotlib: pip install 'tinyops[train]' (or pass --no-plots)"
                 ) from None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        Xtr, Ytr = split["train"]
-        res = train(cfg, Xtr, Ytr, seed=seed, steps=steps, progress=progress)
-        if res.interrupted:
-            print(f"interrupted after {res.steps_done} steps: saving the parameters so far", file=sys.stderr)
-        stats = mlp.calibrate(res.params, Xtr, cfg, res.stats)
-        model = Model(cfg, res.params, stats, {})
-        losses = evaluate_splits(model, split)
-        meta = {
-            "seed": seed, "steps": res.steps_done, "interrupted": res.interrupted,
-            "train_seconds": round(res.seconds, 3),
-            "us_per_step": round(1e6 * res.seconds / max(res.steps_done, 1), 2),
-        }
-        save_model(out_dir / MODEL_FILE, cfg, res.params, stats, meta, running=res.stats)
-        _write_json(out_dir / LOSSES_FILE, {"config": cfg.name, **meta, **losses})
-        plotted = plots and res.steps_done > 0  # nothing to plot before the first step
-        if plotted:
-            save_plots(out_dir, res.lossi, res.params, ITOS)
-        print(
-            f"{cfg.name} seed {seed}: {res.steps_done} steps in {res.seconds:.1f} s "
-            f"({meta['us_per_step']} us/step); " + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        )
-        files = [MODEL_FILE, LOSSES_FILE, *(["loss.png", "embedding.png"] if plotted else [])]
-        print(f"saved {os.fspath(out_dir)}/{{{','.join(files)}}}")
-        return 130 if res.interrupted else 0
+        if progress:
+            _progress_bar(0).close()  # the same for tqdm
+        if 0 < n_steps < cfg.lr_decay_step:
+            print(f"note: {n_steps:,} steps end before step {cfg.lr_decay_step:,}, where the learning rate drops "
+                  f"to {cfg.lr_after}: this run trains at lr {cfg.lr} throughout")
+        with stop_on_sigint() as stop, runs.RunDir(out_dir, force=force) as rundir:
+            if stop():  # Ctrl-C while claiming the directory
+                raise KeyboardInterrupt
+            return _train_run(cfg, split, n_steps, seed, rundir, progress, plots, stop)
 
-    return _run(run)
+    return _run(run, interrupted="interrupted before training: nothing saved")
+
+
+def _train_run(
+    cfg: mlp.Config,
+    split: dict[str, tuple[IntArray, IntArray]],
+    steps: int,
+    seed: int,
+    rundir: runs.RunDir,
+    progress: bool,
+    plots: bool,
+    stop: Callable[[], bool],
+) -> int:
+    """Train into ``rundir``'s staging directory and commit it (Ctrl-C only sets ``stop`` in here)."""
+    Xtr, Ytr = split["train"]
+    res = train(cfg, Xtr, Ytr, seed=seed, steps=steps, progress=progress, stop=stop)
+    stats = mlp.calibrate(res.params, Xtr, cfg, res.stats)
+    model = Model(cfg, res.params, stats, {})
+    losses = evaluate_splits(model, split, stop)
+    meta = {"seed": seed, "steps": res.steps_done, "steps_planned": steps}
+    timing = {
+        "train_seconds": round(res.seconds, 3),
+        "us_per_step": round(1e6 * res.seconds / max(res.steps_done, 1), 2),
+    }
+    interrupted = stop()
+    out = rundir.staging
+    save_model(out / MODEL_FILE, cfg, res.params, stats, meta, running=res.stats)
+    _write_json(out / LOSSES_FILE, {"config": cfg.name, **meta, "interrupted": interrupted, **timing, **losses})
+    plotted = plots and res.steps_done > 0  # nothing to plot before the first step
+    if plotted:
+        save_plots(out, res.lossi, res.params, ITOS)
+    rundir.commit()
+    print(
+        f"{cfg.name} seed {seed}: {res.steps_done} steps in {res.seconds:.1f} s "
+        f"({timing['us_per_step']} us/step); " + " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    )
+    files = [MODEL_FILE, LOSSES_FILE, *(["loss.png", "embedding.png"] if plotted else [])]
+    print(f"saved {rundir.name}/{{{','.join(files)}}}")
+    if interrupted:
+        left = [k for k in split if k not in losses]
+        print(
+            f"tinyops: interrupted: saved {rundir.name!r} as a partial run of {res.steps_done:,} of {steps:,} steps"
+            + (f" ({', '.join(left)} not evaluated)" if left else ""),
+            file=sys.stderr,
+        )
+        return 130
+    return 0
 
 
 def cmd_eval(model: str, data: str) -> int:
@@ -392,7 +553,9 @@ def cmd_eval(model: str, data: str) -> int:
 
     def run() -> int:
         m = load_model(model)
-        losses = evaluate_splits(m, splits(load_words(data, m.itos), m.config.block_size, m.itos))
+        words = load_words(data, m.itos)
+        check_splits(words, data)
+        losses = evaluate_splits(m, splits(words, m.config.block_size, m.itos))
         print(" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         return 0
 
@@ -405,9 +568,16 @@ def cmd_sample(model: str, n: int = 20, seed: int = 2147483647 + 10) -> int:
     def run() -> int:
         if n < 0:
             raise UsageError(f"-n must be >= 0, got {n}")
+        if not 0 <= seed <= MAX_SEED:
+            raise UsageError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
         m = load_model(model)
         itos = dict(enumerate(m.itos))
-        for name in mlp.sample(m.params, m.config, m.stats, itos, np.random.default_rng(seed), n=n):
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                names = mlp.sample(m.params, m.config, m.stats, itos, np.random.default_rng(seed), n=n)
+            except ValueError as exc:  # probabilities that are not finite: parameters that overflow
+                raise UsageError(f"{os.fspath(model)!r}: the model's probabilities are not finite ({exc})") from None
+        for name in names:
             print(name)
         return 0
 
