@@ -343,8 +343,10 @@ def plot(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="16 rows x 32 per region and one long row (~1 min)")
     parser.add_argument("--tiny", action="store_true", help="3 rows x 6 per region, a long row of 1,000 (tests)")
     parser.add_argument("--out", type=Path, default=Path("results/accuracy"), help="folder for .md/.json/.png")

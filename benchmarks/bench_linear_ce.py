@@ -427,8 +427,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return [p]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     C.add_common_args(parser)
     parser.add_argument("--tiny", action="store_true", help="a tiny shape only (a self-test of the script)")
     parser.add_argument("--no-torch-memory", action="store_true", help="skip torch's fresh-process memory runs")

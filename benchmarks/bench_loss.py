@@ -619,8 +619,10 @@ def explain_traffic() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     C.add_common_args(parser)
     parser.add_argument("--shapes", type=parse_shapes, default=None, help="N x V list, e.g. 32x27,4096x8192")
     parser.add_argument("--dtypes", default=None, help="comma list of float32, float64")

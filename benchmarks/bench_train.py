@@ -370,8 +370,8 @@ def load(data: str | None, config: mlp.Config) -> tuple[Array, Array, bool]:
     return rng.integers(0, 27, (180_000, config.block_size)), rng.integers(0, 27, 180_000), False
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and no full 200,000-step run")
     ap.add_argument("--data", default=os.environ.get("TINYOPS_NAMES"), help="names.txt (default: $TINYOPS_NAMES)")
     ap.add_argument("--configs", default="pt2,pt4", help="comma-separated configurations")
