@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import tinyops
 from tinyops._checks import normalize_axis
 
-from .oracle import Array, Case, OpSpec, Reference, check_op
+from .oracle import Array, Case, OpSpec, Reference, arrays_in, check_op, upstream
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 TH32 = float(np.log(np.finfo(np.float32).max))  # 88.72: exp overflows in float32 just above
@@ -592,3 +592,85 @@ def test_every_public_op_is_in_the_table() -> None:
     for op in elsewhere:
         source = (here / OWN_MODULES[op]).read_text()
         assert f"{op}_forward" in source and "torch" in source, f"{OWN_MODULES[op]} does not test {op} against torch"
+
+
+# ----------------------------------------------------------------------------- the ours-only options, pinned
+# The drawn cases above run every precision and thread count against torch; these pin that each option
+# reaches the computation (an option silently ignored would still agree with torch).
+
+CONFIDENT = np.array([[1000.0, 988.0, 900.0], [200.0, 190.0, 150.0], [-500.0, -512.0, -530.0]])  # target 0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("backend", ["reference", "compiled"])
+def test_fast_precision_is_torchs_float32_formula(backend: str, threads: int) -> None:
+    """Confident float32 rows: torch's float32 ``lse - x_t`` loses the small loss to the rounding of lse
+    (ulp(1000) = 6e-5 > loss = 6e-6). 'fast' computes that formula in float32 and must land next to torch's
+    float32 answer, away from the exact one; 'accurate' must land on the exact one (float64 torch)."""
+    x = CONFIDENT.astype(np.float32)
+    t = np.zeros(3, np.int64)
+    exact = F.cross_entropy(torch.tensor(x, dtype=torch.float64), torch.from_numpy(t), reduction="none").numpy()
+    torch32 = F.cross_entropy(torch.from_numpy(x), torch.from_numpy(t), reduction="none").numpy().astype(np.float64)
+    assert np.all(np.abs(torch32 - exact) > 10 * np.spacing(exact.astype(np.float32)))  # the case is a real one
+    fast = tinyops.cross_entropy(x, t, reduction="none", precision="fast", backend=backend, threads=threads)
+    accurate = tinyops.cross_entropy(x, t, reduction="none", backend=backend, threads=threads)
+    lse_ulp = np.spacing(np.abs(x.max(axis=1)))  # the rounding step of the float32 lse
+    assert np.all(np.abs(fast - torch32) <= lse_ulp), (fast, torch32)
+    assert np.all(np.abs(accurate - exact) <= np.spacing(exact.astype(np.float32))), (accurate, exact)
+
+
+def _threaded_ops() -> list[tuple[str, Callable[..., Any], Callable[..., Any], tuple[Any, ...], bool]]:
+    """(name, forward, backward, args, whether the backward runs a kernel): logsumexp's backward is
+    ``dout * softmax`` in NumPy; the fused linear + cross-entropy makes its gradients in the forward."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 33)).astype(np.float32)
+    t = rng.integers(0, 33, 64)
+    w = rng.standard_normal((33, 27)).astype(np.float32)
+    return [
+        ("cross_entropy", tinyops.cross_entropy_forward, tinyops.cross_entropy_backward, (x, t), True),
+        ("softmax", tinyops.softmax_forward, tinyops.softmax_backward, (x,), True),
+        ("log_softmax", tinyops.log_softmax_forward, tinyops.log_softmax_backward, (x,), True),
+        ("logsumexp", tinyops.logsumexp_forward, tinyops.logsumexp_backward, (x,), False),
+        ("tanh", tinyops.tanh_forward, tinyops.tanh_backward, (x,), True),
+        ("embedding", tinyops.embedding_forward, tinyops.embedding_backward, (w, t.reshape(16, 4)), True),
+        ("linear_cross_entropy", tinyops.linear_cross_entropy_forward, tinyops.linear_cross_entropy_backward,
+         (x[:, :27], w.T.copy(), t % 27), False),
+    ]
+
+
+def test_every_threaded_op_is_in_the_threads_test() -> None:
+    threaded = {n[: -len("_forward")] for n in tinyops.__all__
+                if n.endswith("_forward") and "threads" in inspect.signature(getattr(tinyops, n)).parameters}
+    assert threaded == {name for name, *_ in _threaded_ops()}
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("op", _threaded_ops(), ids=lambda op: op[0] if isinstance(op, tuple) else str(op))
+def test_threads_reach_the_kernels(op: Any, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``threads=k`` makes the forward and the backward ask numba's pool for ``min(k, cores)`` threads
+    (observed by wrapping numba.set_num_threads), and changes no bit of either."""
+    import numba
+
+    from tinyops.kernels._numba import threads_available
+
+    _, forward, backward, args, backward_kernel = op
+    calls: list[int] = []
+    real = numba.set_num_threads
+
+    def spy(n: int) -> None:
+        calls.append(n)
+        real(n)
+
+    out1, cache1 = forward(*args, backend="compiled", threads=1)
+    dout = upstream(np.shape(out1), out1.dtype, 0)
+    grads1 = backward(dout, cache1)
+    monkeypatch.setattr(numba, "set_num_threads", spy)
+    out, cache = forward(*args, backend="compiled", threads=threads)
+    assert calls and set(calls) == {min(threads, threads_available())}, f"forward asked for {calls}"
+    calls.clear()
+    grads = backward(dout, cache)
+    if backward_kernel:
+        assert calls and set(calls) == {min(threads, threads_available())}, f"backward asked for {calls}"
+    assert np.array_equal(out, out1)
+    for g, g1 in zip(arrays_in(grads), arrays_in(grads1), strict=True):
+        assert np.array_equal(g, g1)
