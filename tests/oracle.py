@@ -125,6 +125,7 @@ def torch_reference(spec: OpSpec, case: Case, dout: Array, options: dict[str, An
         else:
             tensors.append(a)
     out = spec.torch_fn(*tensors, **case.kwargs)
+    assert tuple(out.shape) == dout.shape, f"{spec.name}: output shape {dout.shape} != torch's {tuple(out.shape)}"
     leaves = [t for t in tensors if isinstance(t, torch.Tensor) and t.requires_grad]
     dout64 = dout.astype(np.float64)
     grads = torch.autograd.grad(out, leaves, torch.from_numpy(dout64), allow_unused=True)
