@@ -76,10 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="run a benchmark of the source checkout's benchmarks/ folder")
     p_bench.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
     p_bench.add_argument("args", nargs=argparse.REMAINDER, help="its options, e.g. --quick (see --help of each)")
+    from .audit import add_arguments as audit_arguments
+
+    p_audit = sub.add_parser("audit", help="audit any logsumexp, softmax, log_softmax or cross-entropy in ULPs")
+    audit_arguments(p_audit)
     args = parser.parse_args(argv)
 
     if args.command == "bench":
         return run_benchmark(args.name, args.args)
+
+    if args.command == "audit":
+        from .audit import run as audit_run
+
+        return audit_run(args)
 
     if args.command in ("train", "sample", "eval"):
         from . import train

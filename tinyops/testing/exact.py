@@ -46,6 +46,7 @@ from .._checks import Array, as_float_array, as_index_array
 __all__ = [
     "PREC",
     "Reference",
+    "Split",
     "assert_ulp_close",
     "cross_entropy",
     "cross_entropy_grad",
@@ -55,6 +56,7 @@ __all__ = [
     "reference",
     "round_to",
     "softmax",
+    "split",
     "ulp_error",
 ]
 
@@ -342,7 +344,28 @@ def round_to(exact: npt.ArrayLike, dtype: npt.DTypeLike) -> Array:
     return _round(hi, lo, dt)
 
 
-def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[np.float64]:
+class Split(NamedTuple):
+    """Exact values as ``hi`` (correctly rounded float64) + ``lo`` (float64 remainder), for a dtype:
+    :func:`split` converts once what :func:`ulp_error` would otherwise convert at every call."""
+
+    hi: npt.NDArray[np.float64]
+    lo: npt.NDArray[np.float64]
+    dtype: np.dtype[Any]
+
+
+def split(exact: npt.ArrayLike, dtype: npt.DTypeLike) -> Split:
+    """Exact values (object array of mpf, or floats) split for :func:`ulp_error` in ``dtype`` (same result,
+    faster when one exact array is compared with many computed ones)."""
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"dtype must be a float dtype, got {dt}")
+    hi, lo = _hi_lo(exact, dt)
+    return Split(hi, lo, dt)
+
+
+def ulp_error(
+    got: npt.ArrayLike, exact: npt.ArrayLike | Split, dtype: npt.DTypeLike
+) -> npt.NDArray[np.float64]:
     """Elementwise error of ``got`` in units in the last place of ``dtype``: ``|got - exact| / ulp(y)``.
 
     ``y`` is the exact value rounded to nearest in ``dtype`` and ``ulp(y) = np.spacing(|y|)`` in that
@@ -365,7 +388,8 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
 
     Args:
         got: computed values (any float dtype, read exactly).
-        exact: object array of ``mpmath.mpf`` (from this module) or floats, broadcastable to ``got``.
+        exact: object array of ``mpmath.mpf`` (from this module) or floats, broadcastable to ``got``, or
+            their :func:`split` for ``dtype``.
         dtype: float dtype whose ULP is the unit (usually ``got.dtype``).
 
     Returns:
@@ -378,7 +402,12 @@ def ulp_error(got: npt.ArrayLike, exact: npt.ArrayLike, dtype: npt.DTypeLike) ->
     if g.dtype.kind not in "fiu":
         raise TypeError(f"got must be a float array, got dtype {g.dtype}")
     g64 = g.astype(np.float64)
-    hi, lo = _hi_lo(exact, dt)
+    if isinstance(exact, Split):
+        if exact.dtype != dt:
+            raise ValueError(f"exact was split for {exact.dtype}, not for dtype {dt}")
+        hi, lo = exact.hi, exact.lo
+    else:
+        hi, lo = _hi_lo(exact, dt)
     g64, hi, lo = np.broadcast_arrays(g64, hi, lo)
     y = _round(hi, lo, dt)
     finfo = np.finfo(dt)
