@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tinyops
 from tinyops import mlp
 from tinyops import train as T
 from tinyops._checks import BACKENDS
@@ -182,15 +181,25 @@ def test_trainer_rejects_bad_arguments() -> None:
         mlp.Trainer(params, config).step(X, Y, 0.1)
 
 
-def test_sgd_update_and_schedule() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sgd_update_equals_torch_sgd_and_schedule(backend: str) -> None:
+    """One update against torch.optim.SGD on the same float32 parameters and gradients (within one float32
+    rounding of the step); the schedule is the lecture's (0.1 for the first 100,000 steps, then 0.01)."""
     config = CONFIGS["pt4"]
     params = mlp.init_params(config, np.random.default_rng(1))
     grads = {k: np.random.default_rng(2).standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
-    expected = {k: params[k] - np.float32(0.1) * grads[k] for k in params}
-    mlp.sgd_update(params, {k: g.copy() for k, g in grads.items()}, 0.1)
-    for k in params:
-        np.testing.assert_allclose(params[k], expected[k], rtol=1e-6, atol=1e-7, err_msg=k)
-    assert [mlp.learning_rate(s, config) for s in (0, 99_999, 100_000, 199_999)] == [0.1, 0.1, 0.01, 0.01]
+    tparams = [torch.tensor(params[k], requires_grad=True) for k in params]
+    for t, k in zip(tparams, params, strict=True):
+        t.grad = torch.from_numpy(grads[k].copy())
+    torch.optim.SGD(tparams, lr=0.1).step()
+    mlp.sgd_update(params, {k: g.copy() for k, g in grads.items()}, 0.1, backend=backend)  # type: ignore[arg-type]
+    for t, k in zip(tparams, params, strict=True):
+        ref = t.detach().numpy()
+        step = np.abs(np.float32(0.1) * grads[k])  # the product's rounding and the sum's: one ulp each
+        assert np.all(np.abs(params[k] - ref) <= np.spacing(np.abs(ref)) + np.spacing(step)), k
+        assert not np.array_equal(params[k], mlp.init_params(config, np.random.default_rng(1))[k]), k
+    lecture = [0.1 if s < 100_000 else 0.01 for s in (0, 99_999, 100_000, 199_999)]
+    assert [mlp.learning_rate(s, config) for s in (0, 99_999, 100_000, 199_999)] == lecture
 
 
 def test_calibration_and_evaluation() -> None:
@@ -206,7 +215,7 @@ def test_calibration_and_evaluation() -> None:
     np.testing.assert_allclose(stats.var, hpre.var(0, ddof=1), rtol=1e-12)
 
     h = np.tanh(params["bngain"] * (hpre - stats.mean) / np.sqrt(stats.var + config.bn_eps) + params["bnbias"])
-    ref = tinyops.cross_entropy(h @ params["W2"] + params["b2"], target=Y)
+    ref = F.cross_entropy(torch.from_numpy(h @ params["W2"] + params["b2"]), torch.from_numpy(Y)).item()
     np.testing.assert_allclose(mlp.evaluate(params, X, Y, config, stats), ref, rtol=1e-12)
     assert mlp.calibrate(params, X, CONFIGS["pt2"], None) is None
 
@@ -221,6 +230,55 @@ def test_sampling_is_deterministic() -> None:
         c = mlp.sample(params, config, stats, itos, np.random.default_rng(43), n=10)
         assert a == b and a != c
         assert len(a) == 10 and all(set(name) <= set(T.LETTERS) for name in a)
+
+
+def first_char_probs(params: mlp.Params, config: Config, stats: Any) -> Array:
+    """The model's distribution of the first character (context '...'), float64 NumPy written out here:
+    embedding rows of '.', the hidden layer (pt4: normalized with the running statistics), softmax."""
+    emb = np.concatenate([params["C"][0]] * config.block_size).astype(np.float64)  # (T*D,)
+    hpre = emb @ params["W1"].astype(np.float64) + params["b1"]
+    if config.batchnorm:
+        hpre = params["bngain"] * (hpre - stats.mean) / np.sqrt(stats.var.astype(np.float64) + config.bn_eps)
+        hpre = hpre + params["bnbias"]
+    logits = np.tanh(hpre) @ params["W2"].astype(np.float64) + params["b2"]
+    e = np.exp(logits - logits.max())
+    return np.asarray(e / e.sum())
+
+
+@pytest.mark.parametrize("name", ["pt2", "pt4"])
+def test_sampling_follows_the_models_softmax(name: str) -> None:
+    """4,000 first characters drawn by :func:`mlp.sample` (one character each: ``max_len=1``; '.' gives
+    the empty name) against the model's softmax: Pearson's chi-square over the 27 characters (those with
+    an expected count below 5 merged), rejected when its p-value is below 1e-4. A correct sampler fails
+    with probability 1e-4 per seed (the seed is fixed, so the test is deterministic); a sampler that
+    ignores the model (uniform), sharpens or flattens it (a temperature of 0.8 or 1.25) fails."""
+    from scipy import stats as sps
+
+    config = CONFIGS[name]
+    params = mlp.init_params(config, np.random.default_rng(21))
+    stats = mlp.calibrate(params, batch(config, 500)[0], config, mlp.initial_stats(config))
+    # logits with a standard deviation of 1.5: a spread-out distribution, most characters expected tens of times
+    params["W2"] *= np.float32(1.5 / np.log(first_char_probs(params, config, stats)).std())
+    itos = dict(enumerate(T.ITOS))
+    n = 4000
+    names = mlp.sample(params, config, stats, itos, np.random.default_rng(2026), n=n, max_len=1)
+    stoi = {c: i for i, c in itos.items()}
+    counts = np.bincount([stoi[s] if s else 0 for s in names], minlength=config.vocab_size)
+    p = first_char_probs(params, config, stats)
+
+    def pvalue(probs: Array) -> float:
+        expected = n * probs
+        small = expected < 5
+        obs = np.append(counts[~small], counts[small].sum())
+        exp = np.append(expected[~small], expected[small].sum())
+        keep = exp > 0
+        return float(sps.chisquare(obs[keep], exp[keep] * obs.sum() / exp[keep].sum()).pvalue)
+
+    assert pvalue(p) > 1e-4, f"first characters do not follow the model: counts {counts}, expected {n * p}"
+    # the test's power: the same counts reject the alternatives a wrong sampler would follow
+    uniform = np.full(config.vocab_size, 1 / config.vocab_size)
+    for alt in (uniform, p ** (1 / 0.8) / np.sum(p ** (1 / 0.8)), p ** (1 / 1.25) / np.sum(p ** (1 / 1.25))):
+        assert pvalue(alt) < 1e-4
 
 
 def test_training_is_reproducible_bit_for_bit() -> None:
