@@ -19,7 +19,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Array, Backend, as_float_array, check_backend, check_dout, check_same_dtype
+from .._checks import (
+    Array,
+    Backend,
+    as_float_array,
+    check_backend,
+    check_bool,
+    check_cache,
+    check_dout,
+    check_same_dtype,
+    is_int,
+    is_number,
+)
 
 
 class BatchNormStats(NamedTuple):
@@ -35,13 +46,14 @@ class BatchNormStats(NamedTuple):
 
 
 class BatchNormCache(NamedTuple):
-    xhat: Array  # (N, C[, L]) the normalized input (x - mean) * inv_std
+    xhat: Array  # (N, C[, L]) the normalized input (x - mean) * inv_std, in the working dtype
     inv_std: Array  # (C,) 1 / sqrt(var + eps), var from the batch (training) or the running stats (eval)
-    weight: Array | None  # (C,) or None
+    weight: Array | None  # (C,) or None, in the working dtype
     has_bias: bool
     training: bool
     unbiased: bool
     backend: Backend
+    dtype: np.dtype[Any]  # x's dtype (float16 input is worked on in float32: xhat and inv_std are float32)
 
 
 def batchnorm1d_stats(num_features: int, dtype: npt.DTypeLike = np.float32) -> BatchNormStats:
@@ -57,7 +69,7 @@ def batchnorm1d_stats(num_features: int, dtype: npt.DTypeLike = np.float32) -> B
     Raises:
         ValueError: num_features is not a positive int.
     """
-    if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
+    if not is_int(num_features) or num_features < 1:
         raise ValueError(f"num_features must be a positive int, got {num_features!r}")
     return BatchNormStats(np.zeros(num_features, dtype), np.ones(num_features, dtype), 0)
 
@@ -224,25 +236,29 @@ def batchnorm1d_forward(
             False (eval): normalize with ``running`` and return it unchanged.
         momentum: weight of the new batch in the running average, in [0, 1]; None for a cumulative
             average (``1 / num_batches_tracked``), as torch.
-        eps: added to the variance before the square root, >= 0.
+        eps: added to the variance before the square root: > 0 in training (as torch: a channel of equal
+            values would divide 0 by 0), >= 0 in eval. A Python or NumPy number.
         unbiased: normalize with the Bessel-corrected batch variance (divide by M - 1) instead of torch's
             biased one (divide by M), as makemore part 4 does. Training only; the running variance is
             fed the unbiased variance either way.
         backend: 'compiled' (default; :mod:`tinyops.kernels.elementwise`) or 'reference' (plain NumPy).
-            The backward uses the same. float16 input is computed by the reference.
+            The backward uses the same. float16 input (x, weight, bias, running stats) is computed in
+            float32 and rounded once: float16 cannot even hold a batch of more than 65,504 values' count.
 
     Returns:
         ``(out, cache, new_running)``: out has x's shape and dtype; the cache holds the normalized
         input, the (C,) inverse standard deviation and the weight; ``new_running`` is a new
-        :class:`BatchNormStats` (training; num_batches_tracked + 1) or ``running`` itself (eval), or
-        None when ``running`` is None.
+        :class:`BatchNormStats` (training; num_batches_tracked + 1) or ``running`` itself, unchanged
+        (eval), or None when ``running`` is None. An empty training batch (N = 0 or L = 0) gives an empty
+        out and running statistics with the same mean and var (new arrays) and num_batches_tracked + 1,
+        as torch's ``BatchNorm1d``.
 
     Raises:
         TypeError: a non-floating input, dtypes that differ, ``running`` not a BatchNormStats.
         ValueError: x not 2-D or 3-D (e.g. a 4-D input), a weight/bias/running stat whose length is not
-            C, momentum outside [0, 1], a negative or non-finite eps, eval mode without running stats or
-            with a negative running variance, a training batch with 1 value per channel (as torch), an
-            unknown backend.
+            C, momentum outside [0, 1], a non-finite eps, or one <= 0 in training (< 0 in eval), eval mode
+            without running stats or with a negative running variance, a training batch with 1 value per
+            channel (as torch), an unknown backend.
     """
     check_backend(backend)
     x = as_float_array("x", x)
@@ -254,14 +270,15 @@ def batchnorm1d_forward(
     M = x.shape[0] * (x.shape[2] if x.ndim == 3 else 1)  # values per channel: N or N * L
     w = None if weight is None else _check_channel_vector("weight", weight, C, x)
     b = None if bias is None else _check_channel_vector("bias", bias, C, x)
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {type(training).__name__} {training!r}")
-    if momentum is not None and (
-        isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0
-    ):
+    training = check_bool("training", training)
+    unbiased = check_bool("unbiased", unbiased)
+    if momentum is not None and (not is_number(momentum) or not 0.0 <= momentum <= 1.0):  # (also nan)
         raise ValueError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (np.isfinite(eps) and eps >= 0):
+    if not is_number(eps) or not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    if training and eps == 0:  # as torch: a channel of equal values would give 0 / 0
+        raise ValueError(f"eps must be > 0 in training (a channel of equal values would divide 0 by 0), got {eps!r}")
+    eps = float(eps)
     if running is not None:
         if not isinstance(running, BatchNormStats):
             raise TypeError(f"running must be a BatchNormStats or None, got {type(running).__name__}")
@@ -272,30 +289,39 @@ def batchnorm1d_forward(
             raise ValueError("eval mode (training=False) normalizes with the running statistics: running is None")
         if (running.var < 0).any():  # it would turn the output into nan
             raise ValueError(f"running.var must be >= 0 in eval mode, got minimum {float(running.var.min())!r}")
-    elif M <= 1:
+    elif M == 1:
         raise ValueError(f"batchnorm1d in training needs more than 1 value per channel, got input of shape {x.shape}")
-    layer: Backend = backend if x.dtype != np.float16 else "reference"  # numba does not compute in float16
+    work = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype  # float16: computed in float32
 
-    stats = np.empty((3, C), x.dtype)  # [mean; var; inv_std]
+    if training and M == 0:  # an empty batch, as torch: nothing to normalize, the statistics stay as they are
+        new_stats = None if running is None else BatchNormStats(
+            running.mean.copy(), running.var.copy(), running.num_batches_tracked + 1
+        )
+        cache = BatchNormCache(np.empty(x.shape, work), np.zeros(C, work), None if w is None else w.astype(work),
+                               b is not None, True, unbiased, backend, x.dtype)
+        return np.empty(x.shape, x.dtype), cache, new_stats
+
+    stats = np.empty((3, C), work)  # [mean; var; inv_std]
     if not training:
         assert running is not None
         stats[0], stats[1] = running.mean, running.var
-    ones_or_w = np.ones(C, x.dtype) if w is None else w
-    zeros_or_b = np.zeros(C, x.dtype) if b is None else b
-    x3 = _as_3d(x)
-    out, xhat = batchnorm_rows_forward(x3, ones_or_w, zeros_or_b, stats, training=bool(training), eps=eps,
-                                       unbiased=bool(unbiased), backend=layer)
+    ones_or_w = np.ones(C, work) if w is None else w.astype(work, copy=False)
+    zeros_or_b = np.zeros(C, work) if b is None else b.astype(work, copy=False)
+    x3 = _as_3d(x).astype(work, copy=False)
+    out, xhat = batchnorm_rows_forward(x3, ones_or_w, zeros_or_b, stats, training=training, eps=eps,
+                                       unbiased=unbiased, backend=backend)
     new_running: BatchNormStats | None = running
     if training:
         new_running = None
         if running is not None:
             n = running.num_batches_tracked + 1
-            f = 1.0 / n if momentum is None else momentum
-            old = np.stack([running.mean, running.var])  # (2, C) new arrays: the caller's stats are not touched
-            new = batchnorm_running_update(old, stats[:2], f, out=old, backend=layer)
+            f = 1.0 / n if momentum is None else float(momentum)
+            old = np.stack([running.mean, running.var]).astype(work)  # (2, C) new arrays: the caller's are not touched
+            new = batchnorm_running_update(old, stats[:2], f, out=old, backend=backend).astype(x.dtype, copy=False)
             new_running = BatchNormStats(new[0], new[1], n)
-    cache = BatchNormCache(xhat.reshape(x.shape), stats[2], w, b is not None, bool(training), bool(unbiased), layer)
-    return out.reshape(x.shape), cache, new_running
+    w_work = None if w is None else ones_or_w
+    cache = BatchNormCache(xhat.reshape(x.shape), stats[2], w_work, b is not None, training, unbiased, backend, x.dtype)
+    return out.reshape(x.shape).astype(x.dtype, copy=False), cache, new_running
 
 
 def batchnorm1d_backward(dout: npt.ArrayLike, cache: BatchNormCache) -> tuple[Array, Array | None, Array | None]:
@@ -320,12 +346,18 @@ def batchnorm1d_backward(dout: npt.ArrayLike, cache: BatchNormCache) -> tuple[Ar
         - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))``).
         In eval mode mu and s are constants (running stats): ``dx = g * s * dout``.
     """
-    xhat, inv_std, weight, has_bias, training, unbiased, backend = cache
-    dout = check_dout(dout, xhat.shape, xhat.dtype)
-    g_s = inv_std if weight is None else weight * inv_std  # (C,)
-    dx, dweight, dbias = batchnorm_rows_backward(_as_3d(dout), _as_3d(xhat), g_s, training=training,
-                                                 unbiased=unbiased, backend=backend)
-    return dx.reshape(xhat.shape), (dweight if weight is not None else None), (dbias if has_bias else None)
+    check_cache(cache, BatchNormCache, "batchnorm1d_forward")
+    xhat, inv_std, weight, has_bias, training, unbiased, backend, dtype = cache
+    dout = check_dout(dout, xhat.shape, dtype).astype(xhat.dtype, copy=False)  # float16: worked on in float32
+    C = inv_std.shape[0]
+    if xhat.size == 0:  # an empty batch: no gradient flows (as torch: zeros for weight and bias)
+        dx, dweight, dbias = np.zeros(xhat.shape, dtype), np.zeros(C, dtype), np.zeros(C, dtype)
+    else:
+        g_s = inv_std if weight is None else weight * inv_std  # (C,)
+        dx3, dweight, dbias = batchnorm_rows_backward(_as_3d(dout), _as_3d(xhat), g_s, training=training,
+                                                      unbiased=unbiased, backend=backend)
+        dx, dweight, dbias = (a.astype(dtype, copy=False) for a in (dx3.reshape(xhat.shape), dweight, dbias))
+    return dx, (dweight if weight is not None else None), (dbias if has_bias else None)
 
 
 def batchnorm1d(

@@ -13,7 +13,20 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Array, Backend, as_float_array, as_index_array, check_backend, check_dout, check_threads
+from .._checks import (
+    MAX_NDIM,
+    Array,
+    Backend,
+    as_float_array,
+    as_index_array,
+    check_backend,
+    check_bool,
+    check_cache,
+    check_dout,
+    check_threads,
+    is_int,
+    is_number,
+)
 
 
 class EmbeddingCache(NamedTuple):
@@ -30,7 +43,7 @@ def _check_padding_idx(padding_idx: object, V: int) -> int | None:
     """Return ``padding_idx`` in [0, V) (a negative one counts from the end, as torch), or raise."""
     if padding_idx is None:
         return None
-    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+    if not is_int(padding_idx):
         raise TypeError(f"padding_idx must be an int or None, got {type(padding_idx).__name__} {padding_idx!r}")
     if not -V <= padding_idx < V:
         raise ValueError(f"padding_idx must be in [-{V}, {V}) (num_embeddings = {V}), got {padding_idx}")
@@ -112,27 +125,26 @@ def embedding_weight_grad(
         dweight (V, D): ``out`` if given.
     """
     R, T = idx.shape
+    # float16, which numba does not compute with (and whose sums stall: 2048 + 1 rounds to 2048), is summed
+    # and scaled in float32 and rounded once
+    acc_dtype = np.float32 if dout.dtype == np.float16 else dout.dtype
+    acc = np.zeros((V, D), acc_dtype) if out is None or acc_dtype != dout.dtype else out  # zeros: lazily zeroed pages
     if backend == "reference":
-        dweight = np.zeros((V, D), dout.dtype) if out is None else out
-        if out is not None:
-            dweight.fill(0)
-        rows = dout[:, : T * D].reshape(R * T, D)  # (M, D) the upstream row of every index
-        np.add.at(dweight, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
+        if acc is out:
+            acc.fill(0)
+        rows = dout[:, : T * D].reshape(R * T, D).astype(acc_dtype, copy=False)  # (M, D) the upstream row of each index
+        np.add.at(acc, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
     else:
-        kernels = _kernels()
-        if dout.dtype.char in "fd":  # float32, float64
-            dweight = np.zeros((V, D), dout.dtype) if out is None else out  # zeros: lazily zeroed pages
-            kernels.scatter_add(idx, dout, dweight, threads, out is not None)
-        else:  # float16, which numba does not compute with: summed in float32, rounded once
-            d32 = np.zeros((V, D), np.float32)
-            kernels.scatter_add(idx, dout.astype(np.float32), d32, threads, False)
-            dweight = np.empty((V, D), dout.dtype) if out is None else out
-            dweight[...] = d32
+        _kernels().scatter_add(idx, dout.astype(acc_dtype, copy=False), acc, threads, acc is out)
     if scale_grad_by_freq:
         count = np.bincount(idx.reshape(-1), minlength=V)  # (V,)
-        dweight /= np.maximum(count, 1)[:, None].astype(dweight.dtype)  # rows never looked up stay 0
+        acc /= np.maximum(count, 1)[:, None].astype(acc_dtype)  # rows never looked up stay 0
     if padding_idx is not None:
-        dweight[padding_idx] = 0
+        acc[padding_idx] = 0
+    if acc.dtype == dout.dtype:
+        return acc
+    dweight = np.empty((V, D), dout.dtype) if out is None else out
+    dweight[...] = acc
     return dweight
 
 
@@ -170,8 +182,9 @@ def embedding_forward(
 
     Raises:
         TypeError: weight is not floating, idx is not integer (floats and bools are rejected), or
-            padding_idx is not an int.
-        ValueError: weight is not 2-D, padding_idx is outside [-V, V), an unknown backend, bad threads.
+            padding_idx is not an int, scale_grad_by_freq is not a bool.
+        ValueError: weight is not 2-D, idx has more than 63 dimensions (out would pass NumPy's 64),
+            padding_idx is outside [-V, V), an unknown backend, bad threads.
         IndexError: an index is negative or >= V (NumPy would wrap a negative index silently).
     """
     check_backend(backend)
@@ -179,10 +192,12 @@ def embedding_forward(
     weight = as_float_array("weight", weight, ndim=2)
     V, D = weight.shape
     pad = _check_padding_idx(padding_idx, V)
-    idx_arr = as_index_array("idx", idx, V, size_name="num_embeddings")
+    scale = check_bool("scale_grad_by_freq", scale_grad_by_freq)
+    # out has one axis more than idx: idx may have at most NumPy's limit less one
+    idx_arr = as_index_array("idx", idx, V, size_name="num_embeddings", max_ndim=MAX_NDIM - 1)
     rows = index_rows(idx_arr)  # (R, T)
     out = embedding_gather(np.ascontiguousarray(weight), rows, backend=backend, threads=n_threads)  # (R, T*D)
-    cache = EmbeddingCache(idx_arr, (V, D), weight.dtype, pad, bool(scale_grad_by_freq), backend, n_threads)
+    cache = EmbeddingCache(idx_arr, (V, D), weight.dtype, pad, scale, backend, n_threads)
     return out.reshape(*idx_arr.shape, D), cache  # a new array: out never aliases weight
 
 
@@ -208,6 +223,7 @@ def embedding_backward(dout: npt.ArrayLike, cache: EmbeddingCache) -> npt.NDArra
         ``dweight[v, :] /= count[v]``. With ``padding_idx`` that row is set to zero:
         ``dweight[padding_idx, :] = 0``.
     """
+    check_cache(cache, EmbeddingCache, "embedding_forward")
     idx, (V, D), dtype, padding_idx, scale_grad_by_freq, backend, threads = cache
     dout = check_dout(dout, (*idx.shape, D), dtype)  # (..., D)
     rows = index_rows(idx)  # (R, T)
@@ -260,7 +276,7 @@ def embedding_renorm(
     V, _ = weight.shape
     idx = as_index_array("idx", idx, V, size_name="num_embeddings")
     for name, value in (("max_norm", max_norm), ("norm_type", norm_type)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
+        if not is_number(value) or not value > 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     rows = np.unique(idx)  # (K,)
     out = weight.copy()  # (V, D)

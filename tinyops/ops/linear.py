@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Array, as_float_array, check_dout, check_same_dtype
+from .._checks import Array, as_float_array, check_cache, check_dout, check_same_dtype
 
 
 class LinearCache(NamedTuple):
@@ -125,6 +125,7 @@ def linear_backward(
         ``dx = dout @ weight.T``, ``dweight = x.T @ dout`` (sum over rows n),
         ``dbias = dout.sum(0)``.
     """
+    check_cache(cache, LinearCache, "linear_forward")
     x, weight, has_bias = cache
     I, O = weight.shape
     dout = check_dout(dout, (*x.shape[:-1], O), x.dtype)  # (..., O)

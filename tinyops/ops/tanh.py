@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Array, Backend, as_float_array, check_backend, check_dout, check_threads
+from .._checks import Array, Backend, as_float_array, check_backend, check_cache, check_dout, check_threads
 
 
 class TanhCache(NamedTuple):
@@ -142,6 +142,7 @@ def tanh_backward(dout: npt.ArrayLike, cache: TanhCache) -> npt.NDArray[Any]:
         ``d tanh / dx = 1 - tanh(x)^2 = 1 - out^2``, so, elementwise,
         ``dx = (1 - out**2) * dout``.
     """
+    check_cache(cache, TanhCache, "tanh_forward")
     out, backend, threads = cache
     dout = check_dout(dout, out.shape, out.dtype)
     return tanh_rows_backward(_rows(out), _rows(dout), backend=backend, threads=threads).reshape(out.shape)
