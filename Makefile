@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-thorough bench bench-full train check clean
+.PHONY: test test-random test-thorough mutation bench bench-full train check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,19 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict tinyops
 
+# The same suite with fresh random examples on every run (200 per property; TINYOPS_HYPOTHESIS_EXAMPLES=n
+# for more) and a database in .hypothesis/ that replays any failure found until it is fixed.
+test-random: $(VENV)/.test-installed
+	TINYOPS_HYPOTHESIS_PROFILE=random $(BIN)/python -m pytest
+
 # The same suite with >= 10,000 examples per property (slow: tens of minutes).
 test-thorough: $(VENV)/.test-installed
 	TINYOPS_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest
+
+# Plants realistic bugs one at a time in a copy of the package and reports which the tests catch
+# (tests/mutation.py; about 15 minutes; MUTANTS="name ..." runs a few).
+mutation: $(VENV)/.test-installed
+	$(BIN)/python tests/mutation.py $(MUTANTS)
 
 # The main job: the op self-check and the quick fused-vs-naive loss benchmark (synthetic data, about
 # 2 minutes): prints the table, writes results/bench_loss.{md,json} and the plots results/bench_loss_*.png.

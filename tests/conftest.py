@@ -1,4 +1,15 @@
-"""Hypothesis profiles, chosen by TINYOPS_HYPOTHESIS_PROFILE: dev (default), ci (make test), thorough."""
+"""Hypothesis profiles, chosen by TINYOPS_HYPOTHESIS_PROFILE: dev (default), ci (make test), random
+(make test-random), thorough (make test-thorough).
+
+- dev: 50 examples per property, for iterating.
+- ci: 200 examples, derandomized (the same examples on every run: CI is reproducible), no database.
+- random: fresh random examples on every run (TINYOPS_HYPOTHESIS_EXAMPLES of them, 200 by default), and
+  a database in .hypothesis/ that replays every failure found until it passes: CI explores.
+- thorough: 10,000 examples, random, with the database.
+
+A property with a cap of its own (its examples are slow: long rows against mpmath) takes a fixed share of
+the profile's budget through :func:`tests.oracle.budget`, never a fixed number.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +24,13 @@ settings.register_profile(
     derandomize=True,
     deadline=None,
     database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "random",
+    max_examples=int(os.environ.get("TINYOPS_HYPOTHESIS_EXAMPLES", "200")),
+    deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -97,6 +97,14 @@ class OpSpec:
     pinned: tuple[Case, ...] = ()
 
 
+def budget(share: float, floor: int) -> int:
+    """Examples for a property whose examples are slow: ``share`` of the loaded profile's budget, at least
+    ``floor`` (e.g. 0.01: 2 under ci's 200, 100 under thorough's 10,000)."""
+    from hypothesis import settings
+
+    return max(floor, int(settings.default.max_examples * share))
+
+
 def is_float(a: Any) -> bool:
     return isinstance(a, np.ndarray) and a.dtype.kind == "f"
 

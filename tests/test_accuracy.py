@@ -26,6 +26,8 @@ import tinyops
 from tinyops.testing import bounds, exact, regions
 from tinyops.testing import strategies as ts
 
+from .oracle import budget
+
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 Array = Any
 
@@ -92,7 +94,7 @@ def test_reference_target_not_the_max() -> None:
             assert rel_diff(ref.grad[n, t], p_t - 1) < 1e-70
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(0.15, 30))  # 300-digit references
 @given(
     st.integers(1, 40),
     st.integers(0, 2**32 - 1),
@@ -101,7 +103,7 @@ def test_reference_target_not_the_max() -> None:
 )
 def test_reference_matches_definition_and_float64(V: int, seed: int, dtype: np.dtype[Any], scale: float) -> None:
     """Benign rows: the definition at 300 digits agrees to 1e-70, scipy's float64 to 1e-13."""
-    scipy_special = pytest.importorskip("scipy.special")
+    import scipy.special as scipy_special
     rng = np.random.default_rng(seed)
     x = (scale * rng.standard_normal((2, V))).astype(dtype)
     target = rng.integers(0, V, size=2)
@@ -358,7 +360,7 @@ def test_ulp_bound_mean_reduction(quantity: str, dtype: np.dtype[Any], data: st.
 
 
 @pytest.mark.parametrize(("quantity", "dtype"), cases(QUANTITIES, (F32,)))
-@settings(max_examples=2, phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: ~1 s a row
+@settings(max_examples=budget(0.01, 2), phases=[Phase.explicit, Phase.reuse, Phase.generate])  # ~1 s a row
 @given(data=st.data())
 def test_ulp_bounds_long_rows(quantity: str, dtype: np.dtype[Any], data: st.DataObject) -> None:
     """A row of GPT-2's vocabulary size (V = 50,257), confident or not; two examples, the reference is slow."""
@@ -375,7 +377,9 @@ def test_ulp_bounds_log_normalized(quantity: str, dtype: np.dtype[Any], data: st
     check_quantity(quantity, logits, target, data.draw(st.integers(0, 2**16), label="dloss seed"))
 
 
-@pytest.mark.xfail(strict=True, reason="logsumexp near 0 cancels in m + log1p(r): float64 inside is not enough")
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="logsumexp near 0 cancels in m + log1p(r): float64 inside is not enough"
+)
 @pytest.mark.parametrize(("dtype", "V"), [(F32, 2331), (F64, 2009)])
 def test_lse_near_zero_misses_the_ulp_target(dtype: np.dtype[Any], V: int) -> None:
     """A tie at ``-log V`` rounded: ``logsumexp = c + log V`` is the rounding error of c (2.8e-11 in float32
@@ -401,7 +405,7 @@ REGION_STRATEGIES = {
 
 
 @pytest.mark.parametrize("region", list(REGION_STRATEGIES))
-@settings(max_examples=25)
+@settings(max_examples=budget(0.125, 25))
 @given(data=st.data())
 def test_strategies_draw_their_region(region: str, data: st.DataObject) -> None:
     dtype = data.draw(st.sampled_from([F32, F64]))
@@ -465,7 +469,6 @@ def test_bounds_catch_the_textbook_kernel() -> None:
 
 def test_accuracy_benchmark_tiny(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's tiny corpus: every implementation measured, the targets checked, every file written."""
-    pytest.importorskip("matplotlib")
     bench = load_benchmark("bench_accuracy")
     assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

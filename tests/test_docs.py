@@ -163,7 +163,7 @@ KNOWN_GAPS: dict[str, str] = {}
 
 def _param(name: str) -> Any:
     if name in KNOWN_GAPS:
-        return pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=True))
+        return pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=True, raises=AssertionError))
     return name
 
 

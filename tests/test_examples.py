@@ -69,7 +69,6 @@ def softmax64(x: list[float]) -> np.ndarray[Any, Any]:
 
 @needs_names
 def test_seed_walkthrough_prints_the_seed() -> None:
-    pytest.importorskip("torch", reason="seed_walkthrough.py draws the seed's parameters with torch")
     names = Path(os.environ[NAMES_ENV])
     proc = run_example("seed_walkthrough", "--data", str(names))
     assert proc.returncode == 0, proc.stderr
@@ -201,7 +200,6 @@ CMP_ROW = re.compile(r"^(\w+)\s*\| exact: (True|False)\s*\| approximate: (True|F
 
 @needs_names
 def test_backprop_ninja_matches_torch_and_trains() -> None:
-    pytest.importorskip("torch", reason="backprop_ninja.py compares with torch autograd")
     proc = run_example("backprop_ninja", "--data", os.environ[NAMES_ENV], "--steps", "100")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

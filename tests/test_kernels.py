@@ -31,6 +31,8 @@ from tinyops.ops.cross_entropy import ce_rows_backward, ce_rows_forward
 from tinyops.testing import exact
 from tinyops.testing import strategies as ts
 
+from .oracle import budget
+
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 PRECISIONS = ("accurate", "fast")
 Array = Any
@@ -205,7 +207,7 @@ def test_accurate_loss_on_log_normalized_rows(backend: str, dtype: np.dtype[Any]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("precision", PRECISIONS)
-@settings(max_examples=2)
+@settings(max_examples=budget(0.01, 2))  # a long row against mpmath takes about a second
 @given(data=st.data())
 def test_accuracy_on_long_rows(backend: str, precision: str, data: st.DataObject) -> None:
     x, t = data.draw(ts.long_row(dtype=F32, v=st.integers(1024, 8192)), label="logits, target")
