@@ -167,7 +167,8 @@ def test_copy_bandwidth_and_exp_passes() -> None:
     assert 1e8 < bw1 < 1e13 and 1e8 < bw2 < 1e13
     for dtype in (np.float32, np.float64):
         times = common.exp_pass_times(np.linspace(-5, 5, 3000, dtype=dtype).reshape(30, 100), 0.001)
-        assert set(times) == {"np.exp", "compiled"} and min(times.values()) > 0
+        assert set(times) == {"np.exp", "compiled"}
+        assert all(1e-7 < t < 0.1 for t in times.values()), times  # 3,000 exps: microseconds, not nothing
 
 
 def test_embedding_benchmark_through_the_cli(tmp_path: Path) -> None:

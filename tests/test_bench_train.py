@@ -50,6 +50,7 @@ def test_timing_and_profile_run(bench: Any) -> None:
     config = mlp.CONFIGS["pt4"]
     X, Y = data(config)
     timing = bench.time_steps(config, X, Y, block=5, repeats=2)
-    assert timing["tinyops_us"] > 0 and timing["torch_us"] > 0
+    # one step of the 32 x 27 batch: tens to hundreds of microseconds on any machine, never 0 or a second
+    assert 1 < timing["tinyops_us"] < 1e5 and 1 < timing["torch_us"] < 1e5, timing
     names = [op for op, _, _ in bench.profile_ops(config, X, Y, number=2)]
     assert "batchnorm fwd" in names and "embedding bwd" in names and len(names) == 14
