@@ -80,7 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p_audit = sub.add_parser("audit", help="audit any logsumexp, softmax, log_softmax or cross-entropy in ULPs")
     audit_arguments(p_audit)
+    from .exercises import add_subparser as add_exercise_parser
+
+    add_exercise_parser(sub)  # exercise list | start NAME [DIR] | check FILE
     args = parser.parse_args(argv)
+
+    if args.command == "exercise":
+        from .exercises import run_command
+
+        return run_command(args)
 
     if args.command == "bench":
         return run_benchmark(args.name, args.args)
