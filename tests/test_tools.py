@@ -233,6 +233,95 @@ def test_gradcheck_accepts_trailing_none_gradient() -> None:
     assert result_none
 
 
+def test_gradcheck_catches_a_small_error_on_large_outputs() -> None:
+    """Outputs near 1e6 (a large bias) with 4096 elements: differencing the contracted scalar sum(u * out)
+    carries the rounding of the whole sum (about 1e-10 * 4096 * 1e6 / h), which buried a dx wrong by 1%
+    (passed before); differenced per output element, only the 64 outputs a step moves add rounding."""
+    rng = np.random.default_rng(40)
+    x, w = rng.normal(size=(64, 3)), rng.normal(size=(3, 64))
+    b = 1e6 + rng.normal(size=64)
+
+    def dx_off_by_1_percent(dout: Array, cache: tinyops.LinearCache) -> tuple[Array, Array, Array | None]:
+        dx, dweight, dbias = tinyops.linear_backward(dout, cache)
+        return dx * 1.01, dweight, dbias
+
+    wrong = tinyops.gradcheck(tinyops.linear_forward, [x, w, b], dx_off_by_1_percent)
+    assert {c.name: c.passed for c in wrong.inputs} == {"x": False, "weight": True, "bias": True}
+    right = tinyops.gradcheck(tinyops.linear_forward, [x, w, b], tinyops.linear_backward)
+    assert right
+    assert max(c.max_err_over_tol for c in right.inputs) < 0.1  # far from the edge, not a lucky pass
+
+
+def test_gradcheck_outputs_the_step_does_not_move_add_no_noise() -> None:
+    """Elementwise tanh of 2000 large-ish values: each step moves one output, so the tolerance of an entry
+    is that one output's rounding, and a dx wrong by 1e-4 relative is caught (it passed before)."""
+    x = _normal(41, (40, 50), 2.0)
+
+    def tanh_off_by_1e4(dout: Array, cache: tinyops.TanhCache) -> Array:
+        return tinyops.tanh_backward(dout, cache) * (1 + 1e-4)
+
+    assert tinyops.gradcheck(tinyops.tanh_forward, [x], tinyops.tanh_backward)
+    assert not tinyops.gradcheck(tinyops.tanh_forward, [x], tanh_off_by_1e4)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_gradcheck_takes_a_forward_with_extra_results(training: bool) -> None:
+    """batchnorm1d_forward returns (out, cache, new_running): the extra result is ignored (a raw unpacking
+    error before)."""
+    x, w, b = _normal(42, (6, 4)), _normal(43, (4,)) + 2.0, _normal(44, (4,))
+    stats = tinyops.BatchNormStats(_normal(45, (4,)), 1.0 + np.abs(_normal(46, (4,))), 2)
+    kwargs = {"running": stats, "training": training}
+    result = tinyops.gradcheck(tinyops.batchnorm1d_forward, [x, w, b], tinyops.batchnorm1d_backward, kwargs=kwargs)
+    assert result and [c.name for c in result.inputs] == ["x", "weight", "bias"]
+
+    def dbias_doubled(dout: Array, cache: tinyops.BatchNormCache) -> Any:
+        dx, dw, db = tinyops.batchnorm1d_backward(dout, cache)
+        return dx, dw, 2 * db
+
+    bad = tinyops.gradcheck(tinyops.batchnorm1d_forward, [x, w, b], dbias_doubled, kwargs=kwargs)
+    assert {c.name: c.passed for c in bad.inputs} == {"x": True, "weight": True, "bias": False}
+
+
+def test_gradcheck_says_what_the_forward_must_return() -> None:
+    with pytest.raises(TypeError, match=r"^forward must return \(out, cache\) or \(out, cache, \*extra\).*ndarray"):
+        tinyops.gradcheck(tinyops.tanh, [_normal(47, (3,))], tinyops.tanh_backward)
+
+
+def test_gradcheck_passing_row_never_reads_as_a_failure() -> None:
+    """A gradient entry that is 0 up to the noise (softmax at x = -80: 1e-35) read "max rel err 1.00e+00 ok"
+    before. The relative error counts such entries against the tolerance: a pass is <= 2 rtol and err/tol <= 1."""
+    x = np.array([[0.0, -80.0, 1.0], [2.0, 0.5, -60.0]])
+    results = [
+        tinyops.gradcheck(tinyops.softmax_forward, [x], tinyops.softmax_backward),
+        tinyops.gradcheck(tinyops.log_softmax_forward, [x], tinyops.log_softmax_backward),
+        tinyops.gradcheck(tinyops.cross_entropy_forward, [x, np.array([1, 2])], tinyops.cross_entropy_backward),
+        tinyops.gradcheck(tinyops.embedding_forward, [_normal(48, (5, 3)), np.array([0, 0, 2])],
+                          tinyops.embedding_backward),
+    ]
+    for result in results:
+        assert result
+        for c in result.inputs:
+            assert c.max_rel_err <= 2e-5 and c.max_err_over_tol <= 1.0
+        for line in str(result).splitlines():
+            rel = float(re.search(r"max rel err\s+(\S+)", line).group(1))  # type: ignore[union-attr]
+            over = float(re.search(r"err/tol\s+(\S+)", line).group(1))  # type: ignore[union-attr]
+            assert line.endswith("ok") and rel <= 2e-5 and over <= 1.0
+    failing = tinyops.gradcheck(tinyops.tanh_forward, [_normal(49, (3, 4))], _tanh_backward_one_minus_out)
+    (c,) = failing.inputs
+    assert not c.passed and c.max_err_over_tol > 1.0 and str(failing).endswith("FAIL")
+
+
+def test_gradcheck_nan_gradient_fails_and_prints_nan() -> None:
+    def tanh_nan(dout: Array, cache: tinyops.TanhCache) -> Array:
+        dx = tinyops.tanh_backward(dout, cache)
+        dx[0, 0] = np.nan
+        return dx
+
+    result = tinyops.gradcheck(tinyops.tanh_forward, [_normal(50, (2, 3))], tanh_nan)
+    (c,) = result.inputs
+    assert not c.passed and math.isnan(c.max_abs_err) and math.isnan(c.max_err_over_tol)
+
+
 # ============================================================================ compare
 
 
@@ -318,6 +407,37 @@ def test_compare_torch_reference() -> None:
     t32 = torch.tensor(a, dtype=torch.float32)
     c32 = tinyops.compare("t32", a.astype(np.float32), t32)
     assert c32.exact and c32.maxdiff == 0.0
+
+
+def test_compare_complex_is_compared_whole() -> None:
+    """The imaginary parts were dropped (with a ComplexWarning): 1+1j against 1+2j read approximate, maxdiff 0."""
+    ours = np.array([1 + 1j, 2 - 0.5j, 3.0])
+    ref = np.array([1 + 2j, 2 - 0.5j, 3.0])
+    c = tinyops.compare("z", ours, ref)
+    dt, grad = torch.from_numpy(ours), torch.from_numpy(ref)
+    assert (c.exact, c.approximate) == (False, torch.allclose(dt, grad)) == (False, False)
+    assert c.maxdiff == float((dt - grad).abs().max().item()) == 1.0
+    same = tinyops.compare("z", ours, torch.from_numpy(ours.copy()))
+    assert same.exact and same.approximate and same.maxdiff == 0.0
+    mixed = tinyops.compare("z", np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-3j]))  # real against complex
+    assert not mixed.approximate and mixed.maxdiff == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("ours", "reference", "exc", "pattern"),
+    [
+        (np.ma.masked_array([1.0, 2.0], mask=[0, 1]), np.array([1.0, 5.0]), TypeError, r"^ours is a masked array"),
+        (np.array([1.0, 2.0]), np.ma.masked_array([1.0, 5.0], mask=[0, 1]), TypeError,
+         r"^reference is a masked array"),
+        (np.array(["a", "b"]), np.array([1.0, 2.0]), TypeError, r"^ours must hold numbers.*<U1"),
+        (np.array([1.0, 2.0]), np.array([None, 1.0]), TypeError, r"^reference must hold numbers.*object"),
+        ([[1.0, 2.0], [3.0]], np.array([1.0, 2.0]), ValueError, r"^ours must be array-like with one shape"),
+    ],
+    ids=["masked-ours", "masked-reference", "strings", "objects", "ragged"],
+)
+def test_compare_refuses_what_it_cannot_compare(ours: Any, reference: Any, exc: type[Exception], pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        tinyops.compare("d", ours, reference)
 
 
 def test_comparison_str_is_one_makemore_row() -> None:
