@@ -18,7 +18,7 @@ import pytest
 
 from tinyops import mlp
 from tinyops import train as T
-from tinyops.cli import main
+from tinyops.cli import BENCHMARKS, main
 
 STEPS = "200"
 
@@ -97,7 +97,7 @@ def test_sample_is_deterministic(run: Path, capsys: pytest.CaptureFixture[str]) 
 def test_an_existing_run_is_not_overwritten(run: Path, names: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (run / "model.npz").read_bytes()
     rc = main(["train", "--data", str(names), "--steps", "10", "--out", str(run), "--no-progress", "--no-plots"])
-    one_error_line(capsys, rc, "already holds a run", "--force")
+    one_error_line(capsys, rc, "already holds a run", "pass --force (make train: TRAIN_ARGS=--force)")
     assert (run / "model.npz").read_bytes() == before
     out = run.parent / "forced"
     args = ["train", "--data", str(names), "--steps", "10", "--out", str(out), "--no-progress", "--no-plots"]
@@ -243,3 +243,124 @@ def test_model_files_are_written_atomically(run: Path, tmp_path: Path, monkeypat
         T.save_model(path, model.config, model.params, model.stats, {"seed": 4})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def _craft(good: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**good, **changes}
+
+
+def _config(good: dict[str, Any], **fields: Any) -> Any:
+    return np.array(json.dumps({**json.loads(str(good["config"])), **fields}))
+
+
+def test_crafted_model_files(run: Path, names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every array and config field of a model is checked on load: each crafted file is refused in one
+    line naming what is wrong, by sample and by eval alike."""
+    good = dict(np.load(run / "model.npz"))
+    W1 = good["param_W1"]
+    nan_W1 = W1.copy()
+    nan_W1[3, 7] = np.nan
+    neg_var = good["bn_var"].copy()
+    neg_var[5] = -0.5
+    inf_mean = good["bn_mean"].copy()
+    inf_mean[0] = np.inf
+    cases: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+        "nan-parameter": (_craft(good, param_W1=nan_W1), ("parameter 'W1' holds 1 nan or inf values",)),
+        "float-config": (_craft(good, config=_config(good, n_hidden=200.0)), ("'n_hidden' is 200.0, not a valid int",)),
+        "bool-config": (_craft(good, config=_config(good, block_size=True)), ("'block_size' is True",)),
+        "zero-config": (_craft(good, config=_config(good, n_embd=0)), ("'n_embd' is 0",)),
+        "string-config": (_craft(good, config=_config(good, lr="0.1")), ("'lr' is '0.1', not a valid float",)),
+        "unknown-field": (_craft(good, config=_config(good, depth=3)), ("unknown ['depth']",)),
+        "wrong-shape": (_craft(good, param_b1=np.zeros(199, np.float32)), ("parameter 'b1' has shape (199,)",)),
+        "mixed-dtypes": (_craft(good, param_W2=good["param_W2"].astype(np.float64)),
+                         ("parameter 'W2'", "dtype float64", "needs shape (200, 27) and dtype float32")),
+        "float16": (_craft(good, **{k: v.astype(np.float16) for k, v in good.items() if k.startswith("param_")}),
+                    ("parameter 'C'", "dtype float16")),
+        "negative-var": (_craft(good, bn_var=neg_var), ("statistic 'var' holds a negative variance",)),
+        "inf-mean": (_craft(good, bn_mean=inf_mean), ("statistic 'mean' holds 1 nan or inf values",)),
+        "stats-dtype": (_craft(good, bn_mean=good["bn_mean"].astype(np.float64)), ("statistic 'mean'", "float64")),
+        "float-count": (_craft(good, bn_num_batches_tracked=np.float64(3.5)), ("'num_batches_tracked' is",)),
+        "unknown-array": (_craft(good, extra=np.zeros(3)), ("arrays ['extra'] do not belong",)),
+        "vocabulary": (_craft(good, meta=np.array(json.dumps({"itos": "ab" * 13 + "c"}))), ("vocabulary 'abab",)),
+    }
+    for case, (arrays, fragments) in cases.items():
+        path = _write_npz(tmp_path / f"{case}.npz", **arrays)
+        one_error_line(capsys, main(["sample", "--model", str(path), "-n", "2"]), *fragments)
+        one_error_line(capsys, main(["eval", "--model", str(path), "--data", str(names)]), *fragments)
+    assert main(["sample", "--model", str(_write_npz(tmp_path / "good.npz", **good)), "-n", "2"]) == 0
+
+
+def test_the_same_seed_gives_the_same_model_file(names: Path, tmp_path: Path) -> None:
+    """Wall-clock figures go to losses.json; the model's bytes depend on the seed and steps alone (its
+    zip entries carry a fixed time stamp)."""
+    runs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for out, seed in zip(runs, ("5", "5", "6"), strict=True):
+        assert main(["train", "--data", str(names), "--steps", "50", "--seed", seed, "--out", str(out),
+                     "--no-progress", "--no-plots"]) == 0
+    a, b, c = ((out / "model.npz").read_bytes() for out in runs)
+    assert a == b != c
+    assert "train_seconds" in json.loads((runs[0] / "losses.json").read_text())
+
+
+@pytest.mark.parametrize("replacement", [["--no-plots"], ["--steps", "0"]])
+def test_force_replaces_the_whole_run(
+    replacement: list[str], names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--force swaps in the new run whole: no plot of the replaced run stays beside the new model."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(names), "--steps", "20", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert (out / "loss.png").exists()
+    assert main([*args, "--force", "--seed", "1", *replacement]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["losses.json", "model.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no claim or staging left beside it
+    assert "saved" in capsys.readouterr().out
+
+
+def test_short_run_says_the_learning_rate_does_not_decay(
+    names: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", str(names), "--out", str(tmp_path / "a"), "--no-progress", "--no-plots"]
+    assert main([*args, "--steps", "30"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "learning rate" in line]
+    assert notes == ["note: 30 steps end before step 100,000, where the learning rate drops to 0.01: this run "
+                     "trains at lr 0.1 throughout"]
+    assert main([*args, "--steps", "0", "--force"]) == 0
+    assert "learning rate" not in capsys.readouterr().out
+
+
+def test_ctrl_c_while_saving_completes_the_save(
+    names: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGINT while the plots are written neither cuts the save short nor raises: the run is complete,
+    all its steps, and the command says it was interrupted (status 130)."""
+    save_plots = T.save_plots
+
+    def interrupted_save(*args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        save_plots(*args)
+
+    monkeypatch.setattr(T, "save_plots", interrupted_save)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(names), "--steps", "40", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("run' complete (40 steps)"), err
+    assert sorted(p.name for p in out.iterdir()) == ["embedding.png", "loss.png", "losses.json", "model.npz"]
+    losses = json.loads((out / "losses.json").read_text())
+    assert losses["steps"] == 40 and losses["interrupted"] is False and "test" in losses  # nothing cut short
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help of every command, and of each benchmark through tinyops bench, shows no reStructuredText
+    markup, and a benchmark's usage line names the command that runs it."""
+    commands = [[], ["train"], ["sample"], ["eval"], ["check"], ["bench"],
+                *(["bench", name] for name in sorted(BENCHMARKS))]
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: {' '.join(['tinyops', *command])} "), text[:80]
+        for markup in ("``", ":class:", ":func:", ":mod:", ":meth:", ":data:"):
+            assert markup not in text, (command, markup)

@@ -184,12 +184,16 @@ def train(
     return TrainResult(trainer.params, trainer.stats, lossi[:step], step, step < steps, seconds)
 
 
-def _progress_bar(total: int) -> Any:
+def _tqdm() -> Any:
     try:
         from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
-        raise UsageError("the progress bar needs tqdm: pip install 'tinyops[train]'") from None
-    return tqdm(total=total, unit="step", unit_scale=True, file=sys.stderr, mininterval=0.5)
+        raise UsageError("the progress bar needs tqdm: pip install 'tinyops[train]' (or pass --no-progress)") from None
+    return tqdm
+
+
+def _progress_bar(total: int) -> Any:
+    return _tqdm()(total=total, unit="step", unit_scale=True, file=sys.stderr, mininterval=0.5)
 
 
 # ============================================================================ model files
@@ -490,7 +494,7 @@ def cmd_train(
                     "the plots need matplotlib: pip install 'tinyops[train]' (or pass --no-plots)"
                 ) from None
         if progress:
-            _progress_bar(0).close()  # the same for tqdm
+            _tqdm()  # the same for tqdm
         if 0 < n_steps < cfg.lr_decay_step:
             print(f"note: {n_steps:,} steps end before step {cfg.lr_decay_step:,}, where the learning rate drops "
                   f"to {cfg.lr_after}: this run trains at lr {cfg.lr} throughout")
@@ -537,13 +541,14 @@ def _train_run(
     )
     files = [MODEL_FILE, LOSSES_FILE, *(["loss.png", "embedding.png"] if plotted else [])]
     print(f"saved {rundir.name}/{{{','.join(files)}}}")
-    if interrupted:
+    if stop():  # Ctrl-C at any moment of the run, the save included
         left = [k for k in split if k not in losses]
-        print(
-            f"tinyops: interrupted: saved {rundir.name!r} as a partial run of {res.steps_done:,} of {steps:,} steps"
-            + (f" ({', '.join(left)} not evaluated)" if left else ""),
-            file=sys.stderr,
-        )
+        if res.steps_done < steps or left:
+            what = f"as a partial run of {res.steps_done:,} of {steps:,} steps"
+            what += f" ({', '.join(left)} not evaluated)" if left else ""
+        else:
+            what = f"complete ({steps:,} steps)"
+        print(f"tinyops: interrupted: saved {rundir.name!r} {what}", file=sys.stderr)
         return 130
     return 0
 
