@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tinyops
 from tinyops._checks import normalize_axis
 
-from .oracle import Array, Case, OpSpec, Reference, arrays_in, check_op, upstream
+from .oracle import Array, Case, OpSpec, Reference, arrays_in, assert_close, budget, check_op, torch_reference, upstream
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 TH32 = float(np.log(np.finfo(np.float32).max))  # 88.72: exp overflows in float32 just above
@@ -674,3 +674,35 @@ def test_threads_reach_the_kernels(op: Any, threads: int, monkeypatch: pytest.Mo
     assert np.array_equal(out, out1)
     for g, g1 in zip(arrays_in(grads), arrays_in(grads1), strict=True):
         assert np.array_equal(g, g1)
+
+
+# ----------------------------------------------------------------------------- the value functions
+# Every plain value function (``softmax(x)``, ``cross_entropy(logits, target)``, ...) against torch with
+# the same cases, options and tolerance as its forward: a wrapper that dropped an option would fail here.
+
+
+def _value_test(spec: OpSpec) -> Callable[..., None]:
+    value = getattr(tinyops, spec.name)
+
+    @pytest.mark.parametrize("layer", layers(spec.forward), ids=_layer_id)
+    @settings(max_examples=budget(0.25, 10))
+    @given(case=spec.cases, opts=options(spec.forward))
+    def test(layer: dict[str, Any], case: Case, opts: dict[str, Any]) -> None:
+        with np.errstate(all="ignore"):
+            out = np.asarray(value(*case.args, **case.kwargs, **layer, **opts))
+        assert out.dtype == case.dtype
+        ref = torch_reference(spec, case, np.zeros(out.shape, out.dtype), {**layer, **opts})
+        if spec.fwd_exact:
+            assert np.array_equal(out, ref.out.astype(out.dtype))
+            return
+        eps, tiny = float(np.finfo(case.dtype).eps), float(np.finfo(case.dtype).smallest_normal)
+        cond = 0.0 if spec.fwd_cond is None else spec.fwd_cond(ref)
+        tol = spec.fwd_k[case.dtype.name] * (eps * spec.fwd_scale(ref) + tiny + float(np.finfo(F64).eps) * cond)
+        assert_close(f"{spec.name} value", out, ref.out, tol)
+
+    test.__name__ = f"test_value_{spec.name}"
+    return test
+
+
+for _spec in SPECS:
+    globals()[f"test_value_{_spec.name}"] = _value_test(_spec)
