@@ -180,11 +180,20 @@ def _kappas(op: str, x: Array, t: Array, ref: exact.Reference) -> dict[str, Arra
 
 
 def make_case(
-    region: str, x: Array, target: Array, op: str, grad: bool, seed: int, max_ulp: float | None = None
+    region: str,
+    x: Array,
+    target: Array,
+    op: str,
+    grad: bool,
+    seed: int,
+    max_ulp: float | None = None,
+    ref: exact.Reference | None = None,
 ) -> Case:
-    """Compute the exact side of one batch (N, V) for ``op``; ``max_ulp`` replaces the documented bounds."""
+    """Compute the exact side of one batch (N, V) for ``op``; ``max_ulp`` replaces the documented bounds;
+    ``ref``: ``exact.reference(x, target)`` when already computed (one serves every op)."""
     dt = x.dtype
-    ref = exact.reference(x, target if op == "cross_entropy" else None)
+    if ref is None:
+        ref = exact.reference(x, target if op == "cross_entropy" else None)
     qs = quantities(op, grad)
     values = {"lse": ref.lse, "softmax": ref.softmax, "log_softmax": ref.log_softmax, "loss": ref.loss}
     dout = _random_dout(np.random.default_rng(seed), _out_shape(op, x), dt) if grad else None
@@ -577,7 +586,8 @@ def expected_torch(op: str, row: Array, target: int) -> tuple[Array, Array]:
     """(forward, gradient of sum(out) with dout = 1) under torch's semantics, for one row (C,):
     a nan entry makes everything nan; a +inf entry makes logsumexp +inf and everything else nan; an
     empty or all -inf row has logsumexp -inf and nan elsewhere; otherwise -inf entries are masked classes
-    (probability 0, log-probability -inf) and a target at -inf has loss +inf."""
+    (probability 0, log-probability -inf) and a target at -inf has loss +inf. The gradient of logsumexp
+    is ``exp(x - lse)`` entry by entry (0 on the finite entries of a row with +inf)."""
     C = row.size
     with np.errstate(all="ignore"):
         if np.isnan(row).any() or np.isposinf(row).any() or C == 0 or not np.isfinite(row).any():
@@ -595,7 +605,7 @@ def expected_torch(op: str, row: Array, target: int) -> tuple[Array, Array]:
             "cross_entropy": np.array([NAN if np.isnan(p).any() else lse - row[target]]) if C else np.array([NAN]),
         }[op]
         grad = {
-            "logsumexp": p,
+            "logsumexp": np.exp(row - lse),  # torch's exp(x - lse): [0, nan] for a row (1, inf)
             "softmax": np.where(np.isnan(p), NAN, 0.0),
             "log_softmax": 1 - C * p,
             "cross_entropy": p - onehot,

@@ -195,27 +195,39 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def plot(reports: list[Report], path: Path) -> Path:
-    """One panel per report: each row's largest forward error against the magnitude of its exact result
-    (|logsumexp| for logsumexp, softmax and log_softmax; the loss for cross_entropy), log-log."""
+    """One panel per report (a row per dtype, a column per target): each row's largest forward error against
+    the magnitude of its exact result (|logsumexp| for logsumexp, softmax and log_softmax; the loss for
+    cross_entropy), log-log."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    dtypes = list(dict.fromkeys(r.dtype for r in reports))
+    targets = list(dict.fromkeys(r.target for r in reports))
     floor, ceiling = 1e-2, 1e18  # 0 and inf drawn at the edges
-    fig, axes = plt.subplots(1, len(reports), figsize=(3.2 * len(reports), 3.4), sharey=True, squeeze=False)
-    for ax, rep in zip(axes[0], reports, strict=True):
+    fig, axes = plt.subplots(
+        len(dtypes), len(targets), figsize=(3.2 * len(targets), 3.2 * len(dtypes)), sharey=True, squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    for rep in reports:
+        ax = axes[dtypes.index(rep.dtype), targets.index(rep.target)]
+        ax.set_visible(True)
         mag = np.asarray(rep.points.get("magnitude", []), dtype=np.float64)
         err = np.asarray(rep.points.get("error", []), dtype=np.float64)
         keep = np.isfinite(mag) & (mag > 0) & ~np.isnan(err)
-        ax.scatter(mag[keep], np.clip(np.nan_to_num(err[keep], posinf=ceiling), floor, ceiling), s=6, alpha=0.5)
+        color = "tab:blue" if rep.dtype == "float32" else "tab:orange"
+        ax.scatter(mag[keep], np.clip(np.nan_to_num(err[keep], posinf=ceiling), floor, ceiling), s=6, alpha=0.5,
+                   color=color)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{rep.target}, {rep.dtype}", fontsize=9)
         ax.set_xlabel("exact loss" if rep.op == "cross_entropy" else "|exact logsumexp|", fontsize=8)
-    axes[0, 0].set_ylabel(f"row's worst error, ULP (0 at {floor:g}, inf at {ceiling:g})", fontsize=8)
-    fig.suptitle(f"{reports[0].op}: error against the magnitude of the result", fontsize=10)
+        if targets.index(rep.target) == 0:
+            ax.set_ylabel(f"row's worst error, ULP (0 at {floor:g}, inf at {ceiling:g})", fontsize=8)
+    fig.suptitle(f"{reports[0].op}: each row's error against the magnitude of its result", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
