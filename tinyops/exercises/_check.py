@@ -61,6 +61,7 @@ class Blank(NotImplementedError):
 def TODO(name):
     raise Blank(name)
 
+
 '''
 
 _FOOTER = '''
@@ -428,7 +429,16 @@ def check(
     width = max(len(r.name) for r in rows)
     lines.append("gradients against tinyops (the table: float32, the lecture's sizes; the verdict: float64, "
                  f"that case and a random one, seed {seed})")
-    lines += [r.line(width) for r in rows]
+    shown = rows
+    blanks = [i for i, r in enumerate(rows) if r.status == "blank"]
+    if len(blanks) > 1 and blanks == list(range(blanks[0], len(rows))):
+        shown = rows[: blanks[0] + 1]  # the first blank; the others are below it
+    lines += [r.line(width) for r in shown]
+    if shown is not rows:
+        lines.append(f"... and {len(rows) - len(shown)} more blanks")
+    first_wrong = next((r.name for r in rows if r.status == "wrong"), None)
+    if first_wrong is not None and rows[-1].name != first_wrong:
+        lines.append(f"(the gradients after {first_wrong} are computed from it: fix it first)")
     lines.append("")
     lines += notes
     wrong = any(r.status in ("wrong", "blank", "missing") for r in rows) or any(

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .._checks import Array
 
 DERIVATIONS = "docs/derivations.md"
+_DOCS_FILE = Path(__file__).resolve().parent.parent.parent / DERIVATIONS
 
 
 def slug(heading: str) -> str:
@@ -46,7 +48,9 @@ class Diagnosis:
     link: str
 
     def __str__(self) -> str:
-        return f"{self.message}\nDerivation: {self.link}"
+        local = _DOCS_FILE if _DOCS_FILE.is_file() else None  # a source checkout has the file beside the package
+        where = f" (in {local})" if local is not None else ""
+        return f"{self.message}\nDerivation: {self.link}{where}"
 
 
 def _amax(a: Array) -> float:

@@ -752,6 +752,12 @@ MLP_TRAIN = Exercise(
     make_case=_mlp_case,
     masks=lambda ns: {"target": _target_mask(ns, "logits")},
     reference=_mlp_reference,
+    rounding_note={k: _OP_ROUNDING.format(op=op) for k, op in (
+        ("logits", "cross_entropy_backward (tinyops/ops/cross_entropy.py)"),
+        *((k, "linear_backward (tinyops/ops/linear.py)") for k in ("h", "W2", "b2", "embcat", "W1", "b1")),
+        ("hpreact", "tanh_backward (tinyops/ops/tanh.py)"),
+        *((k, "batchnorm1d_backward (tinyops/ops/batchnorm.py)") for k in ("bngain", "bnbias", "hprebn")),
+        *((k, "embedding_backward (tinyops/ops/embedding.py)") for k in ("emb", "C")))},
     train=True,
 )
 
