@@ -232,10 +232,12 @@ def test_sampling_is_deterministic() -> None:
         assert len(a) == 10 and all(set(name) <= set(T.LETTERS) for name in a)
 
 
-def first_char_probs(params: mlp.Params, config: Config, stats: Any) -> Array:
-    """The model's distribution of the first character (context '...'), float64 NumPy written out here:
-    embedding rows of '.', the hidden layer (pt4: normalized with the running statistics), softmax."""
-    emb = np.concatenate([params["C"][0]] * config.block_size).astype(np.float64)  # (T*D,)
+def first_char_probs(params: mlp.Params, config: Config, stats: Any, context: list[int] | None = None) -> Array:
+    """The model's distribution of the next character after ``context`` (default '...', the first
+    character), float64 NumPy written out here: the context's embedding rows, the hidden layer (pt4:
+    normalized with the running statistics), softmax."""
+    context = [0] * config.block_size if context is None else context
+    emb = np.concatenate([params["C"][i] for i in context]).astype(np.float64)  # (T*D,)
     hpre = emb @ params["W1"].astype(np.float64) + params["b1"]
     if config.batchnorm:
         hpre = params["bngain"] * (hpre - stats.mean) / np.sqrt(stats.var.astype(np.float64) + config.bn_eps)
@@ -279,6 +281,29 @@ def test_sampling_follows_the_models_softmax(name: str) -> None:
     uniform = np.full(config.vocab_size, 1 / config.vocab_size)
     for alt in (uniform, p ** (1 / 0.8) / np.sum(p ** (1 / 0.8)), p ** (1 / 1.25) / np.sum(p ** (1 / 1.25))):
         assert pvalue(alt) < 1e-4
+
+
+def test_sampling_walks_the_context() -> None:
+    """Whole names from :func:`mlp.sample` against the lecture's loop written here with the same generator:
+    from the context '...', draw from the float64 softmax above, stop at '.', shift the drawn character in."""
+    config = CONFIGS["pt2"]
+    params = mlp.init_params(config, np.random.default_rng(22))
+    params["W2"] *= np.float32(1.5 / np.log(first_char_probs(params, config, None)).std())
+    itos = dict(enumerate(T.ITOS))
+    ours = mlp.sample(params, config, None, itos, np.random.default_rng(7), n=30, max_len=30)
+    rng = np.random.default_rng(7)
+    theirs = []
+    for _ in range(30):
+        context, out = [0] * config.block_size, []
+        while len(out) < 30:
+            ix = int(rng.choice(config.vocab_size, p=first_char_probs(params, config, None, context)))
+            if ix == 0:
+                break
+            out.append(ix)
+            context = [*context[1:], ix]
+        theirs.append("".join(itos[i] for i in out))
+    assert ours == theirs
+    assert len({len(name) for name in ours}) > 3  # names of several lengths: the walk was exercised
 
 
 def test_training_is_reproducible_bit_for_bit() -> None:
