@@ -9,6 +9,7 @@ an op computes the gradient, and the exercise's model solution for the intermedi
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import os
@@ -260,7 +261,19 @@ def _status(g: Any, r: Array) -> tuple[bool, Array | None]:
     return D.correct64(a, r), a
 
 
+def _hint(exercise: Exercise, name: str) -> str:
+    hint = exercise.hints.get(name)
+    return f"\nThe step: {hint}" if hint else ""
+
+
 def _diagnose_wrong(exercise: Exercise, case: _Case, name: str) -> D.Diagnosis:
+    diagnosis = _diagnose_wrong_array(exercise, case, name)
+    if diagnosis.kind in ("wrong", "shape", "nonfinite"):  # no named mistake: the step's rule helps most
+        return dataclasses.replace(diagnosis, message=diagnosis.message + _hint(exercise, name))
+    return diagnosis
+
+
+def _diagnose_wrong_array(exercise: Exercise, case: _Case, name: str) -> D.Diagnosis:
     step = next(s for s in exercise.steps if f"d{s.name}" == name)
     g, r = case.run64.grads[name], case.ref64[name]
     try:
@@ -361,7 +374,8 @@ def _check_gradients(exercise: Exercise, backward: Callable[..., Any], filename:
                 f"{name} is still a blank{line}: replace `{name} = TODO(\"{name}\")` with the gradient of the loss "
                 f"with respect to {step.name}, an array of shape {shape} in the fixed case. Find the forward line "
                 f"that makes {step.name}, take the local derivative of each of its uses, and multiply it by the "
-                f"gradient arriving from above (already computed above the blank)."), D.link(step.section))
+                f"gradient arriving from above (already computed above the blank).{_hint(exercise, name)}"),
+                D.link(step.section))
         else:
             diagnosis = rounding
     return rows, diagnosis, notes, cases

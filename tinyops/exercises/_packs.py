@@ -56,6 +56,7 @@ class Exercise:
     reference: Callable[[Namespace], dict[str, Array]] | None = None  # tinyops' ops; None: the model solution
     rounding_note: dict[str, str] = field(default_factory=dict)  # step -> how the reference orders the math
     train: bool = False  # exercise 4: train with the learner's backward after the gradients pass
+    hints: dict[str, str] = field(default_factory=dict)  # gradient variable -> the step's local derivative, in words
 
     @property
     def filename(self) -> str:
@@ -132,6 +133,78 @@ def _mlp_masks(ns: Namespace) -> dict[str, tuple[Array, str]]:
         "target": _target_mask(ns, "logits"),
         "argmax": (_onehot(ns["logits"].argmax(1), V), "each row's largest logit (the entry logit_maxes takes)"),
     }
+
+
+# ============================================================================ hints: each step's rule, in words
+
+CHAIN_HINTS = {
+    "dlogprobs": "loss = -(1/n) * (the sum of the n entries logprobs[i, Yb[i]]): each picked entry gets -1/n, "
+                 "every other entry 0 (start from np.zeros_like(logprobs)).",
+    "dprobs": "logprobs = log(probs), entry by entry: d log(p)/dp = 1/p, times dlogprobs.",
+    "dcounts_sum_inv": "probs = counts * counts_sum_inv, with counts_sum_inv (n, 1) broadcast across each row: its "
+                       "local derivative is counts, and the copies' gradients add up: a sum over axis 1, "
+                       "keepdims=True.",
+    "dcounts_sum": "counts_sum_inv = counts_sum**-1: the power rule gives -counts_sum**-2, times dcounts_sum_inv.",
+    "dcounts": "counts is used twice: in probs = counts * counts_sum_inv (local derivative counts_sum_inv) and in "
+               "counts_sum = counts.sum(1) (every entry passes its row's dcounts_sum through). Add both.",
+    "dnorm_logits": "counts = exp(norm_logits): exp is its own derivative, and exp(norm_logits) is counts.",
+    "dlogit_maxes": "norm_logits = logits - logit_maxes, logit_maxes (n, 1) broadcast across each row with a minus "
+                    "sign: minus dnorm_logits summed over axis 1 (keepdims). It comes out near 0: shifting the "
+                    "logits does not change the loss.",
+    "dlogits": "logits is used twice: in norm_logits (dnorm_logits passes through) and in logit_maxes = "
+               "logits.max(1) (only each row's largest entry, at logits.argmax(1), gets its row's dlogit_maxes).",
+    "dh": "logits = h @ W2 + b2: dh = dlogits @ W2.T (the shapes decide the order and the transpose).",
+    "dW2": "logits = h @ W2 + b2: dW2 = h.T @ dlogits, (H, n) @ (n, V).",
+    "db2": "b2 (V,) is added to every row: the rows' gradients add up, a sum over axis 0.",
+    "dhpreact": "h = tanh(hpreact): d tanh(x)/dx = 1 - tanh(x)**2, and tanh(hpreact) is h.",
+    "dbngain": "hpreact = bngain * bnraw + bnbias, bngain (1, H) broadcast down the batch: bnraw * dhpreact, summed "
+               "over axis 0 (keepdims).",
+    "dbnbias": "bnbias (1, H) is added to every row: dhpreact summed over axis 0 (keepdims).",
+    "dbnraw": "hpreact = bngain * bnraw + bnbias: the local derivative with respect to bnraw is bngain.",
+    "dbnvar_inv": "bnraw = bndiff * bnvar_inv, bnvar_inv (1, H) broadcast down the batch: bndiff * dbnraw, summed "
+                  "over axis 0 (keepdims).",
+    "dbnvar": "bnvar_inv = (bnvar + 1e-5)**-0.5: the power rule, -0.5 * (bnvar + 1e-5)**-1.5, times dbnvar_inv.",
+    "dbndiff2": "bnvar = 1/(n-1) * bndiff2.sum(0): every entry of a column enters with weight 1/(n-1), so each "
+                "gets its column's dbnvar / (n-1), an (n, H) array.",
+    "dbndiff": "bndiff is used twice: in bnraw = bndiff * bnvar_inv (local derivative bnvar_inv) and in bndiff2 = "
+               "bndiff**2 (local derivative 2 * bndiff). Add both.",
+    "dbnmeani": "bndiff = hprebn - bnmeani, bnmeani (1, H) broadcast down the batch with a minus sign: minus "
+                "dbndiff summed over axis 0 (keepdims).",
+    "dhprebn": "hprebn is used twice: in bndiff (dbndiff passes through) and in bnmeani = 1/n * hprebn.sum(0) "
+               "(every entry gets its column's dbnmeani / n). Add both.",
+    "dembcat": "hprebn = embcat @ W1 + b1: dembcat = dhprebn @ W1.T.",
+    "dW1": "hprebn = embcat @ W1 + b1: dW1 = embcat.T @ dhprebn.",
+    "db1": "b1 (H,) is added to every row: a sum over axis 0. (Its true value is 0, because batchnorm subtracts "
+           "the mean right after; expect rounding noise.)",
+    "demb": "embcat = emb.reshape(n, -1) only moves the numbers: reshape the gradient back to emb's shape.",
+    "dC": "emb = C[Xb] copies row C[Xb[i, j]] to emb[i, j]: send each demb[i, j] back to its row and add them up; "
+          "a row looked up k times gets k gradients (np.add.at does this; dC[Xb] += demb does not).",
+}
+
+FUSED_HINTS = {
+    "dlogits": "loss = mean over rows of logsumexp(logits[i]) - logits[i, Yb[i]]. The gradient of logsumexp is "
+               "the softmax of the row; that of the picked logit is 1 at Yb[i] and 0 elsewhere; the mean "
+               "divides by n.",
+    "dhprebn": "three paths reach each hprebn: directly through bnraw, through the mean, and through the variance. "
+               "With bnraw = (hprebn - mean) * bnvar_inv, pull bngain * bnvar_inv / n out in front: one term "
+               "per path is left, two of them sums over the batch (axis 0), and the variance's carries "
+               "n/(n-1) from Bessel's correction.",
+}
+
+VJP_HINTS = {
+    "dx_lse": "d logsumexp(x)/dx_j = softmax(x)_j = y_j; dlse has one value per row: broadcast it across the row.",
+    "dx_softmax": "dy_i/dx_j = y_i * ([i = j] - y_j), so dx_j = y_j * (dy_j - sum_i dy_i * y_i), the sum over each "
+                  "row (keepdims).",
+    "dx_log_softmax": "logy_i = x_i - logsumexp(x), so dlogy_i/dx_j = [i = j] - y_j: dx_j = dlogy_j - y_j * "
+                      "sum_i dlogy_i, with y = exp(logy) and the sum over each row (keepdims).",
+}
+
+LINEAR_TANH_HINTS = {
+    "dhpre": "h = tanh(hpre): d tanh(x)/dx = 1 - tanh(x)**2, and tanh(hpre) is h.",
+    "dx": "hpre = x @ W + b: dx = dhpre @ W.T (the shapes decide the order and the transpose).",
+    "dW": "hpre = x @ W + b: dW = x.T @ dhpre.",
+    "db": "b (O,) is added to every row: the rows' gradients add up, a sum over axis 0.",
+}
 
 
 # ============================================================================ exercise 1: every intermediate
@@ -273,6 +346,7 @@ CHAIN = Exercise(
         Step("C", "embedding", scatter="Xb"),
     ),
     solutions=_CHAIN_SOLUTIONS,
+    hints=CHAIN_HINTS,
     make_case=_mlp_case,
     masks=_mlp_masks,
     rounding_note={
@@ -322,6 +396,7 @@ FUSED_CE = Exercise(
     masks=lambda ns: {"target": _target_mask(ns, "logits")},
     reference=lambda ns: {"logits": _ce_reference(ns["logits"], ns["Yb"])},
     rounding_note={"logits": _OP_ROUNDING.format(op="cross_entropy_backward (tinyops/ops/cross_entropy.py)")},
+    hints={"dlogits": FUSED_HINTS["dlogits"]},
 )
 
 
@@ -397,6 +472,7 @@ BN_CHAIN = Exercise(
                if k in ("dbngain", "dbnbias", "dbnraw", "dbnvar_inv", "dbnvar", "dbndiff2", "dbndiff", "dbnmeani",
                         "dhprebn")},
     make_case=_bn_case,
+    hints=CHAIN_HINTS,
 )
 
 _BN_FUSED_BODY = '''
@@ -462,6 +538,7 @@ BN_FUSED = Exercise(
     make_case=_bn_case,
     reference=_bn_reference,
     rounding_note={"hprebn": _OP_ROUNDING.format(op="batchnorm1d_backward (tinyops/ops/batchnorm.py)")},
+    hints={**CHAIN_HINTS, "dhprebn": FUSED_HINTS["dhprebn"]},
 )
 
 
@@ -512,6 +589,7 @@ EMBEDDING = Exercise(
     make_case=_emb_case,
     reference=_emb_reference,
     rounding_note={"C": _OP_ROUNDING.format(op="embedding_backward (tinyops/ops/embedding.py)")},
+    hints={"dC": CHAIN_HINTS["dC"]},
 )
 
 _LT_BODY = '''
@@ -568,6 +646,7 @@ LINEAR_TANH = Exercise(
     rounding_note={k: _OP_ROUNDING.format(op=op) for k, op in (
         ("hpre", "tanh_backward (tinyops/ops/tanh.py)"), ("x", "linear_backward (tinyops/ops/linear.py)"),
         ("W", "linear_backward (tinyops/ops/linear.py)"), ("b", "linear_backward (tinyops/ops/linear.py)"))},
+    hints=LINEAR_TANH_HINTS,
 )
 
 
@@ -637,6 +716,7 @@ VJP = Exercise(
     reference=_vjp_reference,
     rounding_note={k: _OP_ROUNDING.format(op=f"{op} (tinyops/ops/softmax.py)") for k, op in (
         ("x_lse", "logsumexp_backward"), ("x_softmax", "softmax_backward"), ("x_log_softmax", "log_softmax_backward"))},
+    hints=VJP_HINTS,
 )
 
 
@@ -758,6 +838,8 @@ MLP_TRAIN = Exercise(
         ("hpreact", "tanh_backward (tinyops/ops/tanh.py)"),
         *((k, "batchnorm1d_backward (tinyops/ops/batchnorm.py)") for k in ("bngain", "bnbias", "hprebn")),
         *((k, "embedding_backward (tinyops/ops/embedding.py)") for k in ("emb", "C")))},
+    hints={**CHAIN_HINTS, **FUSED_HINTS, "dlogits": "the fused cross-entropy of exercise 2, with probs (the "
+           "softmax) from the forward: probs, minus 1 at each row's target, divided by n."},
     train=True,
 )
 

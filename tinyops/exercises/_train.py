@@ -11,6 +11,7 @@ right backward reaches in a fraction of the step budget and a backward that is w
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import os
 import time
@@ -43,18 +44,24 @@ _ENDING_P = [8, 5, 2, 3, 3, 2, 1, 1]
 
 def synthetic_names(count: int = 4000, seed: int = 0) -> list[str]:
     """``count`` made-up names (2 or 3 syllables and an ending) from a fixed seed: the same list every time."""
-    rng = np.random.default_rng(seed)
+    uniforms = iter(np.random.default_rng(seed).random(count * 16).tolist())  # at most 15 draws per name
 
-    def pick(options: list[str], weights: list[int]) -> str:
-        p = np.asarray(weights, dtype=np.float64)
-        return options[int(rng.choice(len(options), p=p / p.sum()))]
+    def cdf(weights: list[int]) -> list[float]:
+        total = sum(weights)
+        return [sum(weights[: i + 1]) / total for i in range(len(weights) - 1)]  # the last bound is 1
+
+    onset, vowel, coda, ending = ((options, cdf(weights)) for options, weights in (
+        (_ONSETS, _ONSET_P), (_VOWELS, _VOWEL_P), (_CODAS, _CODA_P), (_ENDINGS, _ENDING_P)))
+
+    def pick(table: tuple[list[str], list[float]]) -> str:
+        options, bounds = table
+        return options[bisect.bisect_right(bounds, next(uniforms))]
 
     names = []
     for _ in range(count):
-        syllables = int(rng.choice([1, 2, 3], p=[0.2, 0.55, 0.25]))
-        word = "".join(pick(_ONSETS, _ONSET_P) + pick(_VOWELS, _VOWEL_P) + pick(_CODAS, _CODA_P)
-                       for _ in range(syllables))
-        names.append(word + pick(_ENDINGS, _ENDING_P))
+        syllables = 1 + bisect.bisect_right([0.2, 0.75], next(uniforms))  # 1, 2, 3 syllables: 20, 55, 25 %
+        word = "".join(pick(onset) + pick(vowel) + pick(coda) for _ in range(syllables))
+        names.append(word + pick(ending))
     return names
 
 
