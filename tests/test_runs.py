@@ -18,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -51,9 +51,12 @@ def _env() -> dict[str, str]:
 class Child:
     """``python -m tinyops <args>`` with its stdout and stderr read as they come."""
 
+    running: ClassVar[list[subprocess.Popen[bytes]]] = []  # killed after each test: none outlives it
+
     def __init__(self, args: list[str], cwd: Path, prefix: list[str] | None = None, **kw: Any) -> None:
         cmd = [*(prefix or []), sys.executable, "-m", "tinyops", *args]
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+        Child.running.append(self.proc)
         self.out = bytearray()
         self.err = bytearray()
         self._readers = [threading.Thread(target=self._pump, args=(s, b), daemon=True)
@@ -79,6 +82,16 @@ class Child:
         for t in self._readers:
             t.join(TIMEOUT)
         return rc, self.out.decode(), self.err.decode()
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left() -> Iterator[None]:
+    yield
+    while Child.running:
+        proc = Child.running.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _train(names: Path, out: Path, *extra: str) -> list[str]:
