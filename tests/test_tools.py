@@ -253,15 +253,20 @@ def test_gradcheck_catches_a_small_error_on_large_outputs() -> None:
 
 
 def test_gradcheck_outputs_the_step_does_not_move_add_no_noise() -> None:
-    """Elementwise tanh of 2000 large-ish values: each step moves one output, so the tolerance of an entry
-    is that one output's rounding, and a dx wrong by 1e-4 relative is caught (it passed before)."""
+    """An elementwise op with 2000 outputs near 1e4 (tanh shifted by 1e4): each step moves one output, so an
+    entry's tolerance is that one output's rounding, and a dx wrong by 1e-4 relative is caught (it passed
+    before: the contracted sum's rounding, from all 2000 outputs, was larger than the error)."""
     x = _normal(41, (40, 50), 2.0)
+
+    def shifted_tanh_forward(x: Array) -> tuple[Array, tinyops.TanhCache]:
+        out, cache = tinyops.tanh_forward(x)
+        return out + 1e4, cache
 
     def tanh_off_by_1e4(dout: Array, cache: tinyops.TanhCache) -> Array:
         return tinyops.tanh_backward(dout, cache) * (1 + 1e-4)
 
-    assert tinyops.gradcheck(tinyops.tanh_forward, [x], tinyops.tanh_backward)
-    assert not tinyops.gradcheck(tinyops.tanh_forward, [x], tanh_off_by_1e4)
+    assert tinyops.gradcheck(shifted_tanh_forward, [x], tinyops.tanh_backward)
+    assert not tinyops.gradcheck(shifted_tanh_forward, [x], tanh_off_by_1e4)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -285,6 +290,12 @@ def test_gradcheck_takes_a_forward_with_extra_results(training: bool) -> None:
 def test_gradcheck_says_what_the_forward_must_return() -> None:
     with pytest.raises(TypeError, match=r"^forward must return \(out, cache\) or \(out, cache, \*extra\).*ndarray"):
         tinyops.gradcheck(tinyops.tanh, [_normal(47, (3,))], tinyops.tanh_backward)
+
+
+def test_gradcheck_refuses_a_masked_input() -> None:
+    x = np.ma.masked_array(_normal(51, (2, 3)), mask=[[0, 1, 0], [0, 0, 0]])
+    with pytest.raises(TypeError, match=r"^inputs\[0\] is a masked array"):
+        tinyops.gradcheck(tinyops.tanh_forward, [x], tinyops.tanh_backward)
 
 
 def test_gradcheck_passing_row_never_reads_as_a_failure() -> None:

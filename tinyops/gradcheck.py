@@ -198,10 +198,13 @@ def gradcheck(
 
     Raises:
         ValueError: no floating input, or the backward returned the wrong number or shape of gradients.
-        TypeError: the forward does not return ``(out, cache, ...)``.
+        TypeError: the forward does not return ``(out, cache, ...)``; a masked array among the inputs.
     """
     kwargs = dict(kwargs or {})
-    args = [np.array(v, dtype=np.float64) if _is_float_array(v) else v for v in inputs]
+    args = [  # float64 copies (a masked array is refused: its mask would be dropped silently)
+        np.array(as_plain_array(f"inputs[{i}]", v), dtype=np.float64) if _is_float_array(v) else v
+        for i, v in enumerate(inputs)
+    ]
     wrt = [i for i, v in enumerate(inputs) if _is_float_array(v)]
     if not wrt:
         raise ValueError("inputs has no floating ndarray to differentiate")

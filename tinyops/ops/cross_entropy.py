@@ -34,7 +34,9 @@ from .._checks import (
     Reduction,
     as_float_array,
     as_index_array,
+    as_plain_array,
     check_backend,
+    check_cache,
     check_dout,
     check_precision,
     check_reduction,
@@ -148,6 +150,7 @@ def cross_entropy_naive_backward(dloss: npt.ArrayLike, cache: CrossEntropyNaiveC
         ``probs`` and ``counts_sum``), and ``dlogits = counts * dcounts``. Simplified, this is the
         fused op's ``(softmax - onehot) / N`` -- computed the long way, with its rounding.
     """
+    check_cache(cache, CrossEntropyNaiveCache, "cross_entropy_naive_forward")
     c = cache
     N = c.loss.shape[0]
     dloss = check_dout(dloss, _loss_shape(N, c.loss.reduction), c.loss.dtype, name="dloss")
@@ -477,7 +480,7 @@ def cross_entropy_forward(
     loss_shape = _loss_shape_of(logits.shape)
     if isinstance(target, (bool, np.bool_)) or not isinstance(target, (np.ndarray, list, tuple, int, np.integer)):
         raise TypeError(f"target must be an integer or floating numpy array, got {type(target).__name__}")
-    target = np.asarray(target)
+    target = as_plain_array("target", target)  # a masked target is refused, a matrix or memmap viewed as an array
     w = None
     if weight is not None:
         w = as_float_array("weight", weight, ndim=1)
@@ -579,6 +582,7 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | Cros
         ``loss_n = -sum_c a_c (logits_c - lse)`` and ``d loss_n / d logits_j = p_j sum_c a_c - a_j``:
         ``dlogits = g * (probs * a.sum(1) - a)``. Each row of the unweighted gradient sums to 0.
     """
+    check_cache(cache, (CrossEntropyCache, CrossEntropyDenseCache), "cross_entropy_forward")
     shape, dtype, reduction, denom = cache.logits_shape, cache.dtype, cache.reduction, cache.denom
     loss_shape = _loss_shape_of(shape)
     dloss = check_dout(dloss, loss_shape if reduction == "none" else (), dtype, name="dloss")

@@ -36,6 +36,7 @@ from .._checks import (
     as_float_array,
     as_index_array,
     check_backend,
+    check_cache,
     check_dout,
     check_reduction,
     check_same_dtype,
@@ -89,6 +90,8 @@ def _check_inputs(
     x = as_float_array("x", x, ndim=2)
     weight = as_float_array("weight", weight, ndim=2)
     check_same_dtype("weight", weight, "x", x)
+    if x.dtype == np.float16:  # a float16 sum of exps overflows past 65,504 classes; no float16 kernel
+        raise TypeError("x must be float32 or float64 (float16 is not supported: cast to float32), got dtype float16")
     N, D = x.shape
     if weight.shape[0] != D:
         raise ValueError(
@@ -217,7 +220,7 @@ def linear_cross_entropy_forward(
         ``(loss, cache)``: loss 0-D (mean, sum) or (N,) (none) in x's dtype.
 
     Raises:
-        TypeError: non-floating x/weight/bias, dtypes that differ, non-integer target, non-int chunk_size.
+        TypeError: non-floating or float16 x/weight/bias, dtypes that differ, non-integer target, non-int chunk_size.
         ValueError: wrong dimensions or sizes, chunk_size < 1, unknown reduction.
         IndexError: a target is negative or >= V.
     """
@@ -259,6 +262,7 @@ def linear_cross_entropy_backward(
         ``dbias = sum_c dlogits[c].sum(0)``. For 'mean' and 'sum', g is ``dloss`` times the forward's
         ``g`` for ``dloss = 1``, so each gradient is the forward's times ``dloss``.
     """
+    check_cache(cache, LinearCrossEntropyCache, "linear_cross_entropy_forward")
     x, weight, bias, t, reduction, chunk_size, grads, layer = cache
     N = x.shape[0]
     dloss = check_dout(dloss, (N,) if reduction == "none" else (), x.dtype, name="dloss")

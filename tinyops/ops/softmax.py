@@ -45,7 +45,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from .._checks import Axis, Backend, as_float_array, check_backend, check_dout, check_threads, normalize_axis
+from .._checks import (
+    Axis,
+    Backend,
+    as_float_array,
+    check_backend,
+    check_cache,
+    check_dout,
+    check_threads,
+    normalize_axis,
+)
 
 Array = npt.NDArray[Any]
 
@@ -249,10 +258,11 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
         logsumexp is softmax (the max shift cancels: it is a constant in the quotient). Each output
         element broadcasts back over its reduced slice, so ``dx = dout[R] * probs``.
     """
+    check_cache(cache, LogsumexpCache, "logsumexp_forward")
     probs, axes, _, out_shape, _ = cache
     dout = check_dout(dout, out_shape, probs.dtype)
     r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
-    dx: Array = dout.reshape(r_shape) * probs  # x.shape
+    dx: Array = np.asarray(dout.reshape(r_shape) * probs)  # x.shape (0-D stays an array)
     return dx
 
 
@@ -338,13 +348,14 @@ def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> Array:
         Jacobian: ``dx_j = sum_i dy_i y_i ([i == j] - y_j) = y_j (dy_j - sum_i dy_i y_i)``, so
         ``dx = y * (dy - sum(dy * y, axis))``.
     """
+    check_cache(cache, SoftmaxCache, "softmax_forward or softmax_naive_forward")
     y, axes, backend, threads = cache
     dy = check_dout(dout, y.shape, y.dtype)
     if backend == "compiled" and y.dtype in (np.float32, np.float64):
         from ..kernels import softmax as kernels
 
         return _backward_compiled(y, dy, axes, kernels.SOFTMAX, threads)
-    dx: Array = y * (dy - (dy * y).sum(axis=axes, keepdims=True))  # x.shape
+    dx: Array = np.asarray(y * (dy - (dy * y).sum(axis=axes, keepdims=True)))  # x.shape (0-D stays an array)
     return dx
 
 
@@ -456,13 +467,14 @@ def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> Array:
         ``dx_j = dy_j - softmax(x)_j sum_i dy_i``, with ``softmax = exp(y)``:
         ``dx = dy - exp(y) * sum(dy, axis)``.
     """
+    check_cache(cache, LogSoftmaxCache, "log_softmax_forward")
     y, axes, backend, threads = cache
     dy = check_dout(dout, y.shape, y.dtype)
     if backend == "compiled" and y.dtype in (np.float32, np.float64):
         from ..kernels import softmax as kernels
 
         return _backward_compiled(y, dy, axes, kernels.LOG_SOFTMAX, threads)
-    dx: Array = dy - np.exp(y) * dy.sum(axis=axes, keepdims=True)  # x.shape
+    dx: Array = np.asarray(dy - np.exp(y) * dy.sum(axis=axes, keepdims=True))  # x.shape (0-D stays an array)
     return dx
 
 
