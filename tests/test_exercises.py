@@ -208,6 +208,16 @@ PLANTED = [
     ("backprop-chain", "dbnvar", "dbnvar = -(bnvar + 1e-5) ** -1.5 * dbnvar_inv", "factor", "constant"),
     ("batchnorm-chain", "dbnvar", "dbnvar = -1.5 * (bnvar + 1e-5) ** -1.5 * dbnvar_inv", "factor", "constant"),
     ("linear-tanh", "dx", "dx = 2 * dhpre @ W.T", "factor", "constant"),
+    # a broadcast multiplier missing: one factor per column
+    ("backprop-chain", "dbnraw", "dbnraw = dhpreact", "factor", "per-column"),
+    ("batchnorm-chain", "dbndiff", "dbndiff = dbnraw + 2 * bndiff * dbndiff2", "wrong", ""),  # no one pattern
+    # an elementwise factor missing
+    ("backprop-chain", "dprobs", "dprobs = dlogprobs", "factor", "elementwise"),
+    ("backprop-chain", "dnorm_logits", "dnorm_logits = dcounts", "factor", "elementwise"),
+    ("linear-tanh", "dhpre", "dhpre = (1.0 - h**2)", "factor", "elementwise"),
+    ("batchnorm-chain", "dbnraw", "dbnraw = bnvar_inv * dhpreact", "factor", "per-column"),
+    ("mlp-train", "dhprebn", "dhprebn = bngain / n * (n * dhpreact - dhpreact.sum(0) "
+     "- n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0))", "factor", "per-column"),
     # repeated indices dropped in a scatter
     ("backprop-chain", "dC", "dC = np.zeros_like(C)\ndC[Xb] += demb", "scatter", ""),
     ("embedding", "dC", "dC = np.zeros_like(C)\ndC[Xb] += demb", "scatter", ""),
@@ -286,6 +296,17 @@ def test_float32_rounding_is_told_apart_from_a_bug(tmp_path: Path, name: str, va
         assert "tanh_backward (tinyops/ops/tanh.py)" in d.message, text
     fixed, _ = run_check(tmp_path, name)
     assert next(r for r in fixed.rows if r.name == var).status == "exact"
+
+
+def test_the_readme_example_is_what_check_prints(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"With `dC\[Xb\] \+= demb` as the last step of `backprop-chain`, for instance:\n\n```\n(.*?)```",
+                  readme, re.S)
+    assert m is not None, "README's exercise example is gone"
+    _, text = run_check(tmp_path, "backprop-chain", {"dC": "dC = np.zeros_like(C)\ndC[Xb] += demb"})
+    flat = " ".join(re.sub(r" \(in [^)]*derivations\.md\)", "", text).split())
+    for paragraph in m[1].split("\n\n"):
+        assert " ".join(paragraph.split()) in flat, paragraph
 
 
 def test_a_float32_array_in_a_float64_run_is_diagnosed_as_rounding(tmp_path: Path) -> None:

@@ -135,10 +135,22 @@ def _cast(ns: Namespace, dtype: type[np.floating[Any]]) -> Namespace:
 
 
 def _describe_error(exc: BaseException, filename: str) -> tuple[str, int | None]:
+    """The learner's line that raised, the error, and the shapes of the arrays named on that line."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
     where = frames[-1] if frames else None
-    head = f"line {where.lineno}: {where.line}\n" if where is not None else ""
-    return f"{head}{type(exc).__name__}: {exc}", where.lineno if where is not None else None
+    if where is None:
+        return f"{type(exc).__name__}: {exc}", None
+    local: dict[str, Any] = {}
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename and tb.tb_lineno == where.lineno:
+            local = tb.tb_frame.f_locals
+        tb = tb.tb_next
+    code = (where.line or "").split("#")[0]
+    names = dict.fromkeys(re.findall(r"[A-Za-z_]\w*", code))
+    shapes = [f"{k} {np.shape(local[k])}" for k in names if isinstance(local.get(k), np.ndarray)]
+    arrays = f"\n  the arrays on that line: {', '.join(shapes)}" if shapes else ""
+    return f"line {where.lineno}: {where.line}\n{type(exc).__name__}: {exc}{arrays}", where.lineno
 
 
 def run_backward(backward: Callable[..., Any], ns: Namespace, filename: str) -> Run:
@@ -182,12 +194,14 @@ class Row:
     name: str  # "dlogits"
     status: str  # 'exact', 'approximate' (right up to rounding), 'wrong', 'blank', 'missing'
     comparison: Comparison | None  # the float32 run against the float32 reference (the lecture's cmp)
+    note: str = ""  # why there is no comparison (a shape that differs)
 
     def line(self, width: int) -> str:
         verdict = {"exact": "ok, bit-exact", "approximate": "ok, up to rounding", "wrong": "WRONG",
                    "blank": "blank", "missing": "not computed"}[self.status]
         if self.comparison is None:
-            return f"{self.name:{width}s} | {verdict}"
+            note = f"{self.note} | " if self.note else ""
+            return f"{self.name:{width}s} | {note}{verdict}"
         return f"{self.comparison.row(width)} | {verdict}"
 
 
@@ -291,8 +305,10 @@ def _diagnose_wrong_array(exercise: Exercise, case: _Case, name: str) -> D.Diagn
     counts = None
     if step.scatter is not None:
         counts = np.bincount(case.ns64[step.scatter].reshape(-1), minlength=r.shape[0])
+    factors = {k: v for k, v in case.ns64.items()  # the forward's arrays: candidates for a missing factor
+               if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
     return D.diagnose_values(name, a, r, step.section, n=_rows_of(exercise, case.ns64), masks=masks,
-                             scatter_counts=counts)
+                             scatter_counts=counts, factors=factors)
 
 
 def _variant_value(exercise: Exercise, name: str, code: str, ns: Namespace) -> Array | None:
@@ -355,7 +371,10 @@ def _check_gradients(exercise: Exercise, backward: Callable[..., Any], filename:
                 rounding = D.diagnose_rounding(name, np.asarray(g32), fixed.ref32[name], step.section,
                                                _how_exact(exercise, step.name))
             continue
-        rows.append(Row(name, "wrong", comparison))
+        note = ""
+        if comparison is None and g32 is not None:
+            note = f"shape {np.shape(g32)}, expected {fixed.ref32[name].shape}"
+        rows.append(Row(name, "wrong", comparison, note))
         if diagnosis is None:
             case = cases[right.index(False)]
             diagnosis = _diagnose_wrong(exercise, case, name)
@@ -444,15 +463,17 @@ def check(
     lines.append("gradients against tinyops (the table: float32, the lecture's sizes; the verdict: float64, "
                  f"that case and a random one, seed {seed})")
     shown = rows
-    blanks = [i for i, r in enumerate(rows) if r.status == "blank"]
-    if len(blanks) > 1 and blanks == list(range(blanks[0], len(rows))):
-        shown = rows[: blanks[0] + 1]  # the first blank; the others are below it
-    lines += [r.line(width) for r in shown]
-    if shown is not rows:
-        lines.append(f"... and {len(rows) - len(shown)} more blanks")
-    first_wrong = next((r.name for r in rows if r.status == "wrong"), None)
-    if first_wrong is not None and rows[-1].name != first_wrong:
-        lines.append(f"(the gradients after {first_wrong} are computed from it: fix it first)")
+    for status, words in (("blank", "blanks"), ("missing", "not computed")):
+        tail = [i for i, r in enumerate(rows) if r.status == status]
+        if len(tail) > 1 and tail == list(range(tail[0], len(rows))):
+            shown = rows[: tail[0] + 1]  # the first; the others are below it
+            lines += [r.line(width) for r in shown] + [f"... and {len(rows) - len(shown)} more {words}"]
+    if shown is rows:
+        lines += [r.line(width) for r in rows]
+    wrong_rows = [r.name for r in rows if r.status == "wrong"]
+    if len(wrong_rows) > 1:
+        first, later = wrong_rows[0], ", ".join(wrong_rows[1:])
+        lines.append(f"({later} may be wrong only because {first} is: fix {first} first)")
     lines.append("")
     lines += notes
     wrong = any(r.status in ("wrong", "blank", "missing") for r in rows) or any(

@@ -161,6 +161,7 @@ def diagnose_values(
     n: int,
     masks: dict[str, tuple[Array, str]],
     scatter_counts: Array | None = None,
+    factors: dict[str, Array] | None = None,
 ) -> Diagnosis:
     """A gradient of the right shape and wrong values, from a float64 run; ``ref`` is the right float64 one."""
     here = link(section)
@@ -192,6 +193,10 @@ def diagnose_values(
                 f"{name} is off by a constant factor of {_factor_words(c)} (ours / right = {c:.6g} in every "
                 f"entry). Look for a constant of the derivative: the power rule's exponent (d x**k = k "
                 f"x**(k-1)), a 2 of a square, a 1/2 of a square root, a 1/n or 1/(n-1)."), here)
+    if ours.ndim == 2 and min(ours.shape) > 1:
+        found = _broadcast_factor(name, ours, ref, factors or {})
+        if found is not None:
+            return Diagnosis(name, "factor", found[0], found[1], here)
     if scatter_counts is not None and ours.ndim >= 1:
         bad_rows = bad.reshape(bad.shape[0], -1).any(axis=1)
         if bad_rows.any() and np.all(scatter_counts[bad_rows] > 1):
@@ -220,6 +225,44 @@ def diagnose_values(
         f"constant factor, or a mask); the largest error is at {at}: ours {float(ours[at]):.6g}, right "
         f"{float(ref[at]):.6g}. Go back to the forward line of {name[1:]} and apply the chain rule to it alone: "
         f"local derivative times the gradient arriving from above, summed over every use."), here)
+
+
+def _name_factor(name: str, c: Array, support: Array, factors: dict[str, Array]) -> str | None:
+    """Which array of the forward ``c`` (ours / right, on ``support``) is, or is one over."""
+    for k, f in factors.items():
+        if f.shape != c.shape or np.any(f[support] == 0):
+            continue
+        if allclose(c[support], f[support]):
+            return (f"{name} is the right value times {k}: a division by {k} is missing (or a multiplication by it "
+                    f"is extra)")
+        if allclose(c[support], 1.0 / f[support]):
+            why = ("the chain rule multiplies the local derivative by the gradient arriving from above"
+                   if k.startswith("d") else "the local derivative of a product brings the other factor along")
+            return f"{name} is the right value divided by {k}: a factor of {k} is missing ({why})"
+    return None
+
+
+def _broadcast_factor(name: str, ours: Array, ref: Array, factors: dict[str, Array]) -> tuple[str, str] | None:
+    """(detail, message) when ours / right is a whole array of the forward (an elementwise factor), or one number
+    per column or per row (a multiplier broadcast in the forward, such as a (1, H) gain), missing or extra."""
+    nonzero = ref != 0
+    if np.all(ours[~nonzero] == 0) and nonzero.any():
+        c = np.divide(ours, ref, out=np.ones_like(ours), where=nonzero)
+        named = _name_factor(name, c, nonzero, factors)
+        if named is not None:
+            return "elementwise", named + "."
+    for axis, along, detail in ((0, "column", "per-column"), (1, "row", "per-row")):
+        num, den = (ours * ref).sum(axis, keepdims=True), (ref * ref).sum(axis, keepdims=True)
+        c = np.divide(num, den, out=np.ones_like(num), where=den > 0)
+        if np.allclose(c, c.flat[0], rtol=1e-6) or not allclose(ours, c * ref):
+            continue
+        named = _name_factor(name, c, den > 0, factors)
+        if named is not None:
+            return detail, f"{named}. (A multiplier the forward broadcast along each {along}.)"
+        return detail, (f"{name} is off by a factor that is one number per {along} (ours / right is the same all "
+                        f"along each {along} and differs between them): a broadcast multiplier of shape {c.shape} "
+                        f"is missing, extra, or on the wrong axis.")
+    return None
 
 
 def diagnose_rounding(name: str, ours32: Array, ref32: Array, section: str, how: str) -> Diagnosis:
