@@ -30,6 +30,7 @@ from tinyops.ops.linear_cross_entropy import (
 )
 
 from .oracle import Array, Case, OpSpec, Reference, check_op
+from .test_loss_options import option_cases, torch_loss
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -262,14 +263,21 @@ _, CACHE = linear_cross_entropy_forward(X, W, T)
 
 BAD = [
     (partial(linear_cross_entropy, X, W[:3], T), ValueError, r"^x has 4 features"),
-    (partial(linear_cross_entropy, X[0], W, T[:1]), ValueError, r"^x must be 2-D"),
+    (partial(linear_cross_entropy, X[0], W, T[:1]), ValueError, r"^target must have shape \(\) "),
+    (partial(linear_cross_entropy, X[None], W, T), ValueError, r"^x must be 1 or 2-D"),
     (partial(linear_cross_entropy, X, W.astype(np.float32), T), TypeError, r"^weight has dtype float32"),
     (partial(linear_cross_entropy, X.astype(np.int64), W, T), TypeError, r"^x\b.*int64"),
     (partial(linear_cross_entropy, X, W, T, np.full(4, 0.5)), ValueError, r"^bias must have shape \(5,\)"),
     (partial(linear_cross_entropy, X, W, np.array([0, 5, 1])), IndexError, r"^target.*got 5"),
     (partial(linear_cross_entropy, X, W, np.array([0, -1, 1])), IndexError, r"^target.*got -1"),
     (partial(linear_cross_entropy, X, W, T[:2]), ValueError, r"^target has 2 rows but x has 3"),
-    (partial(linear_cross_entropy, X, W, T.astype(np.float64)), TypeError, r"^target\b.*float64"),
+    (partial(linear_cross_entropy, X, W, T.astype(np.float64)), ValueError, r"^probability target must have"),
+    (partial(linear_cross_entropy, X, W, T.astype(np.float32)), ValueError, r"^probability target must have"),
+    (partial(linear_cross_entropy, X, W, np.ones((3, 5), np.float32)), TypeError, r"^target has dtype float32"),
+    (partial(linear_cross_entropy, X, W, T, class_weight=np.ones(4)), ValueError, r"^class_weight must have one"),
+    (partial(linear_cross_entropy, X, W, T, class_weight=np.ones(5, np.float32)), TypeError,
+     r"^class_weight has dtype float32"),
+    (partial(linear_cross_entropy, X, W, np.array([0, -100, 7]), ignore_index=-100), IndexError, r"^target.*got 7"),
     (partial(linear_cross_entropy, X, W, T, chunk_size=0), ValueError, r"^chunk_size.*got 0"),
     (partial(linear_cross_entropy, X, W, T, chunk_size=2.0), TypeError, r"^chunk_size.*float 2.0"),
     (partial(linear_cross_entropy, X, W, T, reduction="avg"), ValueError, r"^reduction.*'avg'"),
@@ -282,3 +290,164 @@ BAD = [
 def test_bad_input(call: Any, exc: type[Exception], pattern: str) -> None:
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ----------------------------------------------------------------------------- every option, against torch
+
+
+def torch_lce(x: Array, w: Array, target: Array, b: Array | None, kw: dict[str, Any],
+              dloss: Array) -> tuple[Array, Array, list[Array]]:
+    """torch's float64 ``(loss, lse, [dx, dweight, dbias])``: ``F.linear_cross_entropy`` itself, or with
+    z_loss / softcap the composed definition of test_loss_options.torch_loss on ``F.linear``'s logits."""
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    wt = torch.tensor(w.T.astype(np.float64), requires_grad=True)  # torch's (V, D) layout
+    bt = None if b is None else torch.tensor(b.astype(np.float64), requires_grad=True)
+    tt = torch.from_numpy(target.astype(np.float64) if target.dtype.kind == "f" else target.astype(np.int64))
+    cw = kw.get("class_weight")
+    tkw: dict[str, Any] = {"weight": None if cw is None else torch.from_numpy(cw.astype(np.float64)),
+                           "reduction": kw.get("reduction", "mean"), "label_smoothing": kw.get("label_smoothing", 0.0)}
+    if "ignore_index" in kw:
+        tkw["ignore_index"] = kw["ignore_index"]
+    logits = F.linear(xt, wt, bt)
+    if kw.get("z_loss", 0.0) or kw.get("softcap") is not None:
+        loss, lse = torch_loss(logits, tt, z_loss=kw.get("z_loss", 0.0), softcap=kw.get("softcap"), **tkw)
+    else:
+        loss = F.linear_cross_entropy(xt, wt, tt, linear_bias=bt, **tkw)
+        lse = torch.logsumexp(logits, dim=-1)
+    leaves = [xt, wt] + ([] if bt is None else [bt])
+    grads = torch.autograd.grad(loss, leaves, torch.from_numpy(np.asarray(dloss, dtype=np.float64)))
+    out = [g.numpy() for g in grads]
+    out[1] = out[1].T  # back to our (D, V)
+    return loss.detach().numpy(), lse.detach().numpy(), out
+
+
+@st.composite
+def lce_option_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """x (N, D) or (D,), weight (D, V), bias or not, and the targets and options of test_loss_options."""
+    c = draw(option_cases())
+    logits, kw = c["logits"], dict(c["kw"])
+    dtype = logits.dtype
+    V = logits.shape[-1]
+    D = draw(st.integers(1, 6))
+    el = st.floats(-2, 2, width=dtype.itemsize * 8, allow_nan=False, allow_infinity=False)
+    x = draw(hnp.arrays(dtype, (*logits.shape[:-1], D), elements=el))
+    w = draw(hnp.arrays(dtype, (D, V), elements=el))
+    b = draw(hnp.arrays(dtype, (V,), elements=el)) if draw(st.booleans()) else None
+    if "weight" in kw:
+        kw["class_weight"] = kw.pop("weight")
+    kw["chunk_size"] = draw(st.one_of(st.none(), st.integers(1, 300)))
+    return {"x": x, "w": w, "b": b, "target": c["target"], "kw": kw, "seed": c["seed"]}
+
+
+def _compare_lce(case: dict[str, Any], layer: dict[str, Any]) -> None:
+    x, w, b, target, kw = case["x"], case["w"], case["b"], case["target"], case["kw"]
+    dtype = x.dtype
+    (loss, lse), cache = linear_cross_entropy_forward(x, w, target, b, return_lse=True, **kw, **layer)
+    dloss = np.asarray(np.random.default_rng(case["seed"]).standard_normal(np.shape(loss)), dtype=dtype)
+    grads = [g for g in linear_cross_entropy_backward(dloss, cache) if g is not None]
+    ref, ref_lse, ref_grads = torch_lce(x, w, target, b, kw, dloss)
+    assert loss.shape == ref.shape and lse.shape == ref_lse.shape
+    big = float(x.shape[-1] * 4 + 2)  # |logits| <= D * 2 * 2 + 2
+    z = kw.get("z_loss", 0.0)
+    tol = {F32: 3e-5, F64: 1e-12}[dtype]
+    np.testing.assert_allclose(loss, ref, rtol=0, atol=tol * (1 + big) ** 2 * (1 + z * big) * max(1, x.shape[0]))
+    np.testing.assert_allclose(lse, ref_lse, rtol=0, atol=tol * (1 + big))
+    gscale = float(np.max(np.abs(dloss), initial=0.0)) * (1 + big) ** 2 * (1 + z * big) * max(1, x.shape[0])
+    assert len(grads) == len(ref_grads)
+    for name, g, r in zip(("dx", "dweight", "dbias"), grads, ref_grads, strict=False):
+        assert g.dtype == dtype and g.shape == r.shape, name
+        np.testing.assert_allclose(g, r, rtol=0, atol=tol * gscale, err_msg=name)
+
+
+@pytest.mark.parametrize("layer", LAYERS[:2], ids=lambda layer: "-".join(map(str, layer.values())))
+@given(case=lce_option_cases())
+def test_every_option_against_torch(layer: dict[str, Any], case: dict[str, Any]) -> None:
+    """Class weights, ignore_index, the three reductions, label smoothing, probability targets, unbatched
+    input, z_loss, softcap and return_lse, float32 and float64, forward and backward."""
+    _compare_lce(case, layer)
+
+
+def _opinfo_samples() -> list[pytest.param]:
+    """torch's OpInfo sample inputs for ``F.linear_cross_entropy``
+    (torch/testing/_internal/common_methods_invocations.py, ``sample_inputs_linear_cross_entropy``), the
+    ones with a 2-D linear weight: features (3, 4) and (8, 8), unbatched and batches of 8, index and
+    probability targets, each unchunked and chunked kwargs set. (Its other samples swap input and weight
+    to make an N-D linear weight, a K-dimensional loss this op does not take.)"""
+    unchunked: list[dict[str, Any]] = [
+        {}, {"reduction": "sum"}, {"reduction": "none"},
+        *[{"class_weight": True, "reduction": r} for r in ("mean", "sum", "none")],
+        {"ignore_index": 1}, {"bias": True}, {"bias": True, "class_weight": True, "reduction": "sum"},
+    ]
+    chunked: list[dict[str, Any]] = [
+        *[{"reduction": r, "chunk_size": c} for c in (2, 3) for r in ("mean", "sum", "none")],
+        *[{"class_weight": True, "reduction": r, "chunk_size": 2} for r in ("mean", "sum", "none")],
+        {"bias": True, "reduction": "none", "chunk_size": 2},
+        {"bias": True, "class_weight": True, "reduction": "none", "chunk_size": 2},
+        {"bias": True, "ignore_index": 1, "reduction": "none", "chunk_size": 2},
+        {"ignore_index": 1, "chunk_size": 2}, {"class_weight": True, "ignore_index": 1, "chunk_size": 2},
+        {"bias": True, "chunk_size": 2}, {"bias": True, "class_weight": True, "reduction": "sum", "chunk_size": 2},
+        {"bias": True, "ignore_index": 1, "chunk_size": 2},
+    ]
+    params = []
+    for dtype in (F32, F64):
+        for (D, V) in ((3, 4), (8, 8)):
+            for batch in ((), (8,)):
+                for probs in (False, True):
+                    for i, spec in enumerate(unchunked + chunked):
+                        if probs and "ignore_index" in spec:
+                            continue  # torch: ignore_index is not for probability targets
+                        params.append(pytest.param(dtype, D, V, batch, probs, spec,
+                                                   id=f"{dtype}-{D}x{V}-b{batch}-{'probs' if probs else 'index'}-{i}"))
+    return params
+
+
+@pytest.mark.parametrize(("dtype", "D", "V", "batch", "probs", "spec"), _opinfo_samples())
+def test_torch_opinfo_samples(dtype: np.dtype[Any], D: int, V: int, batch: tuple[int, ...], probs: bool,
+                              spec: dict[str, Any]) -> None:
+    rng = np.random.default_rng(D * 100 + V + len(batch))
+    x = rng.uniform(-2, 2, (*batch, D)).astype(dtype)
+    w = rng.uniform(-2, 2, (D, V)).astype(dtype)
+    b = rng.uniform(-2, 2, V).astype(dtype) if spec.get("bias") else None
+    kw = {k: v for k, v in spec.items() if k != "bias"}
+    if kw.get("class_weight"):
+        kw["class_weight"] = rng.uniform(0.5, 2, V).astype(dtype)
+    if probs:
+        target = rng.uniform(0, 1, (*batch, V)).astype(dtype)
+    else:
+        target = rng.integers(0, V, batch)
+        if "ignore_index" in kw and np.all(target == kw["ignore_index"]):
+            target[...] = 0
+    for layer in LAYERS[:2]:
+        _compare_lce({"x": x, "w": w, "b": b, "target": np.asarray(target), "kw": kw, "seed": 7}, layer)
+
+
+# ----------------------------------------------------------------------------- the same bits for every chunk size
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=lce_option_cases(), n=st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_chunk_size_changes_no_bit(backend: str, case: dict[str, Any], n: int, seed: int) -> None:
+    """Loss, lse and the three gradients are identical for chunks of 1, 128, 129 and 300 rows and the default,
+    with every option, on batches of up to 300 rows (up to three tiles)."""
+    x0, w, b, kw = case["x"], case["w"], case["b"], dict(case["kw"])
+    if x0.ndim == 1:
+        x0 = x0[None]
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, x0.shape[1])).astype(x0.dtype)
+    V = w.shape[1]
+    target = case["target"]
+    if target.dtype.kind == "f":
+        target = rng.uniform(0, 1, (n, V)).astype(x.dtype)
+    else:
+        ignore = kw.get("ignore_index", -100)
+        target = np.where(rng.uniform(size=n) < 0.2, ignore, rng.integers(0, V, n))
+    results = []
+    for chunk in (1, 128, 129, 300, None):
+        kw["chunk_size"] = chunk
+        (loss, lse), cache = linear_cross_entropy_forward(x, w, target, b, return_lse=True, backend=backend, **kw)
+        dloss = np.asarray(np.random.default_rng(seed).standard_normal(np.shape(loss)), dtype=x.dtype)
+        results.append([loss, lse, *(g for g in linear_cross_entropy_backward(dloss, cache) if g is not None)])
+    for other in results[1:]:
+        assert len(other) == len(results[0])
+        for name, a, r in zip(("loss", "lse", "dx", "dweight", "dbias"), other, results[0], strict=False):
+            assert np.array_equal(a, r, equal_nan=True), name

@@ -305,28 +305,191 @@ def reduce_losses(losses: Array, reduction: Reduction, *, denom: float | None = 
     return np.asarray(mean, dtype=losses.dtype)
 
 
-class CrossEntropyCache(NamedTuple):
-    """The fused op's cache for class-index targets. Rows are the M = N * d1 * ... positions, classes last."""
+class LossOptions(NamedTuple):
+    """The per-row options of the fused loss, checked (:func:`_check_options`); shared with the fused
+    linear + cross-entropy, which calls :func:`loss_rows_forward` chunk by chunk."""
 
-    state: RowsCache | CompiledRowsState  # the row kernel's
-    row_weight: Array | None  # (M,) weight[target] * (target != ignore_index), or None when all are 1
-    ignored: npt.NDArray[np.bool_] | None  # (M,) target == ignore_index, or None when no row is
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0  # adds z_loss * lse**2 to each counted row's loss
+    softcap: float | None = None  # logits -> softcap * tanh(logits / softcap) first
+    precision: Precision = "accurate"
+    backend: Backend = "compiled"
+    threads: int = 1
+
+
+class RowTargets(NamedTuple):
+    """The targets of M rows: class indices (``t``, with ``ignored``) or probabilities (``q``)."""
+
+    t: npt.NDArray[np.intp] | None  # (M,) class indices, 0 on ignored rows; None for probability targets
+    q: Array | None  # (M, C) probabilities in the rows' dtype; None for class indices
+    ignored: npt.NDArray[np.bool_] | None  # (M,) rows whose target is ignore_index, or None when none is
+
+    def rows(self, r0: int, r1: int) -> RowTargets:
+        """The targets of rows ``r0:r1``."""
+        return RowTargets(
+            None if self.t is None else self.t[r0:r1],
+            None if self.q is None else self.q[r0:r1],
+            None if self.ignored is None else self.ignored[r0:r1],
+        )
+
+
+def mean_denominator(targets: RowTargets, weight: Array | None) -> float:
+    """The divisor of the mean, over all rows at once (never per chunk): ``sum_n w[t_n]`` over the rows not
+    ignored (their count without weights) for class indices; the number of rows for probabilities (torch)."""
+    if targets.t is None:
+        assert targets.q is not None
+        return float(targets.q.shape[0])
+    M = targets.t.shape[0]
+    if weight is None:
+        return float(M if targets.ignored is None else M - int(np.count_nonzero(targets.ignored)))
+    row_weight = weight[targets.t] if targets.ignored is None else np.where(targets.ignored, 0, weight[targets.t])
+    return float(np.sum(row_weight, dtype=np.float64))
+
+
+class LossRowsState(NamedTuple):
+    """What :func:`loss_rows_backward` needs from one call of :func:`loss_rows_forward` on M rows."""
+
+    kernel: RowsCache | CompiledRowsState | None  # the row kernel's (index targets, no smoothing), else None
+    probs: Array | None  # (M, C) softmax of the (capped) logits: the dense path's
+    coef: Array | None  # (M, C) target distribution times class weights, 0 on ignored rows: the dense path's
+    t: npt.NDArray[np.intp] | None  # (M,) class indices (kernel path)
+    row_weight: Array | None  # (M,) w[t] * (not ignored) (kernel path), or None when every row weighs 1
+    kept: npt.NDArray[np.bool_] | None  # (M,) rows not ignored, or None when all are
+    lse: Array  # (M,) float64: logsumexp of each row of the (capped) logits
+    z_loss: float
+    cap_slope: Array | None  # (M, C) d capped / d logits = 1 - tanh(logits / c)**2; None without softcap
+
+
+def loss_rows_forward(
+    x: Array, targets: RowTargets, weight: Array | None, opts: LossOptions, *, overwrite: bool = False
+) -> tuple[Array, LossRowsState]:
+    """Per-row losses of (M, C) logits (float32/float64, C-contiguous, classes last) with every option;
+    checks nothing. The one formula of the fused loss, for :func:`cross_entropy_forward` and for each
+    chunk of :func:`~tinyops.ops.linear_cross_entropy.linear_cross_entropy_forward`.
+
+    With ``z = softcap * tanh(x / softcap)`` (or ``z = x``), ``lse = logsumexp(z)`` and the target
+    distribution ``a`` (one-hot, smoothed, or probabilities, times the class weights):
+
+        loss_n = sum_c a[n, c] * (lse_n - z[n, c]) + z_loss * lse_n**2      (0 on ignored rows)
+
+    Class-index targets without smoothing go through the row kernel (:func:`ce_rows_forward`, on the layer
+    ``opts.backend`` names); the rest through a dense target distribution, in float64 pieces
+    (:func:`~tinyops.ops.softmax.shifted_rows`). ``overwrite``: x may be written over (the capped logits).
+
+    Returns ``(losses (M,) in x's dtype, state)``; ``state.lse`` holds the rows' logsumexp.
+    """
+    M, C = x.shape
+    cap_slope = None
+    if opts.softcap is not None:
+        c = opts.softcap
+        tanh = np.tanh(x.astype(np.float64) / c) if x.dtype != np.float64 else np.tanh(x / c)  # (M, C) float64
+        capped = np.multiply(c, tanh, out=x if overwrite else None, casting="same_kind")  # (M, C) z = c tanh(x / c)
+        cap_slope = (1.0 - tanh * tanh).astype(x.dtype, copy=False)  # (M, C) dz/dx = 1 - tanh^2
+        x = capped
+    t, ignored = targets.t, targets.ignored
+    kept = None if ignored is None else ~ignored
+    z = opts.z_loss
+    if t is not None and opts.label_smoothing == 0:  # one-hot targets: the row kernel
+        losses, lse_x, kernel = ce_rows_forward(x, t, precision=opts.precision, backend=opts.backend,
+                                                threads=opts.threads)  # (M,), (M,)
+        lse = lse_x.astype(np.float64)  # (M,)
+        row_weight = None if kept is None else kept.astype(x.dtype)  # (M,)
+        if weight is not None:
+            row_weight = weight[t] if row_weight is None else weight[t] * row_weight  # (M,)
+        if row_weight is not None:
+            with np.errstate(invalid="ignore"):
+                losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
+        if z:
+            with np.errstate(invalid="ignore", over="ignore"):
+                losses = (losses + z * lse * lse).astype(x.dtype)  # (M,) the z-loss, in float64 then rounded
+        if ignored is not None:
+            losses[ignored] = 0  # ignored rows: loss 0 whatever their logits
+        return losses, LossRowsState(kernel, None, None, t, row_weight, kept, lse, z, cap_slope)
+
+    # a dense target distribution a (M, C): label smoothing, probability targets
+    eps = opts.label_smoothing
+    if t is None:
+        assert targets.q is not None
+        coef = targets.q if eps == 0 else targets.q * (1 - eps) + eps / C  # (M, C)
+        if weight is not None:
+            coef = coef * weight  # (M, C)
+    else:
+        coef = np.full(x.shape, eps / C, dtype=x.dtype) if weight is None else np.tile(weight * (eps / C), (M, 1))
+        coef[np.arange(M), t] += (1 - eps) * (1 if weight is None else weight[t])  # (M, C)
+        if ignored is not None:
+            coef[ignored] = 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: nan
+        s = shifted_rows(x)  # float64 pieces of each row's logsumexp
+        lse = s.m + s.log1p_r  # (M,)
+        if s.bad is not None:
+            lse[s.bad] = s.m[s.bad]  # +inf, -inf or nan: as torch
+        probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C), nan on those rows
+        logp = x - lse.astype(x.dtype)[:, None]  # (M, C) log_softmax
+        losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
+        if z:
+            losses = (losses + z * lse * lse).astype(x.dtype)  # (M,) the z-loss
+    if t is not None and eps == 1:
+        # torch adds the target term as (1 - eps) * -log p_t: with eps = 1 that is 0 * inf = nan where the
+        # target's logit is -inf (the smoothing term alone would give +inf); the gradient is the sum's
+        losses[np.isneginf(x[np.arange(M), t])] = np.nan
+    if ignored is not None:
+        losses[ignored] = 0
+    return losses, LossRowsState(None, probs, coef, None, None, kept, lse, z, cap_slope)
+
+
+def loss_rows_backward(g: Array, state: LossRowsState, *, out: Array | None = None) -> Array:
+    """``dx`` (M, C) for the per-row upstream gradients ``g`` (M,) of :func:`loss_rows_forward`'s losses;
+    checks nothing. ``out``: as :func:`ce_rows_backward` (the compiled path may write over the logits).
+
+    Derivation (docs/derivations.md has it in full): with ``p = softmax(z)``,
+    ``d loss_n / d z = (sum_c a[n, c]) p - a[n] + 2 z_loss lse_n p`` (the gradient of logsumexp is
+    softmax); one-hot targets of weight ``rho_n``: ``rho_n (p - onehot) + 2 z_loss lse_n p``, which is
+    ``(rho_n g + gz_n) (p - onehot)`` plus ``gz_n`` at the target with ``gz_n = 2 z_loss lse_n g_n``: the
+    row kernel's form and one entry a row. Then the softcap's chain rule, ``dx = dz * (1 - tanh^2)``.
+    """
+    kept, z = state.kept, state.z_loss
+    if state.kernel is not None:
+        gk = g if state.row_weight is None else g * state.row_weight  # (M,) or (1,)
+        gz = None
+        if z:
+            gz = (np.broadcast_to(g, state.lse.shape) * (2 * z * state.lse)).astype(gk.dtype)  # (M,)
+            if kept is not None:
+                gz[~kept] = 0
+            gk = gk + gz  # (M,)
+        if kept is not None:
+            gk = np.where(kept, gk, 0).astype(gk.dtype)  # ignored rows: a zero gradient whatever the rest
+        dx = ce_rows_backward(gk, state.kernel, out=out)  # (M, C) (rho g + gz) (p - onehot)
+        if gz is not None:
+            assert state.t is not None
+            dx[np.arange(len(state.t)), state.t] += gz  # + gz at the target: one entry per row
+    else:
+        assert state.probs is not None and state.coef is not None
+        probs, coef = state.probs, state.coef
+        gd = np.broadcast_to(g, state.lse.shape)  # (M,)
+        if kept is not None:
+            gd = np.where(kept, gd, 0).astype(g.dtype)
+        dx = gd[:, None] * (probs * coef.sum(axis=1, keepdims=True) - coef)  # (M, C)
+        if z:
+            dx += (gd * (2 * z * state.lse)).astype(dx.dtype)[:, None] * probs  # (M, C) the z-loss: 2 z lse p
+        if out is not None:
+            out[...] = dx
+            dx = out
+    if state.cap_slope is not None:
+        dx *= state.cap_slope  # dz/dx = 1 - tanh(x / c)^2
+    return dx
+
+
+class CrossEntropyCache(NamedTuple):
+    """The fused op's cache. Rows are the M = N * d1 * ... positions, classes last."""
+
+    rows: LossRowsState  # from loss_rows_forward
     denom: float  # the divisor of the mean
     reduction: Reduction
     logits_shape: tuple[int, ...]  # (C,), (N, C) or (N, C, d1, ...)
     dtype: np.dtype[Any]  # the logits' dtype
 
 
-class CrossEntropyDenseCache(NamedTuple):
-    """The fused op's cache for a dense target distribution (label smoothing, probability targets)."""
-
-    probs: Array  # (M, C) softmax of the logits
-    coef: Array  # (M, C) the target distribution times the class weights (0 on ignored rows)
-    ignored: npt.NDArray[np.bool_] | None  # (M,) rows to skip (label smoothing with ignore_index), or None
-    denom: float  # the divisor of the mean
-    reduction: Reduction
-    logits_shape: tuple[int, ...]
-    dtype: np.dtype[Any]
+CrossEntropyDenseCache = CrossEntropyCache  # one cache for both target kinds (the name is kept for callers)
 
 
 def _check_options(
@@ -336,7 +499,10 @@ def _check_options(
     precision: object,
     backend: object,
     threads: object,
-) -> float:
+    z_loss: object = 0.0,
+    softcap: object = None,
+    return_lse: object = False,
+) -> LossOptions:
     check_reduction(reduction)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating, np.integer)):
         raise TypeError(f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
@@ -344,10 +510,24 @@ def _check_options(
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    if isinstance(z_loss, bool) or not isinstance(z_loss, (int, float, np.floating, np.integer)):
+        raise TypeError(f"z_loss must be a float >= 0, got {type(z_loss).__name__} {z_loss!r}")
+    if not 0.0 <= z_loss < math.inf:  # also rejects nan
+        raise ValueError(f"z_loss must be a finite float >= 0, got {z_loss!r}")
+    if softcap is not None:
+        if isinstance(softcap, bool) or not isinstance(softcap, (int, float, np.floating, np.integer)):
+            raise TypeError(f"softcap must be None or a float > 0, got {type(softcap).__name__} {softcap!r}")
+        if not 0.0 < softcap < math.inf:
+            raise ValueError(f"softcap must be None or a finite float > 0, got {softcap!r}")
+    if not isinstance(return_lse, (bool, np.bool_)):
+        raise TypeError(f"return_lse must be a bool, got {type(return_lse).__name__} {return_lse!r}")
     check_precision(precision)  # checked here too: the dense path never reaches the row kernel
     check_backend(backend)
-    check_threads(threads)
-    return float(label_smoothing)
+    nthreads = check_threads(threads)
+    return LossOptions(
+        float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
+        precision, backend, nthreads,  # type: ignore[arg-type]  # checked above
+    )
 
 
 def _loss_shape_of(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -408,6 +588,33 @@ def _check_index_target(
     return t, ignored
 
 
+def check_targets(
+    target: Any,
+    logits_shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    ignore_index: int,
+    backend: Backend,
+    *,
+    name: str = "logits",
+) -> RowTargets:
+    """Check class-index or probability targets against logits of ``logits_shape`` (class axis 1, or 0 when
+    1-D) and dtype ``dtype``; return them as rows (classes last)."""
+    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (np.ndarray, list, tuple, int, np.integer)):
+        raise TypeError(f"target must be an integer or floating numpy array, got {type(target).__name__}")
+    target = as_plain_array("target", target)  # a masked target is refused, a matrix or memmap viewed as an array
+    C = logits_shape[0] if len(logits_shape) == 1 else logits_shape[1]
+    if target.dtype.kind == "f":  # probability targets
+        if ignore_index != -100:
+            raise ValueError(f"ignore_index ({ignore_index}) is not supported with probability targets")
+        if target.shape != logits_shape:
+            raise ValueError(f"probability target must have the {name}' shape {logits_shape}, got {target.shape}")
+        if target.dtype != dtype:
+            raise TypeError(f"target has dtype {target.dtype} but {name} has dtype {dtype}; they must match")
+        return RowTargets(None, _rows(target, C), None)
+    t, ignored = _check_index_target(target, logits_shape, C, ignore_index, backend)  # (M,), (M,) or None
+    return RowTargets(t, None, ignored)
+
+
 def cross_entropy_forward(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
@@ -416,11 +623,15 @@ def cross_entropy_forward(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
     precision: Precision = "accurate",
     backend: Backend = "compiled",
     threads: int | None = None,
-) -> tuple[Array, CrossEntropyCache | CrossEntropyDenseCache]:
-    """Fused cross-entropy with torch's signature and semantics (``F.cross_entropy``).
+) -> tuple[Any, CrossEntropyCache]:
+    """Fused cross-entropy with torch's signature and semantics (``F.cross_entropy``), plus the options of
+    the fused-loss libraries (``z_loss``, ``softcap``, ``return_lse``).
 
     Per row (the class axis is 1, or 0 for an unbatched (C,) input), with ``lse = logsumexp(logits_n)``:
 
@@ -431,10 +642,14 @@ def cross_entropy_forward(
       + eps / C * sum_c w[c] * (lse - logits[n, c])`` (torch's formula: the smoothing term is weighted
       by the class weights too);
     - probability targets ``q`` (a float array of the logits' shape):
-      ``loss_n = -sum_c w[c] * q'[n, c] * log_softmax(logits_n)[c]`` with ``q' = (1 - eps) q + eps / C``.
+      ``loss_n = -sum_c w[c] * q'[n, c] * log_softmax(logits_n)[c]`` with ``q' = (1 - eps) q + eps / C``;
+    - ``z_loss``: adds ``z_loss * lse**2`` to each row's loss (not to ignored rows; not weighted by the
+      class weight), as PaLM's auxiliary loss and Liger's ``lse_square_scale``: it pulls ``lse`` towards 0;
+    - ``softcap`` ``c``: the logits are first replaced by ``c * tanh(logits / c)`` (Gemma 2's logit
+      soft-capping), and everything above (lse included) is of the capped logits.
 
-    Reduction 'mean' divides the sum by ``sum_n w[t_n]`` over the non-ignored rows (index targets;
-    the count of those rows without weights) or by the number of rows N * d1 * ... (probability
+    Reduction 'mean' divides the sum (z-loss included) by ``sum_n w[t_n]`` over the non-ignored rows (index
+    targets; the count of those rows without weights) or by the number of rows N * d1 * ... (probability
     targets, as torch); all rows ignored (or no rows) gives a mean of nan with a zero gradient and a
     sum of 0; kept rows whose weights sum to 0 give a mean of nan and a nan gradient on those rows (torch's
     ``0 / 0``). 'sum' and the mean accumulate in float64.
@@ -456,114 +671,64 @@ def cross_entropy_forward(
         ignore_index: the target value that marks a row to skip (index targets only).
         reduction: 'mean' | 'sum' | 'none' ('none': the loss per position, shape (), (N,) or (N, d1, ...)).
         label_smoothing: eps in [0, 1].
+        z_loss: the z-loss coefficient, a finite float >= 0 (0: none; PaLM uses 1e-4).
+        softcap: None, or the soft cap ``c > 0`` of the logits.
+        return_lse: also return each position's ``lse`` (of the capped logits), the loss's per-position
+            shape; it is a by-product, not differentiated (the backward takes ``dloss`` only).
         precision: 'accurate' (default: float64 inside, a few ulp) or 'fast' (the logits' dtype inside,
             torch's formula); see :func:`ce_rows_forward`. The dense path is always accurate.
         backend: 'compiled' (default) or 'reference': which layer runs the row kernel (index targets).
         threads: rows in parallel on this many threads (compiled backend; None: one).
 
     Returns:
-        ``(loss, cache)``: loss of the logits' dtype, 0-D for 'mean'/'sum'.
+        ``(loss, cache)``, or ``((loss, lse), cache)`` with ``return_lse``: loss of the logits' dtype,
+        0-D for 'mean'/'sum'.
 
     Raises:
         TypeError: logits not floating; target neither integer nor floating; weight or probability
-            target of another dtype; a non-int ignore_index; a non-number label_smoothing.
+            target of another dtype; a non-int ignore_index; a non-number label_smoothing, z_loss or
+            softcap; a non-bool return_lse.
         ValueError: logits 0-D; target or weight of the wrong shape; label_smoothing outside [0, 1];
-            unknown reduction, precision or backend; ignore_index given with probability targets; bad threads.
+            z_loss negative or not finite; softcap not > 0; unknown reduction, precision or backend;
+            ignore_index given with probability targets; bad threads.
         IndexError: a class index outside [0, C) that is not ``ignore_index``.
     """
-    eps = _check_options(reduction, label_smoothing, ignore_index, precision, backend, threads)
+    opts = _check_options(
+        reduction, label_smoothing, ignore_index, precision, backend, threads, z_loss, softcap, return_lse
+    )
     logits = as_float_array("logits", logits)
     if logits.ndim == 0:
         raise ValueError("logits must be (C,), (N, C) or (N, C, d1, ...), got a 0-D array")
     dtype = logits.dtype
     C = logits.shape[0] if logits.ndim == 1 else logits.shape[1]
     loss_shape = _loss_shape_of(logits.shape)
-    if isinstance(target, (bool, np.bool_)) or not isinstance(target, (np.ndarray, list, tuple, int, np.integer)):
-        raise TypeError(f"target must be an integer or floating numpy array, got {type(target).__name__}")
-    target = as_plain_array("target", target)  # a masked target is refused, a matrix or memmap viewed as an array
     w = None
     if weight is not None:
         w = as_float_array("weight", weight, ndim=1)
         check_same_dtype("weight", w, "logits", logits)
         if w.shape[0] != C:
             raise ValueError(f"weight must have one entry per class (C = {C}), got shape {w.shape}")
+    targets = check_targets(target, logits.shape, dtype, ignore_index, opts.backend)
     x = _rows(logits, C)  # (M, C)
     work = x.astype(np.float32) if dtype == np.float16 else x  # float16 is computed in float32
     wk = None if w is None else w.astype(work.dtype)
-    M = x.shape[0]
-
-    if target.dtype.kind == "f":  # probability targets: the dense path
-        if ignore_index != -100:
-            raise ValueError(f"ignore_index ({ignore_index}) is not supported with probability targets")
-        if target.shape != logits.shape:
-            raise ValueError(f"probability target must have the logits' shape {logits.shape}, got {target.shape}")
-        check_same_dtype("target", target, "logits", logits)
-        q = _rows(target, C).astype(work.dtype)  # (M, C)
-        coef = q if eps == 0 else q * (1 - eps) + eps / C  # (M, C)
-        if wk is not None:
-            coef = coef * wk  # (M, C)
-        return _dense_forward(work, coef, None, reduction, float(M), logits.shape, dtype)
-
-    t, ignored = _check_index_target(target, logits.shape, C, ignore_index, backend)  # (M,), (M,) or None
-    row_weight = None if ignored is None else (~ignored).astype(work.dtype)  # (M,)
-    if wk is not None:
-        row_weight = wk[t] if row_weight is None else wk[t] * row_weight  # (M,)
-    denom = float(M) if row_weight is None else float(np.sum(row_weight, dtype=np.float64))
-
-    if eps > 0:  # label smoothing: a dense target distribution
-        coef = np.full(work.shape, eps / C, dtype=work.dtype) if wk is None else np.tile(wk * (eps / C), (M, 1))
-        coef[np.arange(M), t] += (1 - eps) * (1 if wk is None else wk[t])  # (M, C)
-        if ignored is not None:
-            coef[ignored] = 0
-        # torch adds the target term as (1 - eps) * -log p_t: with eps = 1 that is 0 * inf = nan where the
-        # target's logit is -inf (the smoothing term alone would give +inf)
-        nan_rows = np.isneginf(work[np.arange(M), t]) if eps == 1 else None  # (M,)
-        return _dense_forward(work, coef, ignored, reduction, denom, logits.shape, dtype, nan_rows=nan_rows)
-
-    losses, _, state = ce_rows_forward(work, t, precision=precision, backend=backend, threads=threads)  # (M,)
-    if row_weight is not None:
-        with np.errstate(invalid="ignore"):
-            losses = losses * row_weight  # 0 * inf = nan, as torch's weight 0 on a -inf target
-        if ignored is not None:
-            losses[ignored] = 0  # ignored rows: loss 0 whatever their logits
+    if targets.q is not None and targets.q.dtype != work.dtype:
+        targets = targets._replace(q=targets.q.astype(work.dtype))
+    denom = mean_denominator(targets, wk)
+    losses, state = loss_rows_forward(work, targets, wk, opts)  # (M,)
     loss = reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
-    return loss, CrossEntropyCache(state, row_weight, ignored, denom, reduction, logits.shape, dtype)
+    cache = CrossEntropyCache(state, denom, reduction, logits.shape, dtype)
+    if return_lse:
+        return (loss, state.lse.astype(dtype).reshape(loss_shape)), cache
+    return loss, cache
 
 
-def _dense_forward(
-    x: Array,
-    coef: Array,
-    ignored: npt.NDArray[np.bool_] | None,
-    reduction: Reduction,
-    denom: float,
-    logits_shape: tuple[int, ...],
-    dtype: np.dtype[Any],
-    *,
-    nan_rows: npt.NDArray[np.bool_] | None = None,
-) -> tuple[Array, CrossEntropyDenseCache]:
-    """``loss_n = -sum_c coef[n, c] * log_softmax(x_n)[c]`` for a dense target distribution ``coef`` (M, C);
-    ``nan_rows`` (M,): rows whose loss is nan whatever the sum (their gradient is the sum's)."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: nan
-        s = shifted_rows(x)  # float64 pieces of each row's logsumexp
-        lse = s.m + s.log1p_r  # (M,)
-        if s.bad is not None:
-            lse[s.bad] = s.m[s.bad]  # +inf, -inf or nan: as torch
-        probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C), nan on those rows
-        logp = x - lse.astype(x.dtype)[:, None]  # (M, C) log_softmax
-        losses = -np.sum(coef * logp, axis=1)  # (M,); 0 * -inf = nan, as torch
-    if nan_rows is not None:
-        losses[nan_rows] = np.nan
-    if ignored is not None:
-        losses[ignored] = 0
-    loss = reduce_losses(losses.reshape(_loss_shape_of(logits_shape)).astype(dtype, copy=False), reduction, denom=denom)
-    return loss, CrossEntropyDenseCache(probs, coef, ignored, denom, reduction, logits_shape, dtype)
-
-
-def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | CrossEntropyDenseCache) -> Array:
+def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache) -> Array:
     """Gradient of the fused loss with respect to the logits.
 
     Args:
         dloss: the loss's shape: 0-D (a Python float is fine) for 'mean'/'sum', else the per-position shape.
+            (With ``return_lse``, the gradient of the loss only: the lse is not differentiated.)
         cache: from :func:`cross_entropy_forward`.
 
     Returns:
@@ -581,8 +746,10 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | Cros
         For a dense target distribution ``a_n = w * q'_n`` (label smoothing, probability targets),
         ``loss_n = -sum_c a_c (logits_c - lse)`` and ``d loss_n / d logits_j = p_j sum_c a_c - a_j``:
         ``dlogits = g * (probs * a.sum(1) - a)``. Each row of the unweighted gradient sums to 0.
+        The z-loss adds ``2 z_loss lse_n p`` per row; the softcap multiplies by ``1 - tanh^2``
+        (:func:`loss_rows_backward`).
     """
-    check_cache(cache, (CrossEntropyCache, CrossEntropyDenseCache), "cross_entropy_forward")
+    check_cache(cache, CrossEntropyCache, "cross_entropy_forward")
     shape, dtype, reduction, denom = cache.logits_shape, cache.dtype, cache.reduction, cache.denom
     loss_shape = _loss_shape_of(shape)
     dloss = check_dout(dloss, loss_shape if reduction == "none" else (), dtype, name="dloss")
@@ -592,20 +759,9 @@ def cross_entropy_backward(dloss: npt.ArrayLike, cache: CrossEntropyCache | Cros
         g = dloss.reshape(M).astype(work)  # (M,)
     else:  # the mean's divisor; if it is 0 (the loss is nan) the kept rows get a nan gradient, as torch's
         g_all = float(dloss) if reduction == "sum" else float(dloss) / denom if denom != 0 else math.nan
-        uniform = isinstance(cache, CrossEntropyCache) and cache.row_weight is None and cache.ignored is None
-        g = np.full(1 if uniform else M, g_all, dtype=work)  # (M,), or (1,): the same for every row
-    if isinstance(cache, CrossEntropyDenseCache):
-        if cache.ignored is not None:
-            g[cache.ignored] = 0
-        probs, coef = cache.probs, cache.coef
-        dx = g[:, None] * (probs * coef.sum(axis=1, keepdims=True) - coef)  # (M, C)
-    else:
-        if cache.row_weight is not None:
-            with np.errstate(invalid="ignore"):
-                g *= cache.row_weight  # (M,)
-        if cache.ignored is not None:
-            g[cache.ignored] = 0  # ignored rows: a zero gradient, whatever the rest (all ignored: zeros, as torch)
-        dx = ce_rows_backward(g, cache.state)  # (M, C) = g * (softmax - onehot)
+        uniform = cache.rows.kernel is not None and cache.rows.row_weight is None and cache.rows.kept is None
+        g = np.full(1 if uniform and not cache.rows.z_loss else M, g_all, dtype=work)  # (M,), or (1,): every row
+    dx = loss_rows_backward(g, cache.rows)  # (M, C)
     return _unrows(dx.astype(dtype, copy=False), shape)
 
 
@@ -617,20 +773,27 @@ def cross_entropy(
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: bool = False,
     precision: Precision = "accurate",
     backend: Backend = "compiled",
     threads: int | None = None,
-) -> Array:
-    """Fused, stable cross-entropy with torch's options; see :func:`cross_entropy_forward`."""
-    loss, _ = cross_entropy_forward(
+) -> Any:
+    """Fused, stable cross-entropy with torch's options; see :func:`cross_entropy_forward`. Returns the
+    loss, or ``(loss, lse)`` with ``return_lse``."""
+    out, _ = cross_entropy_forward(
         logits,
         target,
         weight=weight,
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        return_lse=return_lse,
         precision=precision,
         backend=backend,
         threads=threads,
     )
-    return loss
+    return out
