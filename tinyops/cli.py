@@ -51,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="gradcheck every op's backward (float64, no torch needed)")
     p_check.add_argument("--seed", type=int, default=0, help="seed of the inputs and upstream gradients")
-    p_train = sub.add_parser("train", help="train the makemore MLP (pt2 or pt4) and save the run")
+    p_train = sub.add_parser(
+        "train", help="train the makemore MLP (pt2 or pt4) and save the run",
+        description="Train the makemore MLP and save the run directory: model.npz, losses.json and the plots. "
+                    "Everything is checked before training; a refused run creates nothing. Ctrl-C during "
+                    "training stops after the current step and saves the steps done as a partial run "
+                    "(exit status 130).",
+    )
     p_train.add_argument("--data", required=True, help="names file, one name per line (a..z)")
     p_train.add_argument("--config", choices=["pt2", "pt4"], default="pt2", help="model configuration")
     p_train.add_argument("--steps", type=int, default=None,
