@@ -40,20 +40,42 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 import numpy.typing as npt
 from numba import prange
 
 from .._checks import Array
-from ._numba import MAX_FLAGS, SUM_FLAGS, jit, launch
-from .exp import exp64, exp64_for32, exp_of, is_float32
+from . import dd
+from ._numba import MAX_FLAGS, SUM_FLAGS, jit, launch, threads_available
+from .exp import exp64, exp_of, is_float32
+from .rounding import (
+    DD_ERR,
+    EXP_ERR,
+    FELL_DD,
+    FELL_NONE,
+    FELL_UNDECIDED,
+    L_ERR,
+    LOG1P_ERR,
+    R_ERR,
+    TINY_R,
+    U,
+    d_of,
+    dd_exp_of,
+    dd_row,
+    decided32,
+    decided_dd32,
+    round_dd32,
+    sum_without_max,
+    two_diff_lo,
+)
 
-# entries per block of a float64 row sum (accurate_row; tinyops.kernels.softmax.sum_without_max). Measured
-# on float64 rows of 8192 (near ties, log-normalized, normal): 16, 32, 64, 128 and 256 all came within 3-4 ulp
-# of the reference (one loop over the row: 55 ulp), at the same (4096, 8192) time within the timing noise.
-BLOCK = 64
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
-SHIFT, DEN, DTARGET = 0, 1, 2  # rows of its ``stats`` (3, M): float64 (accurate) or x's dtype (fast)
+# rows of its ``stats`` (6, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
+# needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_DD, FELL_UNDECIDED); LOSS64, LOSS_ERR: the
+# loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean needs)
+SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR = 0, 1, 2, 3, 4, 5
+STATS = 6
 
 # ----------------------------------------------------------------------------- pieces of a row
 
@@ -70,25 +92,6 @@ def row_max(row: Any) -> Any:
 
 
 @jit()
-def two_diff_lo(a: float, b: float, hi: float) -> float:
-    """TwoSum: the rounding error of ``hi = fl(a - b)``, so that ``hi + lo == a - b`` exactly (0 if not finite)."""
-    bb = hi - a
-    lo = (a - (hi - bb)) + (-b - bb)
-    return lo if math.isfinite(lo) else 0.0
-
-
-@jit()
-def add_compensated(total: float, comp: float, s: float) -> tuple[float, float]:
-    """``total + s`` by Neumaier's compensated sum: the new total and the running rounding error ``comp``."""
-    t = total + s
-    if abs(total) >= abs(s):
-        comp += (total - t) + s
-    else:
-        comp += (s - t) + total
-    return t, comp
-
-
-@jit()
 def bad_row(row: Any, mx: float, out: Any, stats: Any, i: int) -> None:
     """A row whose max is not finite: loss and gradient nan, lse the max (nan if the row holds a nan)."""
     has_nan = False
@@ -99,6 +102,9 @@ def bad_row(row: Any, mx: float, out: Any, stats: Any, i: int) -> None:
     stats[SHIFT, i] = 0.0
     stats[DEN, i] = np.nan  # the backward's exp(x - 0) / nan: a nan gradient row
     stats[DTARGET, i] = np.nan
+    stats[FELL, i] = FELL_NONE
+    stats[LOSS64, i] = np.nan
+    stats[LOSS_ERR, i] = 0.0
 
 
 # ----------------------------------------------------------------------------- forward
@@ -120,52 +126,73 @@ def fast_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     stats[SHIFT, i] = mx
     stats[DEN, i] = s
     stats[DTARGET, i] = math.expm1(-(lse_i - row[t]))  # softmax_t - 1 = exp(-loss) - 1
+    stats[FELL, i] = FELL_NONE
+    stats[LOSS64, i] = lse_i - row[t]
+    stats[LOSS_ERR, i] = np.inf  # no bound
 
 
 @jit()
-def accurate_epilogue(mx: float, xt: float, r: float, out: Any, stats: Any, i: int) -> None:
-    """'accurate': ``loss = (mx - x_t) + log1p(r)``, ``lse = mx + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
-
-    Compiled without reassociation: the order of these sums is the accuracy."""
-    log1p_r = math.log1p(r)
-    loss_i = (mx - xt) + log1p_r  # two terms >= 0
-    out[LOSS, i] = loss_i
-    out[LSE, i] = mx + log1p_r
-    stats[SHIFT, i] = mx
-    stats[DEN, i] = 1.0 + r
-    stats[DTARGET, i] = math.expm1(-loss_i)
+def accurate_fallback(row: Any, t: int, m: float, r_fast: float, out: Any, stats: Any, i: int) -> None:
+    """The row's loss and lse again, in double-double (:func:`~tinyops.kernels.rounding.dd_row`)."""
+    _, _, _, lh, ll, _, _ = dd_row(row, m, r_fast)
+    gh, gl = d_of(row, t, m)  # x_t - m exactly
+    if gh == -np.inf:  # a -inf target: loss +inf
+        vh, vl = np.inf, 0.0
+    else:
+        vh, vl = dd.dd_add(-gh, -gl, lh, ll)  # loss = (m - x_t) + log1p(r)
+    wh, wl = dd.dd_add(m, 0.0, lh, ll)  # lse = m + log1p(r)
+    status = FELL_DD
+    if is_float32(row):
+        out[LOSS, i] = round_dd32(vh, vl)
+        out[LSE, i] = round_dd32(wh, wl)
+        if not (decided_dd32(vh, vl, DD_ERR * (abs(gh) + lh)) and decided_dd32(wh, wl, DD_ERR * (abs(m) + lh))):
+            status = FELL_UNDECIDED
+    else:
+        out[LOSS, i] = vh
+        out[LSE, i] = wh
+    stats[DTARGET, i] = math.expm1(-vh)
+    stats[FELL, i] = status
+    stats[LOSS64, i] = vh
+    stats[LOSS_ERR, i] = abs(vl) + DD_ERR * (abs(gh) + lh)
 
 
 @jit(fastmath=SUM_FLAGS)
 def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
-    """'accurate' on one row, in float64: ``r`` = the sum of the exps without one largest term."""
+    """'accurate' on one row, in float64: ``r`` = the sum of the exps without one largest term, then
+    ``loss = (m - x_t) + log1p(r)``, ``lse = m + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
+
+    float32 rows: loss and lse are checked to decide their rounding, else the row is redone in
+    double-double; float64 rows are redone where ``lse`` cancels or ``r < 2^-960``."""
     mx = row_max(row)
     if not math.isfinite(mx):
         bad_row(row, mx, out, stats, i)
         return
-    m64 = np.float64(mx)
-    r = 0.0  # sum_{x_j < mx} exp(x_j - mx); a nan entry (d != 0) makes it nan
-    ties = 0  # entries equal to the max; all but one of them add exp(0) = 1 to r
+    m = np.float64(mx)
+    rh, rl = sum_without_max(row, m, None)
+    xt = np.float64(row[t])
     if is_float32(row):
-        for j in range(row.shape[0]):
-            d = np.float64(row[j]) - m64  # exact: two float32 differ by a float64
-            r += exp64_for32(d) if d != 0.0 else 0.0
-            ties += d == 0.0
-    else:  # float64 rows: in blocks, the block sums added with their rounding errors carried (a float64 sum
-        # of n terms in one vectorized loop is off by about n / 8 ulps; see tinyops.kernels.softmax)
-        n = row.shape[0]
-        comp = 0.0
-        for j0 in range(0, n, BLOCK):
-            s = 0.0
-            for j in range(j0, min(j0 + BLOCK, n)):
-                hi = row[j] - m64
-                e = exp64(hi)
-                e += e * two_diff_lo(row[j], m64, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
-                s += e if hi != 0.0 else 0.0
-                ties += hi == 0.0
-            r, comp = add_compensated(r, comp, s)
-        r += comp
-    accurate_epilogue(m64, np.float64(row[t]), r + (ties - 1), out, stats, i)
+        log1p_r = math.log1p(rh)
+        loss_i = (m - xt) + log1p_r  # two terms >= 0, the first exact
+        lse_i = m + log1p_r
+        err = L_ERR * log1p_r
+        redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
+        stats[LOSS_ERR, i] = err + U * loss_i
+    else:
+        log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
+        gap = m - xt
+        loss_i = gap + (log1p_r + two_diff_lo(m, xt, gap))
+        lse_i = m + log1p_r
+        redo = bool(0.0 < rh < TINY_R or (m < 0.0 and log1p_r > 0.25 * abs(lse_i)))  # lse cancels
+        stats[LOSS_ERR, i] = np.inf
+    out[LOSS, i] = loss_i
+    out[LSE, i] = lse_i
+    stats[SHIFT, i] = m
+    stats[DEN, i] = (1.0 + rh) + rl
+    stats[DTARGET, i] = math.expm1(-loss_i)
+    stats[FELL, i] = FELL_NONE
+    stats[LOSS64, i] = loss_i
+    if redo:
+        accurate_fallback(row, t, m, rh, out, stats, i)
 
 
 @jit(parallel=True)
@@ -189,48 +216,105 @@ def forward_serial(x: Any, t: Any, out: Any, stats: Any, accurate: bool) -> None
 # ----------------------------------------------------------------------------- backward
 
 
+@jit()
+def backward_fallback(row: Any, t: int, g: float, shift: float, drow: Any) -> int:
+    """``drow = g * (softmax(row) - onehot(t))`` in double-double, each entry rounded once to float32.
+
+    ``g * (softmax_t - 1) = -g * (den - e_t) / den``, with ``den - e_t`` = r when x_t is a max (else no
+    cancellation: ``den - e_t >= 1``). Returns FELL_DD, or FELL_UNDECIDED if a rounding stays open."""
+    scale, rh, rl, _, _, dh, dl = dd_row(row, shift, 1.0)  # float32 rows: r is never below the normal range
+    status = FELL_DD
+    for j in range(row.shape[0]):
+        eh, el = dd_exp_of(row, j, shift, scale)
+        if j == t:
+            if np.float64(row[t]) == shift:
+                eh, el = -rh, -rl
+            else:
+                eh, el = dd.dd_add(eh, el, -dh, -dl)
+        ph, pl = dd.dd_div(eh, el, dh, dl)
+        ph, pl = dd.dd_mul(ph, pl, g, 0.0)
+        drow[j] = round_dd32(ph, pl)
+        if not decided_dd32(ph, pl, DD_ERR * abs(ph)):
+            status = FELL_UNDECIDED
+    return status
+
+
 @jit(fastmath=SUM_FLAGS)
-def backward_row(row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool) -> None:
+def backward_row(
+    row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
+) -> int:
     """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed.
 
     ``into``: the row of dx, or None to write over ``row`` itself (one array: the compiler sees the
     loop is a map and vectorizes it; two views of one array would make it check for overlap, and fall
-    back to scalar code when they do)."""
+    back to scalar code when they do). ``keep``: a float32 scratch row to copy ``row`` into first when
+    writing over it, so that a float32 row whose roundings are not all decided can be redone
+    (:func:`backward_fallback`). Returns the row's FELL_* status."""
     drow = row if into is None else into
+    status = FELL_NONE
     if accurate:
         scale = np.float64(g) / den  # float64
         if is_float32(row):
+            src = row
+            if into is None:
+                for j in range(row.shape[0]):
+                    keep[j] = row[j]
+                src = keep
+            rho = (den - 1.0) / den  # r / (1 + r)
+            rel = EXP_ERR + R_ERR * rho + 5 * U
+            undecided = 0
             for j in range(row.shape[0]):
-                drow[j] = exp64_for32(np.float64(row[j]) - shift) * scale  # rounded once to float32
-        else:
-            for j in range(row.shape[0]):
-                hi = row[j] - shift
-                e = exp64(hi)
-                drow[j] = (e + e * two_diff_lo(row[j], shift, hi)) * scale
+                v = exp64(np.float64(src[j]) - shift) * scale  # rounded once to float32
+                drow[j] = v
+                undecided += np.float32(v - rel * abs(v)) != np.float32(v + rel * abs(v))
+            if row.shape[0] > 0:
+                v = g * dtarget  # g * (softmax_t - 1)
+                drow[t] = v
+                undecided += not decided32(v, (L_ERR + LOG1P_ERR + 4 * U) * abs(v))
+            if undecided > 0:
+                status = backward_fallback(src[: row.shape[0]], t, np.float64(g), shift, drow)
+            return status
+        for j in range(row.shape[0]):
+            hi = row[j] - shift
+            e = exp64(hi)
+            drow[j] = (e + e * two_diff_lo(row[j], shift, hi)) * scale
     else:
         scale_x = g / den  # x's dtype
         for j in range(row.shape[0]):
             drow[j] = exp_of(row[j] - shift) * scale_x
     if row.shape[0] > 0:
         drow[t] = g * dtarget  # g * (softmax_t - 1)
+    return status
 
 
 @jit(parallel=True)
-def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool) -> None:
+def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool, keep: Any, fell: Any) -> None:
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in prange(x.shape[0]):
         gi = g[0] if uniform else g[i]
         into = None if dx is None else dx[i]  # dx None: over the logits
-        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate)
+        fell[i] = backward_row(
+            x[i],
+            t[i],
+            gi,
+            stats[SHIFT, i],
+            stats[DEN, i],
+            stats[DTARGET, i],
+            into,
+            accurate,
+            keep[numba.get_thread_id()],
+        )
 
 
 @jit()
-def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool) -> None:
+def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool, keep: Any, fell: Any) -> None:
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in range(x.shape[0]):
         gi = g[0] if uniform else g[i]
         into = None if dx is None else dx[i]  # dx None: over the logits
-        backward_row(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate)
+        fell[i] = backward_row(
+            x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate, keep[0]
+        )
 
 
 @jit()
@@ -248,7 +332,7 @@ def index_bounds(t: Any) -> tuple[int, int]:
 
 
 class RowsState(NamedTuple):
-    """What :func:`ce_rows_backward` needs: a reference to the logits and three numbers a row.
+    """What :func:`ce_rows_backward` needs: a reference to the logits and a few numbers a row.
 
     The backward recomputes ``softmax = exp(x - shift) / den`` and assumes ``x`` unchanged since the
     forward (as torch's saved tensors); nothing here writes into it.
@@ -256,9 +340,9 @@ class RowsState(NamedTuple):
 
     x: Array  # (M, C) the caller's logits, not copied
     target: npt.NDArray[np.intp]  # (M,)
-    stats: Array  # (3, M) [shift; den; dtarget]: float64 if accurate, else x's dtype. shift: the row max
-    # (0 on a row whose max is not finite); den: the softmax's divisor, 1 + r (accurate) or s (fast), nan on
-    # such a row; dtarget: softmax_t - 1 = expm1(-loss)
+    stats: Array  # (STATS, M) [shift; den; dtarget; fell; loss64; loss_err]: float64 if accurate, else x's dtype.
+    # shift: the row max (0 on a row whose max is not finite); den: the softmax's divisor, 1 + r (accurate) or
+    # s (fast), nan on such a row; dtarget: softmax_t - 1 = expm1(-loss)
     accurate: bool
     threads: int
 
@@ -274,9 +358,22 @@ def ce_rows_forward(
     M = x.shape[0]
     accurate = precision == "accurate"
     out = np.empty((2, M), x.dtype)  # [loss; lse]
-    stats = np.empty((3, M), np.float64 if accurate else x.dtype)  # [shift; den; dtarget]
+    stats = np.empty((STATS, M), np.float64 if accurate else x.dtype)
     launch(forward_serial, forward_parallel, threads, x, t, out, stats, accurate)
     return out[LOSS], out[LSE], RowsState(x, t, stats, accurate, threads)
+
+
+def ce_rows_backward_counted(g: Array, state: RowsState, out: Array | None = None) -> tuple[Array, Array]:
+    """:func:`ce_rows_backward`, and ``fell`` (M,) int8: per row FELL_NONE, FELL_DD or FELL_UNDECIDED."""
+    x = state.x
+    dx = np.empty_like(x) if out is None else out
+    into = None if dx is x else dx  # over the logits: the kernel is told so, and vectorizes as a map
+    in_place_f32 = into is None and state.accurate and x.dtype == np.float32
+    keep = np.empty((threads_available() if state.threads > 1 else 1, x.shape[1] if in_place_f32 else 0), x.dtype)
+    fell = np.empty(x.shape[0], np.int8)
+    args = (x, state.target, g, state.stats, into, state.accurate, keep, fell)
+    launch(backward_serial, backward_parallel, state.threads, *args)
+    return dx, fell
 
 
 def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Array:
@@ -286,8 +383,4 @@ def ce_rows_backward(g: Array, state: RowsState, out: Array | None = None) -> Ar
     before it writes the same element of dx, so ``out`` may be the logits themselves (the backward then
     consumes them), but not a partial view of them.
     """
-    x = state.x
-    dx = np.empty_like(x) if out is None else out
-    into = None if dx is x else dx  # over the logits: the kernel is told so, and vectorizes as a map
-    launch(backward_serial, backward_parallel, state.threads, x, state.target, g, state.stats, into, state.accurate)
-    return dx
+    return ce_rows_backward_counted(g, state, out)[0]

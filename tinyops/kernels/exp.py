@@ -136,27 +136,6 @@ def exp64(x: Any) -> Any:
 
 
 @jit(fastmath=frozenset({"contract"}))
-def exp64_for32(x: Any) -> Any:
-    """``exp(x)`` of a float64, to a relative error below 2^-31: enough for a result rounded to float32.
-
-    The float64 algorithm with a Taylor polynomial of degree 8 (truncation ``r^9 / 9! < 2.1e-10``) instead
-    of 13: the 'accurate' kernels of float32 inputs compute in float64 to form ``x - max`` exactly, not to
-    keep 53 bits of each exp.
-    """
-    n, r = reduce64(x)
-    p = 1.0 / 40320.0  # Taylor, degree 8, Horner
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return scale64(p, n)
-
-
-@jit(fastmath=frozenset({"contract"}))
 def exp32_array(x: Any, out: Any) -> None:
     """``out[i] = exp32(x[i])`` over 1-D float32 arrays (for tests and the benchmark's exp floor)."""
     for i in range(x.shape[0]):

@@ -56,9 +56,31 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import dd
 from ._numba import SUM_FLAGS, jit, launch, threads_available, use_threads
-from .cross_entropy import BLOCK, add_compensated, row_max, two_diff_lo
+from .cross_entropy import row_max
 from .exp import exp64, exp_of, is_float32
+from .rounding import (
+    BLOCK,
+    DD_ERR,
+    EXP_ERR,
+    FELL_DD,
+    FELL_NONE,
+    FELL_UNDECIDED,
+    L_ERR,
+    R_ERR,
+    TINY_R,
+    U,
+    add_compensated,
+    d_of,
+    dd_exp_of,
+    dd_row,
+    decided32,
+    decided_dd32,
+    round_dd32,
+    sum_without_max,
+    two_diff_lo,
+)
 
 # what a forward computes (a constant of each compiled call site: one driver serves all four)
 LSE = 0  # logsumexp only
@@ -72,57 +94,38 @@ FLAGS = frozenset({"contract"})  # loops that only write: no reassociation, so e
 # ----------------------------------------------------------------------------- pieces of a row
 
 
-@jit(fastmath=SUM_FLAGS)
-def sum_without_max(row: Any, m: float, e: Any) -> float:
-    """``r = sum_{j != a} exp(x_j - m)`` in float64: the exps below the max ``m`` (finite) plus the ties but one.
-
-    Each ``exp(x_j - m)`` is kept in ``e`` (float64, at least n entries) for the pass that writes the softmax.
-
-    Summed in blocks of :data:`BLOCK` entries (each block vectorized), the block sums added with their
-    rounding errors carried (:func:`add_compensated`): a float64 sum of n terms in one vectorized loop is
-    off by up to about ``n / 8`` ulps, one rounding per entry of each accumulator lane.
-    """
-    total, comp = 0.0, 0.0  # a nan entry (x_j - m != 0) makes them nan
-    ties = 0  # entries equal to the max
-    n = row.shape[0]
-    for j0 in range(0, n, BLOCK):
-        s = 0.0
-        if is_float32(row):
-            for j in range(j0, min(j0 + BLOCK, n)):
-                d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
-                e_j = exp64(d)
-                e[j] = e_j
-                s += e_j if d != 0.0 else 0.0
-                ties += d == 0.0
-        else:
-            for j in range(j0, min(j0 + BLOCK, n)):
-                hi = row[j] - m
-                e_j = exp64(hi)
-                e_j += e_j * two_diff_lo(row[j], m, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
-                e[j] = e_j
-                s += e_j if hi != 0.0 else 0.0
-                ties += hi == 0.0
-        total, comp = add_compensated(total, comp, s)
-    return (total + comp) + (ties - 1)
-
-
 @jit(fastmath=FLAGS)
-def softmax_into(e: Any, den: float, out: Any) -> None:
-    """``out_j = e_j / den`` (``e_j = exp(x_j - m)`` in float64), each rounded once to out's dtype."""
+def softmax_into(e: Any, den: float, out: Any, rel: float) -> int:
+    """``out_j = e_j / den`` (``e_j = exp(x_j - m)`` in float64), each rounded once to out's dtype.
+
+    Returns how many float32 entries the float64 quotient, within ``rel * |v|`` of the exact one, does
+    not decide (0 for float64)."""
+    undecided = 0
     for j in range(out.shape[0]):
-        out[j] = e[j] / den
+        v = e[j] / den
+        out[j] = v
+        if is_float32(out):
+            undecided += np.float32(v - rel * v) != np.float32(v + rel * v)
+    return undecided
 
 
 @jit(fastmath=FLAGS)
-def log_softmax_into(row: Any, m: float, log1p_r: float, out: Any) -> None:
-    """``out_j = (x_j - m) - log1p(r)``: two terms <= 0 (``+ lo``, the TwoSum error of ``x_j - m``, for float64)."""
+def log_softmax_into(row: Any, m: float, log1p_r: float, out: Any, err: float) -> int:
+    """``out_j = (x_j - m) - log1p(r)``: two terms <= 0 (``+ lo``, the TwoSum error of ``x_j - m``, for float64).
+
+    Returns how many float32 entries are not decided, the float64 value within ``err + 2u |v|``."""
+    undecided = 0
     if is_float32(row):
         for j in range(row.shape[0]):
-            out[j] = (np.float64(row[j]) - m) - log1p_r
+            v = (np.float64(row[j]) - m) - log1p_r
+            out[j] = v
+            w = err + 2 * U * abs(v)
+            undecided += np.float32(v - w) != np.float32(v + w)
     else:
         for j in range(row.shape[0]):
             hi = row[j] - m
             out[j] = (hi - log1p_r) + two_diff_lo(row[j], m, hi)
+    return undecided
 
 
 @jit(fastmath=FLAGS)
@@ -142,50 +145,114 @@ def bad_row(row: Any, mx: float, op: int, lse: Any, y: Any, i: int) -> None:
             y[i, j] = np.nan
 
 
+@jit()
+def fallback_row(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: float) -> int:
+    """Row ``i`` again, in double-double (:func:`~tinyops.kernels.rounding.dd_row`); returns FELL_DD, or
+    FELL_UNDECIDED if even that value leaves a float32 rounding open."""
+    scale, _, _, lh, ll, dh, dl = dd_row(row, m, r_fast)
+    f32 = is_float32(row)
+    status = FELL_DD
+    if op == LSE or op == LSE_PROBS:
+        vh, vl = dd.dd_add(m, 0.0, lh, ll)
+        lse[i] = round_dd32(vh, vl) if f32 else vh
+        if f32 and not decided_dd32(vh, vl, DD_ERR * (abs(m) + lh)):
+            status = FELL_UNDECIDED
+    if op == LSE_PROBS or op == SOFTMAX:
+        for j in range(row.shape[0]):
+            eh, el = dd_exp_of(row, j, m, scale)
+            ph, pl = dd.dd_div(eh, el, dh, dl)
+            ph, pl = math.ldexp(ph, -scale), math.ldexp(pl, -scale)
+            y[i, j] = round_dd32(ph, pl) if f32 else ph
+            if f32 and not decided_dd32(ph, pl, DD_ERR * ph):
+                status = FELL_UNDECIDED
+    elif op == LOG_SOFTMAX:
+        for j in range(row.shape[0]):
+            xh, xl = d_of(row, j, m)
+            if xh == -np.inf:
+                y[i, j] = -np.inf
+                continue
+            vh, vl = dd.dd_add(xh, xl, -lh, -ll)
+            y[i, j] = round_dd32(vh, vl) if f32 else vh
+            if f32 and not decided_dd32(vh, vl, DD_ERR * (abs(xh) + lh)):
+                status = FELL_UNDECIDED
+    return status
+
+
 # ----------------------------------------------------------------------------- forward
 
 
 @jit(fastmath=FLAGS)
-def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any) -> None:
-    """Row ``i``: max, ``r``, then the outputs ``op`` asks for (``lse[i]`` and/or ``y[i]``); ``e`` (n,) scratch."""
+def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) -> None:
+    """Row ``i``: max, ``r``, then the outputs ``op`` asks for (``lse[i]`` and/or ``y[i]``); ``e`` (n,) scratch.
+
+    float32 rows: each output's rounding is decided from its float64 value and error bound, else the row
+    is redone in double-double (``fell[i]`` says so). float64 rows: redone where the float64 evaluation
+    cancels (logsumexp near 0 with the max not) or keeps only absolute precision (``r < 2^-960``)."""
     row = x[i]
     mx = row_max(row)
+    fell[i] = FELL_NONE
     if not math.isfinite(mx):
         bad_row(row, mx, op, lse, y, i)
         return
     m = np.float64(mx)
-    r = sum_without_max(row, m, e)
-    log1p_r = math.log1p(r)
-    if op == LSE or op == LSE_PROBS:
-        lse[i] = m + log1p_r
-    if op == LSE_PROBS or op == SOFTMAX:
-        softmax_into(e, 1.0 + r, y[i])
-    elif op == LOG_SOFTMAX:
-        log_softmax_into(row, m, log1p_r, y[i])
+    rh, rl = sum_without_max(row, m, e)
+    if is_float32(row):
+        log1p_r = math.log1p(rh)
+        undecided = 0
+        if op == LSE or op == LSE_PROBS:
+            v = m + log1p_r
+            lse[i] = v
+            undecided += not decided32(v, L_ERR * log1p_r + 2 * U * abs(v))
+        if op == LSE_PROBS or op == SOFTMAX:
+            den = 1.0 + rh
+            undecided += softmax_into(e, den, y[i], EXP_ERR + R_ERR * (rh / den) + 5 * U)
+        elif op == LOG_SOFTMAX:
+            undecided += log_softmax_into(row, m, log1p_r, y[i], L_ERR * log1p_r)
+        redo = undecided > 0
+    else:
+        log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
+        redo = 0.0 < rh < TINY_R
+        if op == LSE or op == LSE_PROBS:
+            v = m + log1p_r
+            lse[i] = v
+            redo |= m < 0.0 and log1p_r > 0.25 * abs(v)  # m + log1p(r) cancels
+        if op == LSE_PROBS or op == SOFTMAX:
+            softmax_into(e, (1.0 + rh) + rl, y[i], 0.0)
+        elif op == LOG_SOFTMAX:
+            log_softmax_into(row, m, log1p_r, y[i], 0.0)
+    if redo:
+        fell[i] = fallback_row(row, op, lse, y, i, m, rh)
 
 
 @jit(parallel=True)
-def forward_parallel(x: Any, op: int, lse: Any, y: Any, e: Any) -> None:
+def forward_parallel(x: Any, op: int, lse: Any, y: Any, e: Any, fell: Any) -> None:
     for i in prange(x.shape[0]):
-        forward_row(x, op, lse, y, i, e[numba.get_thread_id()])  # e: one scratch row per thread
+        forward_row(x, op, lse, y, i, e[numba.get_thread_id()], fell)  # e: one scratch row per thread
 
 
 @jit()
-def forward_serial(x: Any, op: int, lse: Any, y: Any, e: Any) -> None:
+def forward_serial(x: Any, op: int, lse: Any, y: Any, e: Any, fell: Any) -> None:
     for i in range(x.shape[0]):
-        forward_row(x, op, lse, y, i, e[0])
+        forward_row(x, op, lse, y, i, e[0], fell)
+
+
+def forward_counted(x: Any, op: int, threads: int) -> tuple[Any, Any, Any]:
+    """:func:`forward`, and ``fell`` (R,) int8: per row FELL_NONE, FELL_DD or FELL_UNDECIDED."""
+    R, n = x.shape
+    lse = np.empty(R if op in (LSE, LSE_PROBS) else 0, x.dtype)  # (R,)
+    y = np.empty((R, n) if op != LSE else (0, 0), x.dtype)  # (R, n)
+    fell = np.empty(R, np.int8)
+    if threads == 1:
+        forward_serial(x, op, lse, y, np.empty((1, n)), fell)
+    else:
+        use_threads(threads)
+        forward_parallel(x, op, lse, y, np.empty((threads_available(), n)), fell)  # (threads, n) float64
+    return lse, y, fell
 
 
 def forward(x: Any, op: int, threads: int) -> tuple[Any, Any]:
     """``(lse (R,), y (R, n))`` of the rows of ``x`` (R, n) for ``op`` (an output not asked for is empty)."""
-    R, n = x.shape
-    lse = np.empty(R if op in (LSE, LSE_PROBS) else 0, x.dtype)  # (R,)
-    y = np.empty((R, n) if op != LSE else (0, 0), x.dtype)  # (R, n)
-    if threads == 1:
-        forward_serial(x, op, lse, y, np.empty((1, n)))
-    else:
-        use_threads(threads)
-        forward_parallel(x, op, lse, y, np.empty((threads_available(), n)))  # (threads, n) float64
+    lse, y, _ = forward_counted(x, op, threads)
     return lse, y
 
 

@@ -1,0 +1,198 @@
+"""The rounding decision and the double-double fallback of the 'accurate' row kernels, compiled.
+
+Every output of a float32 row is computed in float64 (``v``) together with a bound ``err`` on
+``|v - exact|``; if ``v - err`` and ``v + err`` round to the same float32, so does the exact value (rounding
+is monotone), and that float32 is the correctly rounded result (:func:`decided32`). Otherwise the row is
+computed again in double-double (:mod:`tinyops.kernels.dd`), whose error is below ``2**-90`` of the terms,
+and that value is rounded (:func:`round_dd32`). docs/derivations.md derives the bounds; the constants:
+
+    u = 2^-53                  the float64 unit roundoff
+    EXP_ERR   = 2u             exp64 (measured: at most 1.23 u over 3e6 arguments)
+    LOG1P_ERR = 2u             libm's log1p and expm1 (measured: at most 1.1 u)
+    SUM_ERR   = (BLOCK + 1) u  the row sum: blocks of BLOCK entries summed in any order ((BLOCK - 1) u),
+                               the block sums added by Neumaier's compensated sum (2u)
+    R_ERR  = EXP_ERR + SUM_ERR + u           relative error of r = sum_{j != a} exp(x_j - m)
+    L_ERR  = R_ERR + LOG1P_ERR + 2u          relative error of log1p(r) (r / (1 + r) <= log1p(r))
+
+so that, with ``L = log1p(r)`` and ``rho = r / (1 + r)``,
+
+    lse = m + L, loss = (m - x_t) + L, log_softmax_j = (x_j - m) - L:   err = L_ERR * L + 2u |v|
+    softmax_j = e_j / (1 + r), g * e_j / (1 + r):                       err = (EXP_ERR + R_ERR rho + 5u) |v|
+    g * (softmax_t - 1) = g * expm1(-loss):                             err = (L_ERR + LOG1P_ERR + 4u) |v|
+
+(the ``2u |v|`` and the extra ``u``'s cover the last float64 rounding and the rounding of ``v +- err``).
+
+float64 rows have no wider type for the decision; they fall back where the float64 evaluation is known
+to lose digits: a logsumexp that cancels (``m < 0`` and ``L > |m + L| / 4``) and rows whose exps fall below the
+normal range (``r < 2**-960``, where each exp keeps only its absolute precision).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import dd
+from ._numba import SUM_FLAGS, jit
+from .exp import exp64, is_float32
+
+# entries per block of a row sum. The decision bound grows with it ((BLOCK - 1) u) and so does the share of
+# rows that fall back; 8 keeps the sum vectorized (measured: the same time as 64 on (4096, 8192) float32).
+BLOCK = 8
+U = 2.0**-53
+EXP_ERR = 2 * U
+LOG1P_ERR = 2 * U
+SUM_ERR = (BLOCK + 1) * U
+R_ERR = EXP_ERR + SUM_ERR + U
+L_ERR = R_ERR + LOG1P_ERR + 2 * U
+DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
+TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative precision (float64 rows)
+DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996: Dekker's split)
+
+FELL_NONE, FELL_DD, FELL_UNDECIDED = 0, 1, 2  # per row: how its outputs were decided (see fallback counts)
+
+
+# ----------------------------------------------------------------------------- the decision
+
+
+@jit()
+def decided32(v: float, err: float) -> Any:
+    """Whether every number within ``err`` of ``v`` rounds to the same float32 (nan and inf: yes)."""
+    if not math.isfinite(v):
+        return True
+    return np.float32(v - err) == np.float32(v + err)
+
+
+@jit()
+def round_dd32(h: float, lo: float) -> Any:
+    """The float32 nearest to the double-double ``h + lo`` (``h = fl(h + lo)``).
+
+    ``np.float32(h)`` is it unless ``h`` is exactly halfway between two float32 numbers, where the sign
+    of ``lo`` says which side the value is on."""
+    y = np.float32(h)
+    d = h - np.float64(y)  # exact
+    if d != 0.0 and lo != 0.0 and (lo > 0.0) == (d > 0.0):
+        n = np.float32(h + d)  # the neighbour beyond h, if h is the midpoint
+        if np.float64(n) - h == d:
+            return n
+    return y
+
+
+@jit()
+def decided_dd32(h: float, lo: float, err: float) -> Any:
+    """Whether the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding."""
+    if not math.isfinite(h):
+        return True
+    return round_dd32(h, lo - err) == round_dd32(h, lo + err)
+
+
+# ----------------------------------------------------------------------------- the fast row sum
+
+
+@jit(fastmath=SUM_FLAGS)
+def sum_without_max(row: Any, m: float, e: Any) -> Any:
+    """``r = sum_{j != a} exp(x_j - m)`` as ``(hi, lo)``: the exps below the max ``m`` (finite) plus the ties but one.
+
+    If ``e`` is an array (float64, at least n entries), each ``exp(x_j - m)`` is kept in it for the pass
+    that writes the softmax. Summed in blocks of :data:`BLOCK` entries (each block vectorized), the block
+    sums added with their rounding errors carried (:func:`add_compensated`); ``lo`` is the carried error.
+    For float32 rows ``x_j - m`` is exact in float64, for float64 rows it is ``hi + lo`` by TwoSum
+    (:func:`two_diff_lo`) and ``exp(hi + lo) = exp(hi) * (1 + lo)``.
+    """
+    total, comp = 0.0, 0.0  # a nan entry (x_j - m != 0) makes them nan
+    ties = 0  # entries equal to the max
+    n = row.shape[0]
+    for j0 in range(0, n, BLOCK):
+        s = 0.0
+        if is_float32(row):
+            for j in range(j0, min(j0 + BLOCK, n)):
+                d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
+                e_j = exp64(d)
+                if e is not None:
+                    e[j] = e_j
+                s += e_j if d != 0.0 else 0.0
+                ties += d == 0.0
+        else:
+            for j in range(j0, min(j0 + BLOCK, n)):
+                hi = row[j] - m
+                e_j = exp64(hi)
+                e_j += e_j * two_diff_lo(row[j], m, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
+                if e is not None:
+                    e[j] = e_j
+                s += e_j if hi != 0.0 else 0.0
+                ties += hi == 0.0
+        total, comp = add_compensated(total, comp, s)
+    hi, lo = dd.two_sum(total, ties - 1.0)  # the other maxima, exp(0) = 1 each
+    return dd.fast_two_sum(hi, lo + comp)
+
+
+@jit()
+def two_diff_lo(a: float, b: float, hi: float) -> float:
+    """TwoSum: the rounding error of ``hi = fl(a - b)``, so that ``hi + lo == a - b`` exactly (0 if not finite)."""
+    bb = hi - a
+    lo = (a - (hi - bb)) + (-b - bb)
+    return lo if math.isfinite(lo) else 0.0
+
+
+@jit()
+def add_compensated(total: float, comp: float, s: float) -> Any:
+    """``total + s`` by Neumaier's compensated sum: the new total and the running rounding error ``comp``."""
+    t = total + s
+    if abs(total) >= abs(s):
+        comp += (total - t) + s
+    else:
+        comp += (s - t) + total
+    return t, comp
+
+
+# ----------------------------------------------------------------------------- the double-double row
+
+
+@jit()
+def d_of(row: Any, j: int, m: float) -> Any:
+    """``x_j - m`` exactly, as a double-double."""
+    if is_float32(row):
+        return np.float64(row[j]) - m, 0.0
+    hi = row[j] - m
+    return hi, two_diff_lo(row[j], m, hi)
+
+
+@jit()
+def dd_sum_without_max(row: Any, m: float, scale: int) -> Any:
+    """``r * 2^scale`` in double-double: :func:`sum_without_max` with every exp from :func:`dd.dd_exp`."""
+    rh, rl = 0.0, 0.0
+    ties = 0
+    for j in range(row.shape[0]):
+        dh, dl = d_of(row, j, m)
+        if dh == 0.0 and dl == 0.0:
+            ties += 1
+            continue
+        eh, el = dd.dd_exp(dh, dl, scale)
+        rh, rl = dd.dd_add(rh, rl, eh, el)
+    return dd.dd_add(rh, rl, math.ldexp(ties - 1.0, scale), 0.0)
+
+
+@jit()
+def dd_row(row: Any, m: float, r_fast: float) -> Any:
+    """The double-double pieces of a row: ``(scale, rh, rl, lh, ll, dh, dl)``.
+
+    ``r * 2^scale = rh + rl`` (scale is :data:`DD_SCALE` when ``r_fast`` is below :data:`TINY_R`, else 0),
+    ``log1p(r) = lh + ll`` and the softmax's divisor ``1 + r = dh + dl``."""
+    scale = DD_SCALE if r_fast < TINY_R else 0
+    rh, rl = dd_sum_without_max(row, m, scale)
+    if scale == 0:
+        lh, ll = dd.dd_log1p(rh, rl)
+        dh, dl = dd.dd_add(1.0, 0.0, rh, rl)
+    else:  # r < 2^-900: log1p(r) = r - r^2 / 2 = r to far below its last bit
+        lh, ll = math.ldexp(rh, -scale), math.ldexp(rl, -scale)
+        dh, dl = dd.fast_two_sum(1.0, lh)
+    return scale, rh, rl, lh, ll, dh, dl
+
+
+@jit()
+def dd_exp_of(row: Any, j: int, m: float, scale: int) -> Any:
+    """``exp(x_j - m) * 2^scale`` in double-double."""
+    xh, xl = d_of(row, j, m)
+    return dd.dd_exp(xh, xl, scale)
