@@ -43,8 +43,24 @@ from .._checks import (
     check_same_dtype,
     check_threads,
 )
+from . import _dd
 from . import primitives as P
-from .softmax import shifted_rows, softmax_rows
+from .softmax import (
+    DD_ERR,
+    EXP_ERR,
+    LOG1P_ERR,
+    TINY_R,
+    ShiftedRows,
+    U,
+    dd_rows,
+    decided_dd32,
+    lse_rows,
+    round_dd32,
+    row_errors,
+    shifted_rows,
+    softmax_rows,
+    undecided32,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -172,11 +188,21 @@ def cross_entropy_naive(logits: npt.ArrayLike, target: npt.ArrayLike, *, reducti
 
 
 class RowsCache(NamedTuple):
-    """The reference row kernel's cache: the softmax of every row and the gradient's target entries."""
+    """The reference row kernel's cache: the softmax of every row and the gradient's target entries.
 
-    probs: Array  # (M, C) softmax(x), x's dtype
+    'accurate' keeps the softmax unrounded (float64) with what deciding the rounding of ``g * softmax``
+    needs: the rows, their max and ``r``; and each loss before its rounding with a bound on its error
+    (for a correctly rounded mean)."""
+
+    probs: Array  # (M, C) softmax(x): float64 (accurate) or x's dtype (fast)
     target: npt.NDArray[np.intp]  # (M,)
     dtarget: Array  # (M,) softmax_t - 1 = expm1(-loss): float64 (accurate) or x's dtype (fast)
+    x: Array | None = None  # (M, C) the logits (accurate)
+    m: Array | None = None  # (M,) float64 row max (accurate)
+    r: Array | None = None  # (M,) float64 sum_{j != a} exp(x_j - m) (accurate)
+    loss64: Array | None = None  # (M,) float64 loss before its rounding (accurate)
+    loss_err: Array | None = None  # (M,) float64 bound on |loss64 - exact loss| (inf where there is none)
+    fell: Array | None = None  # (M,) int8: 0 decided in float64, 1 redone in double-double, 2 open after it
 
 
 def ce_rows_forward(
@@ -227,9 +253,8 @@ def ce_rows_forward(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # rows with a non-finite max: below
         if precision == "accurate":
             s = shifted_rows(x)  # float64: m, r, log1p(r); exp(x - m) in s.e
-            probs = softmax_rows(s, out=np.empty(x.shape, x.dtype))  # (M, C) e / (1 + r), rounded once
-            loss = (s.m - x[rows, t]) + s.log1p_r  # (M,) float64
-            lse = s.m + s.log1p_r  # (M,)
+            probs = s.e / (1.0 + s.r)[:, None]  # (M, C) float64 softmax, rounded in the backward
+            loss, loss_err, lse, fell = _accurate_losses(s, t)  # (M,) float64, float64, x's dtype, int8
             m, bad = s.m, s.bad
         else:
             m = x.max(axis=1)  # (M,)
@@ -243,7 +268,55 @@ def ce_rows_forward(
         dtarget = np.expm1(-loss)  # (M,) softmax_t - 1 = exp(-loss) - 1
     if bad is not None:  # a +inf, all -inf, or a nan max: as torch
         loss[bad], lse[bad], dtarget[bad], probs[bad] = np.nan, m[bad], np.nan, np.nan
-    return loss.astype(x.dtype), lse.astype(x.dtype), RowsCache(probs, t, dtarget)
+    if precision != "accurate":
+        return loss.astype(x.dtype), lse.astype(x.dtype), RowsCache(probs, t, dtarget)
+    out = _round_losses(loss, loss_err, fell, x.dtype)
+    return out, lse, RowsCache(probs, t, dtarget, x, s.m, s.r, loss, loss_err, fell)
+
+
+def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Array, Array, Array]:
+    """``(loss (M,) float64, loss_err (M,), lse (M,) in x's dtype, fell (M,) int8)`` of the accurate forward.
+
+    ``loss = (m - x_t) + log1p(r)``; float32 rows whose loss the float64 value does not decide (and float64
+    rows with ``r < 2^-960``) are redone in double-double: there ``loss`` is its high part and ``loss_err``
+    covers the low part. ``fell`` as :func:`~tinyops.ops.softmax.lse_rows`, for both the loss and lse."""
+    assert s.x is not None
+    x = s.x
+    M = x.shape[0]
+    xt = x[np.arange(M), t].astype(np.float64)  # (M,)
+    loss = (s.m - xt) + s.log1p_r  # (M,) two terms >= 0, the first exact for float32 rows
+    if x.dtype == np.float64:  # plus the rounding error of m - x_t (none from an infinite x_t)
+        lo = _dd.two_sum(s.m, -xt)[1]
+        loss = (s.m - xt) + (s.log1p_r + np.where(np.isfinite(lo), lo, 0.0))
+    lse, fell = lse_rows(s)  # (M,) x's dtype
+    good = np.isfinite(s.m)
+    l_err = row_errors(x.shape[1])[1]
+    loss_err = l_err * s.log1p_r + U * np.abs(loss)  # (M,)
+    if x.dtype == np.float32:
+        redo = good & undecided32(loss, loss_err + U * np.abs(loss))
+    else:
+        redo = good & (s.r > 0) & (s.r < TINY_R)
+        loss_err[:] = np.inf
+    if redo.any():
+        k = np.flatnonzero(redo)
+        dd = dd_rows(x[k], s.m[k], s.r[k])
+        dh, dl = dd.d[0][np.arange(k.size), t[k]], dd.d[1][np.arange(k.size), t[k]]  # x_t - m
+        vh, vl = _dd.dd_add(-dh, -dl, *dd.log1p_r)
+        vh = np.where(np.isneginf(dh), np.inf, vh)  # a -inf target: loss +inf
+        vl = np.where(np.isneginf(dh), 0.0, vl)
+        err = DD_ERR * (np.abs(dh) + dd.log1p_r[0])
+        loss[k], loss_err[k] = vh, np.abs(vl) + err
+        if x.dtype == np.float32:
+            fell[k] = np.maximum(fell[k], 1 + ~decided_dd32(vh, vl, err))
+        else:
+            fell[k] = np.maximum(fell[k], 1)
+    return loss, loss_err, lse, fell
+
+
+def _round_losses(loss: Array, loss_err: Array, fell: Array, dtype: np.dtype[Any]) -> Array:
+    """The float64 losses rounded to dtype (a double-double loss's low part is in loss_err only: its float32
+    rounding is decided by the high part, unless fell says the row is still open)."""
+    return loss.astype(dtype)
 
 
 def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Array | None = None) -> Array:
@@ -268,27 +341,147 @@ def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Arr
     if not isinstance(state, RowsCache):
         return _compiled().ce_rows_backward(g, state, out)  # type: ignore[no-any-return]
     if len(state.target) == 0:
-        return state.probs.copy() if out is None else out
-    probs, t, dtarget = state
+        return state.probs.astype(g.dtype) if out is None else out
+    if state.x is not None:  # accurate
+        return ce_rows_backward_decided(g, state, out)[0]
+    probs, t, dtarget = state[:3]
     dx = np.multiply(probs, g[:, None], out=out)  # (M, C) g * softmax
     dx[np.arange(len(t)), t] = g * dtarget  # g * (softmax_t - 1): one entry per row, assignment is a scatter
     return dx
 
 
+def ce_rows_backward_decided(g: Array, state: RowsCache, out: Array | None = None) -> tuple[Array, Array]:
+    """The accurate reference backward: ``(dx, fell (M,) int8)``.
+
+    ``g * softmax`` and ``g * expm1(-loss)`` are formed in float64 from the unrounded softmax; float32 rows
+    whose roundings these do not decide are redone in double-double (``g * (softmax_t - 1)`` there is
+    ``-g (1 + r - e_t) / (1 + r)``, with ``1 + r - e_t = r`` when x_t is a max: no cancellation)."""
+    assert state.x is not None and state.m is not None and state.r is not None
+    probs, t, dtarget, x = state.probs, state.target, state.dtarget, state.x
+    M = len(t)
+    rows = np.arange(M)
+    g64 = g.astype(np.float64)[:, None]  # (M, 1) or (1, 1)
+    v = probs * g64  # (M, C) float64
+    v[rows, t] = (g64[:, 0] * dtarget) if g64.shape[0] == M else g64[0, 0] * dtarget
+    dx = v.astype(g.dtype) if out is None else out
+    if out is not None:
+        out[...] = v
+    fell = np.zeros(M, np.int8)
+    if x.dtype != np.float32:
+        return dx, fell
+    r_err, l_err = row_errors(x.shape[1])
+    with np.errstate(invalid="ignore"):
+        rel = EXP_ERR + r_err * (state.r / (1.0 + state.r)) + 5 * U  # (M,)
+        err = rel[:, None] * np.abs(v)  # (M, C)
+        err[rows, t] = (l_err + LOG1P_ERR + 4 * U) * np.abs(v[rows, t])
+    redo = undecided32(v, err).any(axis=1) & np.isfinite(state.m)
+    if redo.any():
+        k = np.flatnonzero(redo)
+        dd = dd_rows(x[k], state.m[k], state.r[k])
+        eh, el = dd.e
+        tk = t[k]
+        kr = np.arange(k.size)
+        at_max = dd.d[0][kr, tk] == 0.0
+        rest = _dd.dd_add(eh[kr, tk], el[kr, tk], -dd.den[0], -dd.den[1])  # -(1 + r - e_t)
+        eh[kr, tk] = np.where(at_max, -dd.r[0], rest[0])
+        el[kr, tk] = np.where(at_max, -dd.r[1], rest[1])
+        ph, pl = _dd.dd_div(eh, el, dd.den[0][:, None], dd.den[1][:, None])  # (k, C)
+        gk = g64[k] if g64.shape[0] == M else np.broadcast_to(g64, (k.size, 1))
+        ph, pl = _dd.dd_mul(ph, pl, gk, 0.0)
+        dx[k] = round_dd32(ph, pl)
+        fell[k] = 1 + (~decided_dd32(ph, pl, DD_ERR * np.abs(ph))).any(axis=1)
+    return dx, fell
+
+
 # ============================================================================ the fused op
 
 
-def reduce_losses(losses: Array, reduction: Reduction, *, denom: float | None = None) -> Array:
+class Losses64(NamedTuple):
+    """The row kernel's float32 losses before their rounding, for a correctly rounded mean and sum."""
+
+    value: Array  # (M,) float64: the loss of each row (times its weight)
+    err: Array  # (M,) float64: a bound on |value - exact|
+    x: Array  # (M, C) the logits, to redo the rows in double-double
+    t: npt.NDArray[np.intp]  # (M,)
+    weight: Array | None  # (M,) the row weights, or None
+
+
+def ce_rows_losses64(state: RowsCache | CompiledRowsState, row_weight: Array | None = None) -> Losses64 | None:
+    """:class:`Losses64` of an accurate float32 row-kernel state (either layer), else None."""
+    if isinstance(state, RowsCache):
+        if state.loss64 is None or state.loss_err is None or state.x is None:
+            return None
+        value, err, x = state.loss64, state.loss_err, state.x
+    else:
+        if not state.accurate:
+            return None
+        ce = _compiled()
+        value, err, x = state.stats[ce.LOSS64], state.stats[ce.LOSS_ERR], state.x
+    if x.dtype != np.float32 or not np.isfinite(value).all():
+        return None
+    if row_weight is not None:
+        w = row_weight.astype(np.float64)
+        value = value * w  # one rounding more
+        err = err * np.abs(w) + U * np.abs(value)
+    return Losses64(value, err, x, state.target, row_weight)
+
+
+def _losses64_of(state: Any, dtype: np.dtype[Any]) -> Losses64 | None:
+    """:class:`Losses64` of a :class:`LossRowsState` whose losses are the row kernel's float32 ones (times the
+    row weights); None with a z-loss, a softcap or the dense path (their mean is not decided)."""
+    if dtype != np.float32 or state.kernel is None or state.z_loss or state.cap_slope is not None:
+        return None
+    return ce_rows_losses64(state.kernel, state.row_weight)
+
+
+def _reduce_decided(exact: Losses64, reduction: Reduction, n: float) -> Any:
+    """The correctly rounded float32 sum or mean (over n) of the exact per-row losses.
+
+    ``math.fsum`` of the float64 losses is their sum correctly rounded (within u of it), and the losses'
+    own error bounds add up: if that interval decides the float32 rounding, done; otherwise every row is
+    redone in double-double and the ``hi`` and ``lo`` parts summed the same way."""
+    total = math.fsum(exact.value.tolist())
+    err = math.fsum(exact.err.tolist()) * (1 + 2.0**-40) + 2 * U * abs(total)
+    v, e = (total, err) if reduction == "sum" else (total / n, err / n + 2 * U * abs(total / n))
+    if not undecided32(np.array([v]), np.array([e]))[0]:
+        return np.float32(v)
+    x, t = exact.x, exact.t
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        s = shifted_rows(x)
+        dd = dd_rows(x, s.m, s.r)
+    rows = np.arange(x.shape[0])
+    vh, vl = _dd.dd_add(-dd.d[0][rows, t], -dd.d[1][rows, t], *dd.log1p_r)  # (M,) (m - x_t) + log1p(r)
+    parts = [vh, vl]
+    if exact.weight is not None:
+        w = exact.weight.astype(np.float64)
+        ph, pl = _dd.two_prod(vh, w)
+        parts = [ph, pl + vl * w]
+    terms = np.concatenate(parts).tolist()
+    total = math.fsum(terms)
+    rest = math.fsum([*terms, -total])  # the part of the sum below total's last bit
+    if reduction == "mean":
+        qh, ql = _dd.dd_div(np.array([total]), np.array([rest]), np.array([n]), np.array([0.0]))
+        total, rest = float(qh[0]), float(ql[0])
+    return round_dd32(np.array([total]), np.array([rest]))[0]
+
+
+def reduce_losses(
+    losses: Array, reduction: Reduction, *, denom: float | None = None, exact: Losses64 | None = None
+) -> Array:
     """``losses.sum() / denom`` (mean; ``denom`` defaults to the number of losses), ``losses.sum()`` or
     ``losses``, as a 0-D array (like torch's 0-D tensor) of the losses' dtype.
 
     float16 and float32 losses are summed in float64, which cannot overflow and keeps the result within
     an ulp; float64 losses by pairwise summation, and a mean whose sum overflows although every loss is
     finite is redone as ``sum(losses / denom)``. A mean over a divisor of 0 (no rows, or no row counted)
-    is nan, as torch's ``0 / 0``.
+    is nan, as torch's ``0 / 0``. ``exact`` (float32 losses of the accurate row kernel,
+    :func:`ce_rows_losses64`): the result is the correctly rounded mean or sum of the exact per-row losses.
     """
     if reduction == "none":
         return losses
+    n_exact = float(losses.size) if denom is None else denom
+    if exact is not None and losses.dtype == np.float32 and n_exact != 0:
+        return np.asarray(_reduce_decided(exact, reduction, n_exact), dtype=np.float32)
     if losses.dtype.itemsize < 8:
         total = float(losses.sum(dtype=np.float64))
     else:
@@ -716,7 +909,8 @@ def cross_entropy_forward(
         targets = targets._replace(q=targets.q.astype(work.dtype))
     denom = mean_denominator(targets, wk)
     losses, state = loss_rows_forward(work, targets, wk, opts)  # (M,)
-    loss = reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom)
+    exact = _losses64_of(state, dtype)  # float32: the mean and sum correctly rounded
+    loss = reduce_losses(losses.reshape(loss_shape).astype(dtype, copy=False), reduction, denom=denom, exact=exact)
     cache = CrossEntropyCache(state, denom, reduction, logits.shape, dtype)
     if return_lse:
         return (loss, state.lse.astype(dtype).reshape(loss_shape)), cache

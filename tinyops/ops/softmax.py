@@ -55,6 +55,7 @@ from .._checks import (
     check_threads,
     normalize_axis,
 )
+from . import _dd
 
 Array = npt.NDArray[Any]
 
@@ -78,6 +79,7 @@ class ShiftedRows(NamedTuple):
     r: Array  # (R,) float64: sum_{j != a} exp(x_j - m), a one index of the max
     log1p_r: Array  # (R,) float64: log1p(r)
     bad: npt.NDArray[np.bool_] | None  # (R,) rows with a non-finite max, or None
+    x: Array | None = None  # (R, n) the rows themselves (what the double-double fallback recomputes from)
 
 
 def shifted_rows(x: Array, *, keep_d: bool = False) -> ShiftedRows:
@@ -111,18 +113,212 @@ def shifted_rows(x: Array, *, keep_d: bool = False) -> ShiftedRows:
     r = e.sum(axis=1)  # (R,); other maxima (ties) each add their exp(0) = 1
     e[rows, a] = 1.0
     log1p_r = np.log1p(r)  # (R,)
-    return ShiftedRows(m, d_hi if keep_d else None, d_lo, e, r, log1p_r, bad)
+    return ShiftedRows(m, d_hi if keep_d else None, d_lo, e, r, log1p_r, bad, x)
 
 
 def softmax_rows(s: ShiftedRows, out: Array | None = None) -> Array:
     """The (R, n) softmax of the rows, ``e / (1 + r)``, nan on bad rows; into ``out`` (any float dtype) if given.
 
+    float32 ``out`` of float32 rows: correctly rounded (the rows whose roundings the float64 quotients do
+    not decide are redone in double-double, :func:`softmax_rows_decided`).
+
     Run it under ``np.errstate(invalid="ignore")`` (inf / inf on a row holding +inf, then set to nan).
     """
-    p: Array = np.divide(s.e, (1.0 + s.r)[:, None], out=out, casting="same_kind")  # (R, n)
+    return softmax_rows_decided(s, out)[0]
+
+
+# ----------------------------------------------------------------------------- deciding the rounding
+#
+# Every float64 value v above comes with a bound err on |v - exact| (docs/derivations.md derives them; the
+# compiled kernels use the same, tinyops.kernels.rounding, with their own row sum). A float32 result is
+# decided when v - err and v + err round to the same float32: the exact value, between them, rounds there
+# too. The rows where some result is not decided are computed again in double-double (tinyops.ops._dd).
+# float64 rows have no wider type to decide with: they are redone where float64 is known to lose digits
+# (logsumexp m + log1p(r) cancelling, and exps below the normal range, r < 2^-960).
+
+U = 2.0**-53  # float64's unit roundoff
+EXP_ERR = 2 * U  # np.exp, relative (measured: at most 1.17 u)
+LOG1P_ERR = 2 * U  # np.log1p, np.expm1, relative (measured: at most 1.1 u)
+DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
+TINY_R = 2.0**-960
+DD_SCALE = 900  # rows with r < TINY_R are summed with every exp scaled by 2^DD_SCALE (below 2^996: Dekker's split)
+
+
+def row_errors(n: int) -> tuple[float, float]:
+    """``(R_ERR, L_ERR)``: relative error bounds of ``r`` and of ``log1p(r)`` for rows of n entries.
+
+    NumPy sums a contiguous row pairwise: up to 8 terms one after the other ((n - 1) u), up to 128 in 8
+    accumulators of at most 16 terms, their tree and a tail of up to 7 (25 u), one u more per halving
+    above; plus exp's error and the ties added."""
+    pairwise = n - 1 if n <= 8 else 25 + max(0, math.ceil(math.log2(n / 128)))
+    r_err = EXP_ERR + (pairwise + 1) * U
+    return r_err, r_err + LOG1P_ERR + 2 * U
+
+
+def undecided32(v: Array, err: Array) -> npt.NDArray[np.bool_]:
+    """Where some number within ``err`` of the float64 ``v`` rounds to another float32 than ``v`` (not at inf/nan)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out: npt.NDArray[np.bool_] = np.isfinite(v) & (np.float32(v - err) != np.float32(v + err))
+    return out
+
+
+def round_dd32(h: Array, lo: Array) -> Array:
+    """The float32 nearest to the double-double ``h + lo``: ``float32(h)``, unless h is a midpoint of two
+    float32 numbers and ``lo`` points past it."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = h.astype(np.float32)
+        d = h - y  # exact
+        n = (h + d).astype(np.float32)  # the neighbour beyond h, if h is the midpoint
+        past = (d != 0) & (lo != 0) & ((lo > 0) == (d > 0)) & (n.astype(np.float64) - h == d)
+    return np.where(past, n, y)
+
+
+def decided_dd32(h: Array, lo: Array, err: Array) -> npt.NDArray[np.bool_]:
+    """Where the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding."""
+    out: npt.NDArray[np.bool_] = ~np.isfinite(h) | (round_dd32(h, lo - err) == round_dd32(h, lo + err))
+    return out
+
+
+class DDRows(NamedTuple):
+    """Double-double pieces of k rows (the ones redone): each quantity as ``(hi, lo)`` float64 arrays."""
+
+    scale: Array  # (k, 1) int: the exps are scaled by 2^scale (DD_SCALE on rows with r < TINY_R, else 0)
+    d: tuple[Array, Array]  # (k, n) x - m, exactly
+    e: tuple[Array, Array]  # (k, n) exp(x - m) * 2^scale
+    r: tuple[Array, Array]  # (k,) sum_{j != a} exp(x_j - m) * 2^scale
+    log1p_r: tuple[Array, Array]  # (k,)
+    den: tuple[Array, Array]  # (k,) 1 + r
+
+
+def dd_rows(x: Array, m: Array, r_fast: Array) -> DDRows:
+    """:class:`DDRows` of the rows ``x`` (k, n) with finite maxima ``m`` (k,); ``r_fast`` (k,) the float64 ``r``."""
+    k = x.shape[0]
+    dh = np.subtract(x, m[:, None], dtype=np.float64)  # (k, n), exact for float32 rows
+    dl = np.zeros_like(dh)
+    if x.dtype == np.float64:
+        with np.errstate(invalid="ignore"):
+            dl = _dd.two_sum(x, -m[:, None])[1]  # TwoSum: dh + dl == x - m
+        dl = np.where(np.isfinite(dl), dl, 0.0)
+    scale = np.where(r_fast < TINY_R, DD_SCALE, 0)[:, None]  # (k, 1)
+    eh, el = _dd.dd_exp(dh, dl, scale)  # (k, n)
+    a = np.argmax(x, axis=1)  # (k,) one largest entry, left out of r
+    rows = np.arange(k)
+    th, tl = eh.copy(), el.copy()
+    th[rows, a], tl[rows, a] = 0.0, 0.0
+    while th.shape[1] > 1:  # pairwise, in double-double
+        if th.shape[1] % 2:
+            th, tl = np.pad(th, ((0, 0), (0, 1))), np.pad(tl, ((0, 0), (0, 1)))
+        th, tl = _dd.dd_add(th[:, 0::2], tl[:, 0::2], th[:, 1::2], tl[:, 1::2])
+    rh, rl = th[:, 0], tl[:, 0]  # (k,)
+    tiny = scale[:, 0] > 0
+    lh, ll = _dd.dd_log1p(np.where(tiny, 0.0, rh), np.where(tiny, 0.0, rl))
+    sh, sl = np.ldexp(rh, -scale[:, 0]), np.ldexp(rl, -scale[:, 0])  # r < 2^-900: log1p(r) = r to its last bit
+    lh, ll = np.where(tiny, sh, lh), np.where(tiny, sl, ll)
+    den = _dd.dd_add(1.0, 0.0, np.where(tiny, 0.0, rh), np.where(tiny, 0.0, rl))
+    den = np.where(tiny, 1.0, den[0]), np.where(tiny, sh, den[1])
+    return DDRows(scale, (dh, dl), (eh, el), (rh, rl), (lh, ll), den)
+
+
+def _redo_rows(s: ShiftedRows, redo: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], DDRows]:
+    assert s.x is not None
+    k = np.flatnonzero(redo)
+    return k, dd_rows(s.x[k], s.m[k], s.r[k])
+
+
+def _finish(vh: Array, vl: Array, dtype: np.dtype[Any], err: Array) -> tuple[Array, npt.NDArray[np.bool_]]:
+    """Round a double-double result to dtype; and where it still leaves a float32 rounding open."""
+    if dtype == np.float32:
+        return round_dd32(vh, vl), ~decided_dd32(vh, vl, err)
+    return vh.astype(dtype), np.zeros(vh.shape, bool)
+
+
+def lse_rows(s: ShiftedRows) -> tuple[Array, Array]:
+    """``(lse (R,) in x's dtype, fell (R,) int8)``: ``m + log1p(r)`` decided or redone; fell as the
+    compiled kernels' (0: decided in float64, 1: redone in double-double, 2: still open after it).
+    Bad rows are left to the caller."""
+    assert s.x is not None
+    dtype = s.x.dtype
+    with np.errstate(invalid="ignore", over="ignore"):
+        lse = s.m + s.log1p_r  # (R,)
+        good = np.isfinite(s.m)
+        if dtype == np.float32:
+            l_err = row_errors(s.x.shape[1])[1]
+            redo = good & undecided32(lse, l_err * s.log1p_r + 2 * U * np.abs(lse))
+        elif dtype == np.float64:
+            cancel = (s.m < 0) & (s.log1p_r > 0.25 * np.abs(lse))  # m + log1p(r) cancels
+            redo = good & (cancel | ((s.r > 0) & (s.r < TINY_R)))
+        else:
+            redo = np.zeros(lse.shape, bool)
+    redo = np.asarray(redo)
+    out = lse.astype(dtype)
+    fell = redo.astype(np.int8)
+    if redo.any():
+        k, dd = _redo_rows(s, redo)
+        vh, vl = _dd.dd_add(s.m[k], 0.0, *dd.log1p_r)
+        out[k], still = _finish(vh, vl, dtype, DD_ERR * (np.abs(s.m[k]) + dd.log1p_r[0]))
+        fell[k] += still
+    return out, fell
+
+
+def softmax_rows_decided(s: ShiftedRows, out: Array | None = None) -> tuple[Array, Array]:
+    """:func:`softmax_rows` and ``fell`` (R,) int8 (see :func:`lse_rows`)."""
+    den = 1.0 + s.r  # (R,)
+    dtype = s.e.dtype if out is None else out.dtype
+    f32 = dtype == np.float32 and s.x is not None and s.x.dtype == np.float32
+    fell = np.zeros(s.r.shape, np.int8)
+    if f32:
+        assert s.x is not None
+        p64 = s.e / den[:, None]  # (R, n) float64
+        rel = EXP_ERR + row_errors(s.x.shape[1])[0] * (s.r / den) + 5 * U  # (R,)
+        redo: npt.NDArray[np.bool_] = np.asarray(undecided32(p64, rel[:, None] * p64).any(axis=1))  # (R,)
+        p: Array = p64.astype(np.float32) if out is None else out
+        if out is not None:
+            out[...] = p64
+    else:
+        p = np.divide(s.e, den[:, None], out=out, casting="same_kind")  # (R, n)
+        redo = (s.r > 0) & (s.r < TINY_R)
+        if dtype != np.float64 or s.x is None:
+            redo[:] = False
     if s.bad is not None:
+        redo &= ~s.bad
         p[s.bad] = np.nan  # all -inf: 0/0; a +inf: inf/inf (torch: the whole row is nan)
-    return p
+    if redo.any():
+        k, dd = _redo_rows(s, redo)
+        ph, pl = _dd.dd_div(*dd.e, dd.den[0][:, None], dd.den[1][:, None])  # (k, n)
+        ph, pl = np.ldexp(ph, -dd.scale), np.ldexp(pl, -dd.scale)
+        p[k], still = _finish(ph, pl, np.dtype(dtype), DD_ERR * np.abs(ph))
+        fell[k] = 1 + still.any(axis=1)
+    return p, fell
+
+
+def log_softmax_rows(s: ShiftedRows) -> tuple[Array, Array]:
+    """``(log_softmax (R, n) in x's dtype, fell (R,) int8)``: ``(x - m) - log1p(r)`` (``+ d_lo`` for
+    float64), decided or redone; needs ``shifted_rows(x, keep_d=True)``. Bad rows are nan."""
+    assert s.x is not None and s.d_hi is not None
+    dtype = s.x.dtype
+    y = s.d_hi - s.log1p_r[:, None]  # (R, n)
+    if s.d_lo is not None:
+        y += s.d_lo  # (x - m) = d_hi + d_lo exactly
+    redo: npt.NDArray[np.bool_] = np.zeros(s.r.shape, bool)
+    if dtype == np.float32:
+        l_err = row_errors(s.x.shape[1])[1]
+        redo = np.asarray(undecided32(y, (l_err * s.log1p_r)[:, None] + 2 * U * np.abs(y)).any(axis=1))
+    elif dtype == np.float64:
+        redo = (s.r > 0) & (s.r < TINY_R)
+    if s.bad is not None:
+        redo &= ~s.bad
+        y[s.bad] = np.nan  # all -inf: -inf - -inf; a +inf: inf - inf (torch: the whole row is nan)
+    out = y.astype(dtype)
+    fell = redo.astype(np.int8)
+    if redo.any():
+        k, dd = _redo_rows(s, redo)
+        with np.errstate(invalid="ignore"):
+            vh, vl = _dd.dd_add(*dd.d, -dd.log1p_r[0][:, None], -dd.log1p_r[1][:, None])
+        vh = np.where(np.isneginf(dd.d[0]), -np.inf, vh)  # a -inf entry: -inf
+        vl = np.where(np.isneginf(dd.d[0]), 0.0, vl)
+        out[k], still = _finish(vh, vl, dtype, DD_ERR * (np.abs(dd.d[0]) + dd.log1p_r[0][:, None]))
+        fell[k] += still.any(axis=1)
+    return out, fell
 
 
 # ----------------------------------------------------------------------------- from any shape to rows and back
@@ -231,7 +427,7 @@ def logsumexp_forward(
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows, set below
             s = shifted_rows(rows)
-            lse = s.m + s.log1p_r  # (R,)
+            lse = lse_rows(s)[0]  # (R,) m + log1p(r), in x's dtype
             probs = softmax_rows(s, out=np.empty_like(s.e, dtype=x.dtype))  # (R, n)
             if s.bad is not None:  # the max as is: nan, +inf, or -inf (an all -inf row)
                 lse[s.bad] = s.m[s.bad]  # torch's gradient there: exp(x - lse), nan at inf - inf
@@ -440,13 +636,7 @@ def log_softmax_forward(
     else:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite rows: nan
             s = shifted_rows(rows, keep_d=True)
-            assert s.d_hi is not None
-            y = s.d_hi - s.log1p_r[:, None]  # (R, n)
-        if s.d_lo is not None:
-            y += s.d_lo  # (x - m) = d_hi + d_lo exactly
-        if s.bad is not None:
-            y[s.bad] = np.nan  # all -inf: -inf - -inf; a +inf: inf - inf (torch: the whole row is nan)
-        y = y.astype(x.dtype)
+            y = log_softmax_rows(s)[0]  # (R, n) (x - m) - log1p(r), in x's dtype; nan on bad rows
     out = _from_rows(y, p.moved, p.axes, x.ndim).reshape(p.shape)
     return out, LogSoftmaxCache(out, p.axes if len(p.shape) else (), backend, p.threads)
 
