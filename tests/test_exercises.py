@@ -363,6 +363,14 @@ def test_an_error_in_the_learners_code_is_reported_without_a_traceback(tmp_path:
     assert "Traceback" not in text
 
 
+def test_a_backward_without_its_return_is_told(tmp_path: Path) -> None:
+    path = tmp_path / "no_return.py"
+    path.write_text(render(EXERCISES["embedding"], solved=True).replace("    return locals()\n", "", 2))
+    out = io.StringIO()
+    result = check(path, seed=SEED, out=out, record=False)
+    assert not result.passed and "return locals()" in out.getvalue()
+
+
 def test_every_diagnosis_links_to_an_existing_heading() -> None:
     md = (ROOT / "docs" / "derivations.md").read_text(encoding="utf-8")
     anchors = {slug(m[1]) for m in re.finditer(r"^#+ (.+)$", md, re.M)}

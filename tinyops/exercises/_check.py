@@ -47,7 +47,7 @@ shape as X). After each one, run
 
 (or `python {filename}`): it compares every gradient filled in so far with tinyops' and, at the first
 wrong one, says what kind of mistake it looks like and which section of docs/derivations.md derives the
-step. Edit only the blanks (add lines if you like): the check runs forward() itself.
+step. Edit only the blanks (add lines if you like): the check runs its own copy of forward().
 """
 
 import numpy as np
@@ -168,6 +168,9 @@ def run_backward(backward: Callable[..., Any], ns: Namespace, filename: str) -> 
     try:
         out = backward(**args)
         local = out if isinstance(out, dict) else {}
+        if not isinstance(out, dict):
+            run.error = (f"backward() returned {type(out).__name__}, not its local variables: keep its last line, "
+                         "`return locals()` (the check reads every d<name> from there)")
     except Exception as exc:
         tb = exc.__traceback__
         while tb is not None:
