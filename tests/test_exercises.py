@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -402,6 +405,26 @@ def test_mlp_model_solution_trains_to_the_mark(tmp_path: Path, monkeypatch: pyte
     assert result.train_loss is not None and result.train_loss <= TARGETS["synthetic"][0]
     assert "reached the mark" in text
     assert result.seconds < 20.0
+
+
+def test_the_packs_run_without_torch_or_numba(tmp_path: Path) -> None:
+    """A check imports only the runtime dependencies, and of tinyops only the NumPy reference layer."""
+    script = (
+        "import io, sys\n"
+        "from pathlib import Path\n"
+        "from tinyops.exercises import EXERCISES, check, render\n"
+        f"folder = Path({str(tmp_path)!r})\n"
+        "for name, ex in EXERCISES.items():\n"
+        "    if not ex.train:\n"
+        "        p = folder / ex.filename\n"
+        "        p.write_text(render(ex, solved=True))\n"
+        "        assert check(p, seed=1, out=io.StringIO(), record=False).passed, name\n"
+        "print(sorted(m for m in ('torch', 'numba', 'scipy', 'mpmath') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TINYOPS_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_synthetic_names_are_fixed_and_varied() -> None:
