@@ -602,6 +602,29 @@ def test_adversarial_inputs_are_refused_by_name(call: Callable[[], Any], exc: ty
         call()
 
 
+@pytest.mark.parametrize("shape", [(4, 0), (2, 3, 0)])
+def test_linear_with_no_input_features_gives_the_bias_as_torch(shape: tuple[int, ...]) -> None:
+    """0 in features: NumPy could not infer the rows of reshape(-1, 0) (an error from inside NumPy before)."""
+    x, w, b = np.zeros(shape), np.zeros((0, 2)), np.array([0.5, -1.5])
+    out, cache = tinyops.linear_forward(x, w, b)
+    ref = F.linear(torch.from_numpy(x), torch.from_numpy(w.T), torch.from_numpy(b))
+    np.testing.assert_array_equal(out, ref.numpy())
+    dx, dw, db = tinyops.linear_backward(np.ones(out.shape), cache)
+    assert dx.shape == shape and dw.shape == (0, 2)
+    np.testing.assert_array_equal(db, np.full(2, float(np.prod(shape[:-1]))))
+
+
+@pytest.mark.parametrize(("value", "exc"), [("3", ValueError), (-1, ValueError), (2.5, ValueError)])
+def test_batchnorm_num_batches_tracked_is_checked(value: Any, exc: type[Exception]) -> None:
+    """A string raised from inside the update ("can only concatenate str"), -1 divided by zero, 2.5 was used."""
+    stats = tinyops.BatchNormStats(np.zeros(7, np.float32), np.ones(7, np.float32), value)
+    with pytest.raises(exc, match=r"^running\.num_batches_tracked must be an int >= 0"):
+        tinyops.batchnorm1d(X, None, None, stats, momentum=None)
+    ok = tinyops.BatchNormStats(np.zeros(7, np.float32), np.ones(7, np.float32), np.int64(2))
+    new = tinyops.batchnorm1d_forward(X, None, None, ok, momentum=None)[2]
+    assert new is not None and new.num_batches_tracked == 3 and type(new.num_batches_tracked) is int
+
+
 def test_lists_of_lists_work_as_arrays() -> None:
     rows = [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]]
     for op in (tinyops.softmax, tinyops.log_softmax, tinyops.logsumexp, tinyops.tanh):

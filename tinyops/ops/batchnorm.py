@@ -257,8 +257,8 @@ def batchnorm1d_forward(
         TypeError: a non-floating input, dtypes that differ, ``running`` not a BatchNormStats.
         ValueError: x not 2-D or 3-D (e.g. a 4-D input), a weight/bias/running stat whose length is not
             C, momentum outside [0, 1], a non-finite eps, or one <= 0 in training (< 0 in eval), eval mode
-            without running stats or with a negative running variance, a training batch with 1 value per
-            channel (as torch), an unknown backend.
+            without running stats or with a negative running variance, a num_batches_tracked that is not an
+            int >= 0, a training batch with 1 value per channel (as torch), an unknown backend.
     """
     check_backend(backend)
     x = as_float_array("x", x)
@@ -282,6 +282,8 @@ def batchnorm1d_forward(
     if running is not None:
         if not isinstance(running, BatchNormStats):
             raise TypeError(f"running must be a BatchNormStats or None, got {type(running).__name__}")
+        if not is_int(running.num_batches_tracked) or running.num_batches_tracked < 0:
+            raise ValueError(f"running.num_batches_tracked must be an int >= 0, got {running.num_batches_tracked!r}")
         _check_channel_vector("running.mean", running.mean, C, x)
         _check_channel_vector("running.var", running.var, C, x)
     if not training:
@@ -295,7 +297,7 @@ def batchnorm1d_forward(
 
     if training and M == 0:  # an empty batch, as torch: nothing to normalize, the statistics stay as they are
         new_stats = None if running is None else BatchNormStats(
-            running.mean.copy(), running.var.copy(), running.num_batches_tracked + 1
+            running.mean.copy(), running.var.copy(), int(running.num_batches_tracked) + 1
         )
         cache = BatchNormCache(np.empty(x.shape, work), np.zeros(C, work), None if w is None else w.astype(work),
                                b is not None, True, unbiased, backend, x.dtype)
@@ -314,7 +316,7 @@ def batchnorm1d_forward(
     if training:
         new_running = None
         if running is not None:
-            n = running.num_batches_tracked + 1
+            n = int(running.num_batches_tracked) + 1
             f = 1.0 / n if momentum is None else float(momentum)
             old = np.stack([running.mean, running.var]).astype(work)  # (2, C) new arrays: the caller's are not touched
             new = batchnorm_running_update(old, stats[:2], f, out=old, backend=backend).astype(x.dtype, copy=False)

@@ -5,6 +5,7 @@ Shapes: N = rows (any leading dims ``...`` are flattened into N), I = in feature
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -102,7 +103,8 @@ def linear_forward(
         check_same_dtype("bias", bias, "x", x)
         if bias.shape[0] != weight.shape[1]:
             raise ValueError(f"bias must have shape ({weight.shape[1]},), got shape {bias.shape}")
-    out = linear_rows_forward(x.reshape(-1, weight.shape[0]), weight, bias)  # (N, O) leading dims flattened
+    N = math.prod(x.shape[:-1])  # (not -1: with 0 in features the rows could not be inferred)
+    out = linear_rows_forward(x.reshape(N, weight.shape[0]), weight, bias)  # (N, O) leading dims flattened
     return out.reshape(*x.shape[:-1], weight.shape[1]), LinearCache(x, weight, bias is not None)
 
 
@@ -129,7 +131,8 @@ def linear_backward(
     x, weight, has_bias = cache
     I, O = weight.shape
     dout = check_dout(dout, (*x.shape[:-1], O), x.dtype)  # (..., O)
-    dx, dweight, dbias = linear_rows_backward(dout.reshape(-1, O), x.reshape(-1, I), weight, has_bias=has_bias)
+    N = math.prod(x.shape[:-1])
+    dx, dweight, dbias = linear_rows_backward(dout.reshape(N, O), x.reshape(N, I), weight, has_bias=has_bias)
     return dx.reshape(x.shape), dweight, dbias
 
 
