@@ -382,9 +382,9 @@ def _check_gradients(exercise: Exercise, backward: Callable[..., Any], filename:
             case = cases[right.index(False)]
             diagnosis = _diagnose_wrong(exercise, case, name)
             if case is not fixed:
-                dims = {k: v.shape for k, v in case.ns64.items() if isinstance(v, np.ndarray)}
-                notes.append(f"{name} is right on the fixed case and wrong on {case.label}, whose shapes are "
-                             f"{dims}: a size written as a number instead of read from the arrays?")
+                notes.append(f"{name} is right on the fixed case (n = {_rows_of(exercise, fixed.ns64)}) and wrong on "
+                             f"{case.label} (n = {_rows_of(exercise, case.ns64)}, other sizes too): a size written "
+                             "as a number instead of read from the arrays?")
     if diagnosis is None:
         blank_run = next((c.run64 for c in cases if c.run64.blank is not None), None)
         if blank_run is not None:
