@@ -562,6 +562,20 @@ def test_layouts_give_the_plain_arrays_answer(key: str, view: str) -> None:
     np.testing.assert_array_equal(FLOAT_OPS[key](arg), FLOAT_OPS[key](plain))
 
 
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_backward_takes_a_dout_of_any_layout(name: str) -> None:
+    """A negative-stride, a Fortran-order and a read-only dout give the contiguous dout's gradients."""
+    cache, bwd, dout = PAIRS[name]
+    dout = np.random.default_rng(8).normal(size=dout.shape).astype(dout.dtype)
+    want = bwd(dout, cache)
+    flipped = np.flip(np.flip(dout).copy()) if dout.ndim else dout  # same values, negative strides
+    for other in (flipped, np.asfortranarray(dout), _read_only(dout)):
+        got = bwd(other, cache)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                        strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_read_only_and_big_endian_dout_and_indices(backend: str) -> None:
     _, cache = tinyops.cross_entropy_forward(X, TARGET, reduction="none", backend=backend)
@@ -591,11 +605,12 @@ def test_read_only_and_big_endian_dout_and_indices(backend: str) -> None:
         (lambda: tinyops.batchnorm1d(X, None, None, tinyops.batchnorm1d_stats(7), momentum=float("inf")),
          ValueError, r"^momentum\b.*inf"),
         (lambda: tinyops.tanh_backward(np.ones((5, 7), np.float32), None), TypeError, r"^cache must be the TanhCache"),
+        (lambda: tinyops.softmax(torch.ones(3)), TypeError, r"^x must be a floating numpy array, got Tensor"),
         (lambda: tinyops.gradcheck(tinyops.tanh, [np.ones(3)], tinyops.tanh_backward), TypeError,
          r"^forward must return \(out, cache\)"),
     ],
     ids=["object-x", "bool-x", "int-lists", "ragged-x", "ragged-idx", "object-idx", "uint64-target",
-         "complex-x", "eps-nan", "momentum-inf", "cache-none", "gradcheck-value-function"],
+         "complex-x", "eps-nan", "momentum-inf", "cache-none", "torch-tensor", "gradcheck-value-function"],
 )
 def test_adversarial_inputs_are_refused_by_name(call: Callable[[], Any], exc: type[Exception], pattern: str) -> None:
     with pytest.raises(exc, match=pattern):
