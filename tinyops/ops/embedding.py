@@ -126,26 +126,28 @@ def embedding_weight_grad(
     """
     R, T = idx.shape
     # float16, which numba does not compute with (and whose sums stall: 2048 + 1 rounds to 2048), is summed
-    # and scaled in float32 and rounded once
+    # and scaled in float32 and rounded once at the end
     acc_dtype = np.float32 if dout.dtype == np.float16 else dout.dtype
-    acc = np.zeros((V, D), acc_dtype) if out is None or acc_dtype != dout.dtype else out  # zeros: lazily zeroed pages
+    # accumulate in out itself when it has the dtype to (zeros otherwise: lazily zeroed pages)
+    dweight = out if out is not None and acc_dtype == dout.dtype else np.zeros((V, D), acc_dtype)
+    given = dweight is out
     if backend == "reference":
-        if acc is out:
-            acc.fill(0)
+        if given:
+            dweight.fill(0)
         rows = dout[:, : T * D].reshape(R * T, D).astype(acc_dtype, copy=False)  # (M, D) the upstream row of each index
-        np.add.at(acc, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
+        np.add.at(dweight, idx.reshape(-1), rows)  # unbuffered: a row looked up k times gets k rows added
     else:
-        _kernels().scatter_add(idx, dout.astype(acc_dtype, copy=False), acc, threads, acc is out)
+        _kernels().scatter_add(idx, dout.astype(acc_dtype, copy=False), dweight, threads, given)
     if scale_grad_by_freq:
         count = np.bincount(idx.reshape(-1), minlength=V)  # (V,)
-        acc /= np.maximum(count, 1)[:, None].astype(acc_dtype)  # rows never looked up stay 0
+        dweight /= np.maximum(count, 1)[:, None].astype(dweight.dtype)  # rows never looked up stay 0
     if padding_idx is not None:
-        acc[padding_idx] = 0
-    if acc.dtype == dout.dtype:
-        return acc
-    dweight = np.empty((V, D), dout.dtype) if out is None else out
-    dweight[...] = acc
-    return dweight
+        dweight[padding_idx] = 0
+    if dweight.dtype == dout.dtype:
+        return dweight
+    rounded = np.empty((V, D), dout.dtype) if out is None else out  # float16: rounded once
+    rounded[...] = dweight
+    return rounded
 
 
 # ============================================================================ the op

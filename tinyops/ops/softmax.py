@@ -458,7 +458,8 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
     probs, axes, _, out_shape, _ = cache
     dout = check_dout(dout, out_shape, probs.dtype)
     r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
-    dx: Array = np.asarray(dout.reshape(r_shape) * probs)  # x.shape (0-D stays an array)
+    dx: Array = dout.reshape(r_shape) * probs  # x.shape
+    dx = np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
     return dx
 
 
@@ -551,7 +552,8 @@ def softmax_backward(dout: npt.ArrayLike, cache: SoftmaxCache) -> Array:
         from ..kernels import softmax as kernels
 
         return _backward_compiled(y, dy, axes, kernels.SOFTMAX, threads)
-    dx: Array = np.asarray(y * (dy - (dy * y).sum(axis=axes, keepdims=True)))  # x.shape (0-D stays an array)
+    dx: Array = y * (dy - (dy * y).sum(axis=axes, keepdims=True))  # x.shape
+    dx = np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
     return dx
 
 
@@ -664,7 +666,8 @@ def log_softmax_backward(dout: npt.ArrayLike, cache: LogSoftmaxCache) -> Array:
         from ..kernels import softmax as kernels
 
         return _backward_compiled(y, dy, axes, kernels.LOG_SOFTMAX, threads)
-    dx: Array = np.asarray(dy - np.exp(y) * dy.sum(axis=axes, keepdims=True))  # x.shape (0-D stays an array)
+    dx: Array = dy - np.exp(y) * dy.sum(axis=axes, keepdims=True)  # x.shape
+    dx = np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
     return dx
 
 
