@@ -254,7 +254,9 @@ def gradcheck(
             fflat[j] = atol + 8 * np.finfo(np.float64).eps * float(np.sum(abs_u[moved] * size)) / h
         err = np.abs(analytic - numeric)
         tol = floor + rtol * np.abs(numeric)
-        scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), floor / rtol)
+        scale = np.maximum(np.abs(analytic), np.abs(numeric))
+        if rtol > 0:  # an entry zero up to the noise counts against the tolerance, not against itself
+            scale = np.maximum(scale, floor / rtol)
         with np.errstate(invalid="ignore", divide="ignore"):  # nan errors make nan ratios: reported, and failed
             rel = np.where(err == 0, 0.0, err / scale)  # (a zero error is 0 even against a zero tolerance)
             over = np.where(err == 0, 0.0, err / tol)
