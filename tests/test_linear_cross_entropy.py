@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import tinyops
 from tinyops._checks import BACKENDS
 from tinyops.ops.linear_cross_entropy import (
+    TILE,
     default_chunk_size,
     linear_cross_entropy,
     linear_cross_entropy_backward,
@@ -231,11 +232,11 @@ def test_never_holds_the_logits() -> None:
     """Peak extra memory of forward + backward stays well below one (N, V) logits array, while the
     unfused chain holds several."""
     rng = np.random.default_rng(14)
-    N, D, V = 1024, 16, 2048
+    N, D, V = 2048, 16, 2048
     x = rng.normal(size=(N, D))
     w = rng.normal(0.0, 0.3, (D, V))
     t = rng.integers(0, V, N)
-    logits_bytes = N * V * 8  # 16 MiB
+    logits_bytes = N * V * 8  # 32 MiB; a chunk of one tile, TILE rows, is 4 MiB
 
     def peak(f: Any) -> int:
         tracemalloc.start()
@@ -245,7 +246,7 @@ def test_never_holds_the_logits() -> None:
         tracemalloc.stop()
         return p
 
-    fused = peak(lambda: linear_cross_entropy_backward(1.0, linear_cross_entropy_forward(x, w, t, chunk_size=64)[1]))
+    fused = peak(lambda: linear_cross_entropy_backward(1.0, linear_cross_entropy_forward(x, w, t, chunk_size=TILE)[1]))
     unfused = peak(lambda: _unfused(x, w, t, None, "mean", 1.0))
     assert fused < logits_bytes / 2, f"fused peak {fused / 2**20:.1f} MiB"
     assert unfused > 2 * logits_bytes, f"unfused peak {unfused / 2**20:.1f} MiB"
@@ -425,10 +426,11 @@ def test_torch_opinfo_samples(dtype: np.dtype[Any], D: int, V: int, batch: tuple
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=lce_option_cases(), n=st.integers(1, 300), seed=st.integers(0, 2**16))
+@given(case=lce_option_cases(), n=st.integers(1, 2 * TILE + 50), seed=st.integers(0, 2**16))
 def test_chunk_size_changes_no_bit(backend: str, case: dict[str, Any], n: int, seed: int) -> None:
-    """Loss, lse and the three gradients are identical for chunks of 1, 128, 129 and 300 rows and the default,
-    with every option, on batches of up to 300 rows (up to three tiles)."""
+    """Loss, lse and the three gradients are identical for chunks of 1, TILE, TILE + 1 and 3 TILE rows and the
+    default, with every option, on batches of up to three tiles (one tile: the weight gradient written
+    directly; several: added tile by tile)."""
     x0, w, b, kw = case["x"], case["w"], case["b"], dict(case["kw"])
     if x0.ndim == 1:
         x0 = x0[None]
@@ -442,7 +444,7 @@ def test_chunk_size_changes_no_bit(backend: str, case: dict[str, Any], n: int, s
         ignore = kw.get("ignore_index", -100)
         target = np.where(rng.uniform(size=n) < 0.2, ignore, rng.integers(0, V, n))
     results = []
-    for chunk in (1, 128, 129, 300, None):
+    for chunk in (1, TILE, TILE + 1, 3 * TILE, None):
         kw["chunk_size"] = chunk
         (loss, lse), cache = linear_cross_entropy_forward(x, w, target, b, return_lse=True, backend=backend, **kw)
         dloss = np.asarray(np.random.default_rng(seed).standard_normal(np.shape(loss)), dtype=x.dtype)

@@ -73,10 +73,11 @@ class Layer(TypedDict):
     threads: int
 
 
-# rows per matrix product (the grain of the chunks). Measured with benchmarks/bench_linear_ce.py --quick
-# (N = 1024, D = 128, V = 8192, float32, 2 threads): 128-row tiles cost a few percent over one product per
-# 512-row chunk, where 32-row tiles cost about 20% (each tile adds one pass over the (D, V) gradient).
-TILE = 128
+# rows per matrix product (the grain of the chunks). Measured on N = 1024, D = 128, V = 8192 float32, 2 threads,
+# forward + backward, medians of 7 runs against one product per 512-row chunk: 256-row tiles cost 0-10%,
+# 128-row tiles 20-30% (OpenBLAS is slower per row on the shorter products), on a shared 2-core machine
+# whose load moved single medians by up to 3x (rerun: benchmarks/bench_linear_ce.py --quick).
+TILE = 256
 CHUNK_BYTES = 4 * 2**20  # default chunk: the rows whose (chunk, V) logits take about 4 MiB ...
 MIN_CHUNK = 512  # ... but never fewer rows: each chunk is one call of the row kernel
 
@@ -270,7 +271,7 @@ def linear_cross_entropy_forward(
         class_weight: (V,) class weights in x's dtype, or None (torch's ``weight``).
         ignore_index, reduction, label_smoothing, z_loss, softcap, return_lse: as
             :func:`~tinyops.ops.cross_entropy.cross_entropy_forward` ('mean' is nan for N == 0, as torch).
-        chunk_size: rows per chunk, rounded up to whole tiles of ``TILE`` (128) rows; None picks about
+        chunk_size: rows per chunk, rounded up to whole tiles of ``TILE`` (256) rows; None picks about
             4 MiB of logits per chunk (at least 512 rows). The results do not depend on it, to the bit.
         backend: 'compiled' (default) or 'reference': the layer of each chunk's cross-entropy.
         threads: rows of a chunk in parallel on this many threads (None: one).
