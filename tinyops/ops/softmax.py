@@ -382,6 +382,11 @@ class LogsumexpCache(NamedTuple):
     keepdims: bool
     out_shape: tuple[int, ...]  # the forward output's shape
     backend: Backend = "reference"  # the layer of the forward (the backward is one product for both)
+    # with weights b: ``probs`` is d out / d x = sign * b * exp(x - out) over the broadcast shape of x and b,
+    # and these are d out / d b = sign * exp(x - out) (that shape) and the shapes to sum the gradients back to
+    dweights: Array | None = None
+    x_shape: tuple[int, ...] | None = None
+    b_shape: tuple[int, ...] | None = None
 
 
 def logsumexp_forward(
@@ -389,10 +394,14 @@ def logsumexp_forward(
     axis: Axis = -1,
     *,
     keepdims: bool = False,
+    b: npt.ArrayLike | None = None,
+    return_sign: bool = False,
     backend: Backend = "compiled",
     threads: int | None = None,
-) -> tuple[Array, LogsumexpCache]:
-    """``out = log(sum(exp(x), axis))``, computed as ``m + log1p(sum_{j != a} exp(x_j - m))``.
+) -> tuple[Any, LogsumexpCache]:
+    """``out = log(sum(exp(x), axis))``, computed as ``m + log1p(sum_{j != a} exp(x_j - m))``; with
+    weights, ``log(|sum(b * exp(x), axis)|)`` (SciPy's ``scipy.special.logsumexp``; see
+    :func:`_logsumexp_weighted`).
 
     Within 1 ULP of the exact value for float32 inputs wherever ``|out|`` is not far below ``|m|``
     (``m + log1p(r)`` cancels only when ``m < 0`` and ``log1p(r)`` is close to ``-m``); see the module
@@ -402,19 +411,31 @@ def logsumexp_forward(
         x: float array of any shape (0-D counts as one element).
         axis: int, tuple of ints, or None (all axes). Default -1.
         keepdims: keep the reduced axes with size 1.
+        b: None, or weights of x's dtype that broadcast against x (negative ones too): the sum is
+            ``sum(b * exp(x))``, and an entry whose weight is 0 is dropped even where x is inf or nan.
+            The axes are those of the broadcast shape. Always computed by the NumPy reference.
+        return_sign: return ``(out, sign)``: ``out = log|sum|`` and ``sign`` its sign (1, 0 or -1, nan
+            where out is nan); without it a negative sum gives nan, as SciPy.
         backend: ``'compiled'`` (the row kernel of :mod:`tinyops.kernels.softmax`, for float32 and
             float64; float16 takes the reference) or ``'reference'`` (the NumPy below).
         threads: rows in parallel on this many threads (None: one); compiled backend only.
 
     Returns:
-        ``(out, cache)``: out has x's dtype and x's shape without (or with size-1) reduced axes.
+        ``(out, cache)``, or ``((out, sign), cache)`` with ``return_sign``: out has x's dtype and x's
+        (with ``b``: the broadcast) shape without (or with size-1) reduced axes.
         Edge cases: a slice of all ``-inf`` gives ``-inf``; any ``+inf`` gives ``+inf``; nan propagates;
-        an empty reduction gives ``-inf``.
+        an empty reduction gives ``-inf`` (sign 0).
 
     Raises:
-        TypeError: x is not floating, or axis is not an int/tuple/None.
-        ValueError: an axis is out of range or repeated; an unknown backend; threads not None or >= 1.
+        TypeError: x or b is not floating (complex is refused), b of another dtype, axis not an
+            int/tuple/None, return_sign not a bool.
+        ValueError: an axis is out of range or repeated; b does not broadcast against x; an unknown
+            backend; threads not None or >= 1.
     """
+    if not isinstance(return_sign, (bool, np.bool_)):
+        raise TypeError(f"return_sign must be a bool, got {type(return_sign).__name__} {return_sign!r}")
+    if b is not None:
+        return _logsumexp_weighted(x, b, axis, keepdims, bool(return_sign), backend, threads)
     p = _prepare(x, axis, backend, threads)
     x, rows = p.x, p.rows  # rows: (R, n)
     if p.compiled:
@@ -435,32 +456,144 @@ def logsumexp_forward(
     out_shape = () if len(p.shape) == 0 else _reduced_shape(x.shape, p.axes, keepdims)
     out = lse.astype(x.dtype, copy=False).reshape(out_shape)
     probs_x = _from_rows(probs, p.moved, p.axes, x.ndim).reshape(p.shape)
-    return out, LogsumexpCache(probs_x, p.axes if len(p.shape) else (), keepdims, out_shape, backend)
+    cache = LogsumexpCache(probs_x, p.axes if len(p.shape) else (), keepdims, out_shape, backend)
+    if return_sign:  # the sum of exps is > 0, or 0 where out = -inf
+        with np.errstate(invalid="ignore"):
+            sign = np.where(np.isnan(out), np.nan, (out > -np.inf).astype(out.dtype)).astype(out.dtype)
+        return (out, sign.reshape(out_shape)), cache
+    return out, cache
 
 
-def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Array:
-    """Gradient of ``out = logsumexp(x, axis)`` with respect to x.
+def _sum_to(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a gradient over the axes that broadcasting added or stretched, back to ``shape``."""
+    lead = g.ndim - len(shape)
+    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    out: Array = g.sum(axis=tuple(range(lead)) + stretched, keepdims=True) if lead or stretched else g
+    return out.reshape(shape)
+
+
+def _weighted_rows(x: Array, b: Array) -> tuple[Array, Array, Array, Array]:
+    """``log|sum_j b_j exp(x_j)|`` of each row of (R, n) x and b, n >= 1, in float64: ``(out, sign, dx, db)``.
+
+    With ``m`` the largest x whose weight is not 0, ``w`` the sum of the weights at the maxima and ``rest``
+    the sum of ``b_j exp(x_j - m)`` below them, ``S = e^m (w + rest)`` and, as SciPy,
+
+        out = m + log|w| + log|1 + q|,   q = rest / w,   sign = sign(w) sign(1 + q)
+
+    (``log1p(q)``, or ``log1p(-q - 2)`` when ``1 + q < 0``): with unit weights this is logsumexp's own
+    ``m + log1p(r)``. When the weights of the maxima cancel (``w = 0``), ``out = m + log|w + rest|``. Rows
+    whose max is not finite use ``log|sum b exp(x)|`` as it is (inf, -inf or nan). The gradients
+    ``dx = b exp(x - m) / (w + rest)`` and ``db = exp(x - m) / (w + rest)`` (0 in dx where b = 0).
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        dropped = b == 0  # (R, n) b == 0 drops an entry, even an inf or nan one
+        xz = np.where(dropped, -np.inf, x).astype(x.dtype)  # (R, n)
+        s = shifted_rows(xz)  # float64: m, e = exp(xz - m), bad rows
+        b64 = b.astype(np.float64)  # (R, n)
+        top = xz == s.m[:, None]  # (R, n) the maxima (ties included)
+        be = b64 * s.e  # (R, n) b exp(x - m)
+        w = np.where(top, b64, 0.0).sum(axis=1)  # (R,)
+        rest = np.where(top, 0.0, be).sum(axis=1)  # (R,)
+        total = w + rest  # (R,) S e^-m
+        q = rest / w  # (R,)
+        out = s.m + np.log(np.abs(w)) + np.where(q >= -1, np.log1p(q), np.log1p(-q - 2))  # (R,)
+        sign = np.sign(w) * np.sign(1 + q)  # (R,)
+        direct = ~np.isfinite(q)  # w == 0 (the maxima cancel), or q overflowed
+        out[direct] = s.m[direct] + np.log(np.abs(total[direct]))
+        sign[direct] = np.sign(total[direct])
+        shift = s.m if s.bad is None else np.where(s.bad, 0.0, s.m)  # (R,)
+        e_all = np.where(dropped, np.exp(x.astype(np.float64) - shift[:, None]), s.e)  # (R, n) exp(x - m)
+        db = e_all / total[:, None]  # (R, n) d out / d b = exp(x) / S
+        dx = be / total[:, None]  # (R, n) d out / d x = b exp(x) / S
+        if s.bad is not None:  # +inf, nan, or every entry -inf or dropped: the sum as it is
+            xb, bb, db_ = x[s.bad].astype(np.float64), b64[s.bad], dropped[s.bad]
+            tot = np.where(db_, 0.0, bb * np.exp(xb)).sum(axis=1)
+            out[s.bad], sign[s.bad] = np.log(np.abs(tot)), np.sign(tot)
+            db[s.bad] = sign[s.bad, None] * np.exp(xb - out[s.bad, None])
+            dx[s.bad] = np.where(db_, 0.0, bb * db[s.bad])
+    return out, sign, dx, db
+
+
+def _logsumexp_weighted(
+    x: npt.ArrayLike, b: npt.ArrayLike, axis: Axis, keepdims: bool, return_sign: bool, backend: Backend,
+    threads: int | None,
+) -> tuple[Any, LogsumexpCache]:
+    """:func:`logsumexp_forward` with weights ``b``, SciPy 1.17's semantics (reference layer only).
+
+    Where SciPy's answer is not its own rule: an infinite result keeps dropping the entries of weight 0
+    (SciPy redoes such rows as ``log(sum(b * exp(x)))``, where ``0 * exp(nan)`` is nan again); maxima whose
+    weights cancel are summed around the max (SciPy's redo overflows to nan); an empty reduction has
+    sign 0 (SciPy: -1, the sign of its ``-inf``).
+    """
+    x = as_float_array("x", x)
+    b = as_float_array("b", b)
+    if b.dtype != x.dtype:
+        raise TypeError(f"b has dtype {b.dtype} but x has dtype {x.dtype}; they must match")
+    check_backend(backend)
+    check_threads(threads)
+    try:
+        shape = np.broadcast_shapes(x.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"b of shape {b.shape} does not broadcast against x of shape {x.shape}") from None
+    full = (1,) if len(shape) == 0 else shape  # a 0-D input counts as one element
+    axes = normalize_axis(axis, len(full))
+    xr, moved = _to_rows(np.broadcast_to(x, full), axes)  # (R, n)
+    br, _ = _to_rows(np.broadcast_to(b, full), axes)  # (R, n)
+    if xr.shape[1] == 0:  # an empty sum: 0, log 0 = -inf
+        out64, sign64 = np.full(xr.shape[0], -np.inf), np.zeros(xr.shape[0])
+        dx64, db64 = np.zeros(xr.shape), np.zeros(xr.shape)
+    else:
+        out64, sign64, dx64, db64 = _weighted_rows(xr, br)  # (R,), (R,), (R, n), (R, n)
+    if not return_sign:  # the log of a negative sum is nan (as SciPy), and so is its gradient
+        neg = sign64 < 0
+        out64[neg] = np.nan
+        dx64[neg], db64[neg] = np.nan, np.nan
+    out_shape = () if len(shape) == 0 else _reduced_shape(full, axes, keepdims)
+    out = out64.astype(x.dtype).reshape(out_shape)
+    dx_full = _from_rows(dx64.astype(x.dtype), moved, axes, len(full)).reshape(shape)
+    db_full = _from_rows(db64.astype(x.dtype), moved, axes, len(full)).reshape(shape)
+    cache = LogsumexpCache(dx_full, axes if len(shape) else (), keepdims, out_shape, "reference", db_full,
+                           x.shape, b.shape)
+    if return_sign:
+        return (out, sign64.astype(x.dtype).reshape(out_shape)), cache
+    return out, cache
+
+
+def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Any:
+    """Gradient of ``out = logsumexp(x, axis)`` with respect to x (and to the weights b, if given).
 
     Args:
-        dout: shape and dtype of the forward's ``out``.
+        dout: shape and dtype of the forward's ``out`` (with ``return_sign``, of the value: the sign is
+            piecewise constant and has no gradient).
         cache: from :func:`logsumexp_forward`.
 
     Returns:
-        dx: x's shape. A slice of all ``-inf`` gets a nan gradient, and a ``+inf`` entry nan (0 at its
-        finite neighbours): torch's ``exp(x - out)``.
+        dx: x's shape; with weights, ``(dx, db)`` in the shapes of x and b. A slice of all ``-inf`` gets a
+        nan gradient, and a ``+inf`` entry nan (0 at its finite neighbours): torch's ``exp(x - out)``.
+        With weights, an entry of weight 0 has ``dx = 0`` (it is dropped) and ``db = sign * exp(x - out)``;
+        a slice whose value is nan (a negative sum without ``return_sign``) has nan gradients.
 
     Derivation:
         ``d/dx_j log(sum_k exp(x_k)) = exp(x_j) / sum_k exp(x_k) = softmax(x)_j`` -- the gradient of
         logsumexp is softmax (the max shift cancels: it is a constant in the quotient). Each output
         element broadcasts back over its reduced slice, so ``dx = dout[R] * probs``.
+
+        With weights, ``out = log|S|``, ``S = sum_k b_k exp(x_k)``, and ``d log|S| = dS / S``:
+        ``d out / d x_j = b_j exp(x_j) / S = sign * b_j * exp(x_j - out)`` and
+        ``d out / d b_j = exp(x_j) / S = sign * exp(x_j - out)``, so ``dx = dout[R] * probs`` and
+        ``db = dout[R] * dweights``, each summed back over the axes that broadcasting stretched.
     """
     check_cache(cache, LogsumexpCache, "logsumexp_forward")
-    probs, axes, _, out_shape, _ = cache
+    probs, axes, _, out_shape = cache[:4]
     dout = check_dout(dout, out_shape, probs.dtype)
     r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
     dx: Array = dout.reshape(r_shape) * probs  # x.shape
     dx = np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
-    return dx
+    if cache.dweights is None:
+        return dx
+    assert cache.x_shape is not None and cache.b_shape is not None
+    db = np.asarray(dout.reshape(r_shape) * cache.dweights)  # the broadcast shape
+    return _sum_to(dx, cache.x_shape), _sum_to(db, cache.b_shape)
 
 
 def logsumexp(
@@ -468,11 +601,17 @@ def logsumexp(
     axis: Axis = -1,
     *,
     keepdims: bool = False,
+    b: npt.ArrayLike | None = None,
+    return_sign: bool = False,
     backend: Backend = "compiled",
     threads: int | None = None,
-) -> Array:
-    """``log(sum(exp(x), axis))`` without overflow; see :func:`logsumexp_forward` (the compiled backend
-    here skips the softmax that the forward keeps for the backward)."""
+) -> Any:
+    """``log(sum(exp(x), axis))`` without overflow, or ``log|sum(b * exp(x), axis)|`` with weights (and
+    its sign with ``return_sign``); see :func:`logsumexp_forward` (the compiled backend here skips the
+    softmax that the forward keeps for the backward)."""
+    if b is not None or return_sign is not False:
+        return logsumexp_forward(x, axis, keepdims=keepdims, b=b, return_sign=return_sign, backend=backend,
+                                 threads=threads)[0]
     p = _prepare(x, axis, backend, threads)
     if not p.compiled:
         return logsumexp_forward(x, axis, keepdims=keepdims, backend=backend, threads=threads)[0]
