@@ -148,6 +148,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "tinyops audit") -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``tinyops audit`` (also used by tinyops.cli's subparser)."""
+    parser.description = parser.description or (
+        "Audit TARGET's logsumexp, softmax, log_softmax or cross-entropy against an exact reference: the error "
+        "in ULPs per hard region, a hypothesis search for the worst input (shrunk, printed as Python), "
+        "metamorphic checks and special values. Exit status: 0 within the bounds, 1 above, 2 a bad TARGET."
+    )
     parser.add_argument("target", metavar="TARGET", help=f"{', '.join(BUILTINS)}, or package.module:function")
     parser.add_argument("--op", required=True, choices=OPS, help="what TARGET computes")
     parser.add_argument("--grad", action="store_true", help="also the gradient (TARGET: a built-in or an Adapter)")
