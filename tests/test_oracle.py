@@ -422,12 +422,15 @@ def _ce_g(r: Reference) -> tuple[Array, Array]:
 def ce_bwd_scale(r: Reference) -> tuple[Array, ...]:
     """``dlogits = g * (p * sum(a) - a)`` with ``g = dloss / denom`` (mean), ``dloss`` (sum) or ``dloss_n``
     (none). Accurate row kernel: ``|dx|`` (p and ``p_t - 1 = expm1(-loss)`` in float64, times g: a few
-    roundings). Otherwise relative to ``|g| * W`` with the softmax's C-term sum."""
-    gW, logits = _ce_g(r)
+    roundings). Otherwise relative to ``|g| * W`` with the softmax's C-term sum; at precision 'fast' the
+    target entry ``expm1(-loss)`` also carries the loss's error, ``2 max|x|``."""
+    gW, _ = _ce_g(r)
     if ce_row_kernel_accurate(r):
         return (finite_abs(r.grads[0]),)
-    C = logits.shape[0] if logits.ndim == 1 else logits.shape[1]
-    return (gW * (2 + finite_abs(r.grads[0]) + C),)
+    _, C, _, xmax, _ = _ce_setting(r)
+    # 'fast' forms the target's p_t - 1 = expm1(-loss) from a loss that rounded at the logits' magnitude
+    fast = 2 * xmax if r.options.get("precision") == "fast" else 0.0
+    return (gW * (2 + finite_abs(r.grads[0]) + C + fast),)
 
 
 def ce_bwd_cond(r: Reference) -> tuple[Array, ...]:
