@@ -337,6 +337,7 @@ def lce_option_cases(draw: st.DrawFn) -> dict[str, Any]:
     if "weight" in kw:
         kw["class_weight"] = kw.pop("weight")
     kw["chunk_size"] = draw(st.one_of(st.none(), st.integers(1, 300)))
+    kw["batch_invariant"] = draw(st.booleans())
     return {"x": x, "w": w, "b": b, "target": c["target"], "kw": kw, "seed": c["seed"]}
 
 
@@ -453,3 +454,46 @@ def test_chunk_size_changes_no_bit(backend: str, case: dict[str, Any], n: int, s
         assert len(other) == len(results[0])
         for name, a, r in zip(("loss", "lse", "dx", "dweight", "dbias"), other, results[0], strict=False):
             assert np.array_equal(a, r, equal_nan=True), name
+
+
+# ----------------------------------------------------------------------------- the same bits alone or in a batch
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=lce_option_cases(), n=st.integers(2, 40), seed=st.integers(0, 2**16))
+def test_batch_invariant_row_alone_equals_row_in_batch(backend: str, case: dict[str, Any], n: int, seed: int) -> None:
+    """With batch_invariant, each row's loss (reduction 'none') and lse are the same bits computed alone
+    (unbatched, and as a batch of one) and inside a batch of n rows, with every option."""
+    x0, w, b, kw = case["x"], case["w"], case["b"], dict(case["kw"])
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (n, x0.shape[-1])).astype(x0.dtype)
+    V = w.shape[1]
+    if case["target"].dtype.kind == "f":
+        target = rng.uniform(0, 1, (n, V)).astype(x.dtype)
+    else:
+        target = np.where(rng.uniform(size=n) < 0.2, kw.get("ignore_index", -100), rng.integers(0, V, n))
+    kw.update(reduction="none", return_lse=True, batch_invariant=True, backend=backend)
+    loss, lse = linear_cross_entropy(x, w, target, b, **kw)
+    for i in rng.choice(n, size=min(n, 4), replace=False):
+        alone, alone_lse = linear_cross_entropy(x[i], w, target[i], b, **kw)
+        one, one_lse = linear_cross_entropy(x[i : i + 1], w, target[i : i + 1], b, **kw)
+        assert np.array_equal(alone, loss[i], equal_nan=True) and np.array_equal(alone_lse, lse[i], equal_nan=True)
+        assert np.array_equal(one[0], loss[i], equal_nan=True) and np.array_equal(one_lse[0], lse[i], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_rows_matmul_kernel_equals_its_reference(dtype: np.dtype[Any]) -> None:
+    """The compiled fixed-order logits are the NumPy reference's bits (the same roundings in the same order),
+    on a width that is not a multiple of the kernel's column block, and close to BLAS's product."""
+    from tinyops.kernels.rows_matmul import COLS, rows_matmul
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(7, 33)).astype(dtype)
+    w = rng.normal(size=(33, COLS + 5)).astype(dtype)
+    ref = np.zeros((7, COLS + 5), dtype)
+    for d in range(33):
+        ref += x[:, d, None] * w[d]
+    got = rows_matmul(x, w, np.empty_like(ref), 2)
+    assert np.array_equal(got, ref)
+    bound = float((np.abs(x) @ np.abs(w)).max())  # the dot products' error scale
+    np.testing.assert_allclose(got, x @ w, rtol=0, atol=50 * float(np.finfo(dtype).eps) * bound)

@@ -13,6 +13,8 @@ when this folder is read-only), so later processes load it in milliseconds.
 - :mod:`tinyops.kernels.exp` -- ``exp`` in float32 and float64, written so that loops over it vectorize;
 - :mod:`tinyops.kernels.cross_entropy` -- the fused cross-entropy's row kernels, 'fast' and 'accurate';
 - :mod:`tinyops.kernels.softmax` -- logsumexp, softmax and log_softmax over rows, and their backwards;
+- :mod:`tinyops.kernels.rows_matmul` -- the logits of linear + cross-entropy row by row in a fixed order
+  (``batch_invariant=True``: a row's bits do not depend on its batch);
 - :mod:`tinyops.kernels.embedding` -- the gather and the scatter-add (indices in order, a block of columns per
   thread);
 - :mod:`tinyops.kernels.elementwise` -- tanh and its backward, batchnorm's passes and running statistics, SGD.
