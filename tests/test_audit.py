@@ -214,6 +214,26 @@ def test_search_finds_torch_cross_entropy_cancellation_and_shrinks_it() -> None:
     assert run_reproduction(s.reproduction) == pytest.approx(s.ulp, rel=1e-6)  # copy-pasteable, same error
 
 
+def test_search_reproduction_of_a_gradient_runs() -> None:
+    """A softmax gradient above a bound of 4 ULP: the printed Python recomputes the same error."""
+    s = measure.search(audit.builtin("torch", "softmax"), "torch", "softmax", F32, True, max_examples=50, max_ulp=4)
+    assert s.found and s.quantity == "softmax.grad" and "exact_gradient(\"softmax\", x, dout)" in s.reproduction
+    assert run_reproduction(s.reproduction) == pytest.approx(s.ulp, rel=1e-6)
+
+
+@pytest.mark.parametrize("op", audit.OPS)
+def test_exact_gradient_matches_the_chain_rule_written_out(op: str) -> None:
+    x, t = benign_batch(F64)
+    shape = x.shape[:1] if op in ("logsumexp", "cross_entropy") else x.shape
+    dout = np.random.default_rng(2).uniform(-2, 2, size=shape)
+    got = measure.exact_gradient(op, x, dout, t)
+    want = exact_of(op, x, t, dout)[1]
+    assert got.shape == want.shape == x.shape
+    with mpmath.workprec(exact.PREC):
+        pairs = zip(got.ravel(), want.ravel(), strict=True)
+        assert all(abs(a - b) <= mpmath.mpf(2) ** -200 * (1 + abs(b)) for a, b in pairs)
+
+
 def test_search_finds_the_overflow_of_a_softmax_without_max_shift() -> None:
     s = measure.search(audit.load_target("tests.test_audit:broken_softmax", "softmax"),
                        "tests.test_audit:broken_softmax", "softmax", F32, False, max_examples=100)

@@ -45,7 +45,17 @@ from ..testing import bounds, exact, regions
 from .adapters import Adapter, AuditError
 from .report import CheckResult, RegionStats, SearchResult, SpecialResult
 
-__all__ = ["QUANTITIES", "Case", "corpus", "make_case", "metamorphic", "run_regions", "search", "special_values"]
+__all__ = [
+    "QUANTITIES",
+    "Case",
+    "corpus",
+    "exact_gradient",
+    "make_case",
+    "metamorphic",
+    "run_regions",
+    "search",
+    "special_values",
+]
 
 Array = npt.NDArray[Any]
 QUANTITIES = {
@@ -149,6 +159,15 @@ def _exact_grad(op: str, ref: exact.Reference, dout: Array) -> Array:
             return np.asarray(g - ref.softmax * g.sum(axis=-1, keepdims=True))
         assert ref.grad is not None
         return np.asarray(ref.grad * g[:, None])
+
+
+def exact_gradient(op: str, x: Array, dout: Array, target: Array | None = None) -> Array:
+    """The exact gradient of ``sum(op(x) * dout)`` with respect to x (N, V), an object array of mpf;
+    ``target`` (N,) for cross_entropy."""
+    if op not in QUANTITIES:
+        raise ValueError(f"op must be one of {', '.join(QUANTITIES)}, got {op!r}")
+    ref = exact.reference(x, target if op == "cross_entropy" else None)
+    return _exact_grad(op, ref, np.asarray(dout))
 
 
 def _kappas(op: str, x: Array, t: Array, ref: exact.Reference) -> dict[str, Array]:
@@ -371,11 +390,9 @@ def reproduction(target: str, op: str, case: Case, q: str, err: float) -> str:
         assert case.dout is not None
         lines.append(f"dout = {_literal(case.dout)}")
         lines.append(f"got = f.backward({args}, dout)  # the gradient of sum(out * dout)")
-        exact_expr = {
-            "grad": "exact.cross_entropy_grad(x, target, dout)",
-            "lse.grad": "exact.softmax(x) * exact.round_to(dout, np.float64)[:, None]",
-        }.get(q, f"None  # the exact {q}: see tinyops.audit.measure")
-        lines.append(f"ref = {exact_expr}")
+        lines.insert(2, "from tinyops.audit.measure import exact_gradient")
+        lines.append(f'ref = exact_gradient("{op}", {args}, dout)' if op != "cross_entropy"
+                     else 'ref = exact_gradient("cross_entropy", x, dout, target)')
     else:
         lines.append(f"got = f.forward({args})")
         lines.append(f"ref = {fwd_exact[q]}")
