@@ -107,7 +107,9 @@ class Report:
         return self._render(markdown=False)
 
     def _render(self, markdown: bool) -> str:
-        table = md_table if markdown else text_table
+        def table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+            return md_table(header, rows) if markdown else text_table(header, rows, left)
+
         head = f"tinyops audit {self.target} --op {self.op}{' --grad' if self.grad else ''} --dtype {self.dtype}"
         parts = [("# " if markdown else "") + head + f" ({self.seconds:.1f} s)"]
         rows = [
@@ -149,12 +151,12 @@ class Report:
             rows = [[c.name, fmt_ulp(c.max_ulp), f"{c.tolerance:g}", "ok" if c.passed else "FAILED", c.note]
                     for c in self.metamorphic]
             header = ["check", "max ULP", "tolerance", "", "what"]
-            parts.append("Metamorphic checks (no oracle)\n\n" + table(header, rows))
+            parts.append("Metamorphic checks (no oracle)\n\n" + table(header, rows, (0, 4)))
         if self.special:
             rows = [[s.case, s.quantity, s.input, s.expected, s.scipy or "", s.got, s.verdict] for s in self.special]
             parts.append(
                 "Special values (expected: torch's semantics; SciPy's where it differs)\n\n"
-                + table(["case", "quantity", "input", "expected", "scipy", "got", "verdict"], rows)
+                + table(["case", "quantity", "input", "expected", "scipy", "got", "verdict"], rows, tuple(range(7)))
             )
         return "\n\n".join(parts) + "\n"
 
@@ -187,10 +189,10 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """A fixed-width table for the terminal."""
+def text_table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
+    """A fixed-width table for the terminal: the columns in ``left`` left-aligned, the others right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i in left else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join(fmt.format(*r).rstrip() for r in [header, *rows])
 
 
