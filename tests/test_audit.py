@@ -352,13 +352,12 @@ def test_cli_bad_target_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and err.startswith("tinyops audit: ") and message in err, err
 
 
-def test_cli_writes_text_markdown_json_and_plot(tmp_path: Path) -> None:
+def test_cli_writes_text_markdown_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["audit", "torch", "--op", "cross_entropy", "--grad", "--examples", "30", *SMALL_ARGS,
             "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--plot", str(tmp_path / "r.png")]
-    proc = subprocess.run([sys.executable, "-m", "tinyops", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 1, proc.stderr  # torch is above tinyops' bounds
-    assert "confident" in proc.stdout and "Worst-case search" in proc.stdout and "Special values" in proc.stdout
+    assert cli_main(args) == 1  # torch is above tinyops' bounds
+    out = capsys.readouterr().out
+    assert "confident" in out and "Worst-case search" in out and "Special values" in out
     payload = json.loads((tmp_path / "r.json").read_text())
     assert payload["op"] == "cross_entropy" and payload["search"]["found"]
     assert {r["quantity"] for r in payload["regions"]} == {"loss", "grad"}
