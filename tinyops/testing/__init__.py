@@ -1,6 +1,6 @@
 """Tools for testing numerical accuracy; each submodule needs an optional package, imported only on use.
 
-The stable API (documented here and in docs/accuracy.md, "Testing your own kernel"):
+The stable API (documented here and in docs/accuracy.md, "Auditing your own function"):
 
 - :mod:`tinyops.testing.exact` (needs mpmath): exact references for logsumexp, softmax, log_softmax and
   the cross-entropy (value and gradient) on the exact binary values of float inputs (``reference``,
