@@ -169,7 +169,7 @@ def replace_between(path: Path, body: str) -> None:
         raise SystemExit(f"{path}: the atlas markers are missing ({begin} ... {end})")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(head + begin + "\n" + body + "\n" + end + tail)
+    path.write_text(head + begin + "\n\n" + body + "\n\n" + end + tail)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
