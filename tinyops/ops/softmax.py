@@ -592,8 +592,9 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Any:
     if cache.dweights is None:
         return dx
     assert cache.x_shape is not None and cache.b_shape is not None
-    db = np.asarray(dout.reshape(r_shape) * cache.dweights)  # the broadcast shape
-    return _sum_to(dx, cache.x_shape), _sum_to(db, cache.b_shape)
+    with np.errstate(invalid="ignore"):  # a sum of 0 (sign 0) has infinite gradients: their sums may be nan
+        db = np.asarray(dout.reshape(r_shape) * cache.dweights)  # the broadcast shape
+        return _sum_to(dx, cache.x_shape), _sum_to(db, cache.b_shape)
 
 
 def logsumexp(
