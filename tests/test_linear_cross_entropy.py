@@ -497,3 +497,56 @@ def test_rows_matmul_kernel_equals_its_reference(dtype: np.dtype[Any]) -> None:
     assert np.array_equal(got, ref)
     bound = float((np.abs(x) @ np.abs(w)).max())  # the dot products' error scale
     np.testing.assert_allclose(got, x @ w, rtol=0, atol=50 * float(np.finfo(dtype).eps) * bound)
+
+
+# ----------------------------------------------------------------------------- the options: fused = unfused, gradcheck
+
+OPTION_SETS: list[dict[str, Any]] = [
+    {"class_weight": True, "ignore_index": 2, "label_smoothing": 0.1},
+    {"z_loss": 0.01, "softcap": 3.0},
+    {"probs": True, "class_weight": True, "z_loss": 0.2},
+    {"ignore_index": 2, "z_loss": 0.5, "softcap": 1.5, "reduction": "none"},
+    {"probs": True, "label_smoothing": 0.3, "softcap": 4.0, "reduction": "sum"},
+]
+
+
+def _option_inputs(spec: dict[str, Any], dtype: np.dtype[Any]) -> tuple[Array, Array, Array, Array, dict[str, Any]]:
+    rng = np.random.default_rng(21)
+    N, D, V = 40, 6, 11
+    x = rng.normal(0, 1, (N, D)).astype(dtype)
+    w = rng.normal(0, 0.7, (D, V)).astype(dtype)
+    b = rng.normal(0, 0.5, V).astype(dtype)
+    kw = {k: v for k, v in spec.items() if k != "probs"}
+    if kw.get("class_weight"):
+        kw["class_weight"] = rng.uniform(0.5, 2, V).astype(dtype)
+    t = rng.uniform(0, 1, (N, V)).astype(dtype) if spec.get("probs") else rng.integers(0, V, N)
+    return x, w, b, t, kw
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec", OPTION_SETS)
+def test_options_equal_the_unfused_chain(backend: Any, spec: dict[str, Any]) -> None:
+    """With each set of options the fused op gives the unfused linear + cross_entropy's loss, lse and
+    gradients (float64, to the matrix products' rounding)."""
+    x, w, b, t, kw = _option_inputs(spec, F64)
+    (loss, lse), cache = linear_cross_entropy_forward(x, w, t, b, return_lse=True, backend=backend, **kw)
+    dloss = np.random.default_rng(2).standard_normal(np.shape(loss))
+    got = (loss, lse, *linear_cross_entropy_backward(dloss, cache))
+    logits, lin_cache = tinyops.linear_forward(x, w, b)
+    ce_kw = {("weight" if k == "class_weight" else k): v for k, v in kw.items()}
+    (ref_loss, ref_lse), ce_cache = tinyops.cross_entropy_forward(logits, t, return_lse=True, backend=backend, **ce_kw)
+    want = (ref_loss, ref_lse, *tinyops.linear_backward(tinyops.cross_entropy_backward(dloss, ce_cache), lin_cache))
+    for name, g, r in zip(("loss", "lse", "dx", "dweight", "dbias"), got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=0, atol=1e-12 * (1 + float(np.max(np.abs(r)))), err_msg=name)
+
+
+@pytest.mark.parametrize("spec", OPTION_SETS)
+def test_options_gradcheck(spec: dict[str, Any]) -> None:
+    """Central differences (float64) through every option: x, weight and bias."""
+    x, w, b, t, kw = _option_inputs(spec, F64)
+
+    def forward(x: Array, weight: Array, bias: Array, **kwargs: Any) -> Any:  # the targets are not differentiated
+        return linear_cross_entropy_forward(x, weight, t[:8], bias, **kwargs)
+
+    res = tinyops.gradcheck(forward, (x[:8], w, b), linear_cross_entropy_backward, kwargs=kw, seed=3)
+    assert res.passed, str(res)
