@@ -54,10 +54,13 @@ from .rounding import (
     EXP_ERR,
     FELL_DD,
     FELL_NONE,
+    FELL_RESUM,
     FELL_UNDECIDED,
     L_ERR,
+    L_ERR_EXACT,
     LOG1P_ERR,
     R_ERR,
+    R_ERR_EXACT,
     TINY_R,
     U,
     d_of,
@@ -67,6 +70,7 @@ from .rounding import (
     decided_dd32,
     round_dd32,
     sum_without_max,
+    sum_without_max_exact,
     two_diff_lo,
 )
 
@@ -170,12 +174,21 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     m = np.float64(mx)
     rh, rl = sum_without_max(row, m, None)
     xt = np.float64(row[t])
+    fell = FELL_NONE
     if is_float32(row):
         log1p_r = math.log1p(rh)
         loss_i = (m - xt) + log1p_r  # two terms >= 0, the first exact
         lse_i = m + log1p_r
         err = L_ERR * log1p_r
         redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
+        if redo:  # the second tier: r summed exactly
+            rh, rl = sum_without_max_exact(row, m, None)
+            fell = FELL_RESUM
+            log1p_r = math.log1p(rh)
+            loss_i = (m - xt) + log1p_r
+            lse_i = m + log1p_r
+            err = L_ERR_EXACT * log1p_r
+            redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
         stats[LOSS_ERR, i] = err + U * loss_i
     else:
         log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
@@ -189,7 +202,7 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     stats[SHIFT, i] = m
     stats[DEN, i] = (1.0 + rh) + rl
     stats[DTARGET, i] = math.expm1(-loss_i)
-    stats[FELL, i] = FELL_NONE
+    stats[FELL, i] = fell
     stats[LOSS64, i] = loss_i
     if redo:
         accurate_fallback(row, t, m, rh, out, stats, i)
@@ -240,6 +253,27 @@ def backward_fallback(row: Any, t: int, g: float, shift: float, drow: Any) -> in
 
 
 @jit(fastmath=SUM_FLAGS)
+def grad_row32(
+    src: Any, t: int, g: Any, shift: float, den: float, dtarget: float, drow: Any, r_err: float, l_err: float
+) -> int:
+    """``drow = g * (softmax - onehot(t))`` of a float32 row from float64 values, the softmax's divisor
+    ``den`` with relative error ``r_err * r / (1 + r) + u``; returns how many entries are not decided. The
+    target entry ``g * expm1(-loss)`` inherits the loss's relative error (``l_err``, the forward's)."""
+    scale = np.float64(g) / den
+    rel = EXP_ERR + r_err * ((den - 1.0) / den) + 5 * U
+    undecided = 0
+    for j in range(src.shape[0]):
+        v = exp64(np.float64(src[j]) - shift) * scale  # rounded once to float32
+        drow[j] = v
+        undecided += np.float32(v - rel * abs(v)) != np.float32(v + rel * abs(v))
+    if src.shape[0] > 0:
+        v = g * dtarget  # g * (softmax_t - 1)
+        drow[t] = v
+        undecided += not decided32(v, (l_err + LOG1P_ERR + 4 * U) * abs(v))
+    return undecided
+
+
+@jit(fastmath=SUM_FLAGS)
 def backward_row(
     row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
 ) -> int:
@@ -260,19 +294,12 @@ def backward_row(
                 for j in range(row.shape[0]):
                     keep[j] = row[j]
                 src = keep
-            rho = (den - 1.0) / den  # r / (1 + r)
-            rel = EXP_ERR + R_ERR * rho + 5 * U
-            undecided = 0
-            for j in range(row.shape[0]):
-                v = exp64(np.float64(src[j]) - shift) * scale  # rounded once to float32
-                drow[j] = v
-                undecided += np.float32(v - rel * abs(v)) != np.float32(v + rel * abs(v))
-            if row.shape[0] > 0:
-                v = g * dtarget  # g * (softmax_t - 1)
-                drow[t] = v
-                undecided += not decided32(v, (L_ERR + LOG1P_ERR + 4 * U) * abs(v))
-            if undecided > 0:
-                status = backward_fallback(src[: row.shape[0]], t, np.float64(g), shift, drow)
+            if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR, L_ERR) > 0:
+                status = FELL_RESUM  # the second tier: 1 + r summed exactly (and the loss's error with it)
+                rh, rl = sum_without_max_exact(src, shift, None)
+                den = (1.0 + rh) + rl
+                if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR_EXACT, L_ERR) > 0:
+                    status = backward_fallback(src[: row.shape[0]], t, np.float64(g), shift, drow)
             return status
         for j in range(row.shape[0]):
             hi = row[j] - shift

@@ -18,9 +18,8 @@ import numpy as np
 
 from ..ops._dd import INV_FACT, LN2, LOG2E, SPLITTER
 from ._numba import jit
+from .exp import scale64
 
-INV_FACT_HI = np.array([c[0] for c in INV_FACT])  # 1/k!, k = 0..13, as double-doubles
-INV_FACT_LO = np.array([c[1] for c in INV_FACT])
 LN2_1, LN2_2, LN2_3 = LN2
 
 
@@ -77,22 +76,41 @@ def dd_div(ah: float, al: float, bh: float, bl: float) -> Any:
     return fast_two_sum(q1, (rh + rl) / bh)
 
 
+C = [c for pair in INV_FACT for c in pair]  # 1/k! as (hi, lo) pairs, k = 0..13: scalar constants below
+C1H, C1L, C2H, C2L, C3H, C3L, C4H, C4L, C5H, C5L, C6H, C6L, C7H, C7L = C[2:16]
+C8, C9, C10, C11, C12, C13 = C[16], C[18], C[20], C[22], C[24], C[26]
+
+
 @jit()
 def expm1_reduced(th: float, tl: float) -> Any:
     """``expm1(t)`` for ``|t| <= 0.35``: Taylor of ``t / 16`` (degrees 8..13 in float64), four squarings."""
     th, tl = th * 0.0625, tl * 0.0625
-    tail = INV_FACT_HI[13]
-    for k in range(12, 7, -1):
-        tail = tail * th + INV_FACT_HI[k]
-    sh, sl = dd_add(tail * th, 0.0, INV_FACT_HI[7], INV_FACT_LO[7])
-    for k in range(6, 0, -1):
-        sh, sl = dd_mul(sh, sl, th, tl)
-        sh, sl = dd_add(sh, sl, INV_FACT_HI[k], INV_FACT_LO[k])
+    tail = ((((C13 * th + C12) * th + C11) * th + C10) * th + C9) * th + C8
+    sh, sl = dd_add(tail * th, 0.0, C7H, C7L)  # s = 1/k! + t s, k = 7..1
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C6H, C6L)
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C5H, C5L)
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C4H, C4L)
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C3H, C3L)
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C2H, C2L)
+    sh, sl = dd_mul(sh, sl, th, tl)
+    sh, sl = dd_add(sh, sl, C1H, C1L)
     yh, yl = dd_mul(sh, sl, th, tl)
-    for _ in range(4):  # expm1(2 z) = expm1(z) (2 + expm1(z))
-        ph, pl = dd_mul(yh, yl, yh, yl)
-        yh, yl = dd_add(2.0 * yh, 2.0 * yl, ph, pl)
-    return yh, yl
+    yh, yl = twice(yh, yl)  # expm1(2 z) = expm1(z) (2 + expm1(z)), four times: t / 16 -> t
+    yh, yl = twice(yh, yl)
+    yh, yl = twice(yh, yl)
+    return twice(yh, yl)
+
+
+@jit()
+def twice(yh: float, yl: float) -> Any:
+    """``expm1(2 z)`` from ``y = expm1(z)``: ``y (2 + y) = 2y + y^2``, no cancellation."""
+    ph, pl = dd_mul(yh, yl, yh, yl)
+    return dd_add(2.0 * yh, 2.0 * yl, ph, pl)
 
 
 @jit()
@@ -119,9 +137,8 @@ def dd_exp(xh: float, xl: float, scale: int) -> Any:
     yh, yl = expm1_reduced(th, tl)
     eh, el = fast_two_sum(1.0, yh)
     el += yl
-    ki = int(k) + scale
-    k1 = ki // 2  # 2^k as two factors: each a normal number
-    return math.ldexp(math.ldexp(eh, k1), ki - k1), math.ldexp(math.ldexp(el, k1), ki - k1)
+    n = k + scale
+    return scale64(eh, n), scale64(el, n)  # 2^n as two factors, each a normal number: one rounding
 
 
 @jit()

@@ -2,15 +2,18 @@
 
 Every output of a float32 row is computed in float64 (``v``) together with a bound ``err`` on
 ``|v - exact|``; if ``v - err`` and ``v + err`` round to the same float32, so does the exact value (rounding
-is monotone), and that float32 is the correctly rounded result (:func:`decided32`). Otherwise the row is
-computed again in double-double (:mod:`tinyops.kernels.dd`), whose error is below ``2**-90`` of the terms,
-and that value is rounded (:func:`round_dd32`). docs/derivations.md derives the bounds; the constants:
+is monotone), and that float32 is the correctly rounded result (:func:`decided32`). Otherwise the row's
+``r`` is summed again with every rounding error carried (:func:`sum_without_max_exact`, a bound 15 times
+smaller) and the outputs decided again; if some still are not, the row is computed in double-double
+(:mod:`tinyops.kernels.dd`), whose error is below ``2**-88`` of the terms, and that value is rounded
+(:func:`round_dd32`). docs/derivations.md derives the bounds; the constants:
 
     u = 2^-53                  the float64 unit roundoff
     EXP_ERR   = 2u             exp64 (measured: at most 1.23 u over 3e6 arguments)
     LOG1P_ERR = 2u             libm's log1p and expm1 (measured: at most 1.1 u)
     SUM_ERR   = (BLOCK + 1) u  the row sum: blocks of BLOCK entries summed in any order ((BLOCK - 1) u),
-                               the block sums added by Neumaier's compensated sum (2u)
+                               the block sums added by Neumaier's compensated sum (2u); 3u for the exact
+                               re-sum of the second tier (R_ERR_EXACT, L_ERR_EXACT)
     R_ERR  = EXP_ERR + SUM_ERR + u           relative error of r = sum_{j != a} exp(x_j - m)
     L_ERR  = R_ERR + LOG1P_ERR + 2u          relative error of log1p(r) (r / (1 + r) <= log1p(r))
 
@@ -38,20 +41,26 @@ from . import dd
 from ._numba import SUM_FLAGS, jit
 from .exp import exp64, is_float32
 
-# entries per block of a row sum. The decision bound grows with it ((BLOCK - 1) u) and so does the share of
-# rows that fall back; 8 keeps the sum vectorized (measured: the same time as 64 on (4096, 8192) float32).
-BLOCK = 8
+# entries per block of a row sum. The sum is vectorized within a block and its bound grows with the block,
+# (BLOCK - 1) u: blocks of 8 to 32 keep the bound small but made the (1024, 8192) float32 forward 1.5 to 1.7
+# times slower than blocks of 64 (measured, medians); a row the bound leaves undecided is summed again
+# exactly instead (sum_without_max_exact, the second tier), which the fallback counts show is rare.
+BLOCK = 64
 U = 2.0**-53
 EXP_ERR = 2 * U
 LOG1P_ERR = 2 * U
 SUM_ERR = (BLOCK + 1) * U
 R_ERR = EXP_ERR + SUM_ERR + U
 L_ERR = R_ERR + LOG1P_ERR + 2 * U
+R_ERR_EXACT = EXP_ERR + 3 * U  # the second tier: each exp64 summed with its rounding error carried
+L_ERR_EXACT = R_ERR_EXACT + LOG1P_ERR + 2 * U
 DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
 TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative precision (float64 rows)
 DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996: Dekker's split)
 
-FELL_NONE, FELL_DD, FELL_UNDECIDED = 0, 1, 2  # per row: how its outputs were decided (see fallback counts)
+# per row, how its outputs were decided: by the float64 values (NONE), after the exact re-sum (RESUM), in
+# double-double (DD), or left open even by the double-double value (UNDECIDED, never seen)
+FELL_NONE, FELL_DD, FELL_UNDECIDED, FELL_RESUM = 0, 1, 2, 3
 
 
 # ----------------------------------------------------------------------------- the decision
@@ -126,6 +135,26 @@ def sum_without_max(row: Any, m: float, e: Any) -> Any:
         total, comp = add_compensated(total, comp, s)
     hi, lo = dd.two_sum(total, ties - 1.0)  # the other maxima, exp(0) = 1 each
     return dd.fast_two_sum(hi, lo + comp)
+
+
+@jit()
+def sum_without_max_exact(row: Any, m: float, e: Any) -> Any:
+    """:func:`sum_without_max` (float32 rows) with every exp added by TwoSum, the errors carried to the end:
+    the sum's own error is then below 3u, and that of r is EXP_ERR + 3u (the second tier). Not vectorized."""
+    hi, lo = 0.0, 0.0
+    ties = 0
+    for j in range(row.shape[0]):
+        d = np.float64(row[j]) - m
+        e_j = exp64(d)
+        if e is not None:
+            e[j] = e_j
+        if d == 0.0:
+            ties += 1
+            continue
+        hi, err = dd.two_sum(hi, e_j)
+        lo += err
+    hi, err = dd.two_sum(hi, ties - 1.0)
+    return dd.fast_two_sum(hi, lo + err)
 
 
 @jit()

@@ -66,9 +66,11 @@ from .rounding import (
     EXP_ERR,
     FELL_DD,
     FELL_NONE,
+    FELL_RESUM,
     FELL_UNDECIDED,
-    L_ERR,
+    LOG1P_ERR,
     R_ERR,
+    R_ERR_EXACT,
     TINY_R,
     U,
     add_compensated,
@@ -79,6 +81,7 @@ from .rounding import (
     decided_dd32,
     round_dd32,
     sum_without_max,
+    sum_without_max_exact,
     two_diff_lo,
 )
 
@@ -182,6 +185,25 @@ def fallback_row(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: 
 
 
 @jit(fastmath=FLAGS)
+def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: float, r_err: float) -> int:
+    """The outputs ``op`` asks for of a float32 row from ``m`` and ``r`` (relative error ``r_err``): how many
+    of them the float64 values do not decide."""
+    log1p_r = math.log1p(r)
+    l_err = r_err + LOG1P_ERR + 2 * U
+    undecided = 0
+    if op == LSE or op == LSE_PROBS:
+        v = m + log1p_r
+        lse[i] = v
+        undecided += not decided32(v, l_err * log1p_r + 2 * U * abs(v))
+    if op == LSE_PROBS or op == SOFTMAX:
+        den = 1.0 + r
+        undecided += softmax_into(e, den, y[i], EXP_ERR + r_err * (r / den) + 5 * U)
+    elif op == LOG_SOFTMAX:
+        undecided += log_softmax_into(row, m, log1p_r, y[i], l_err * log1p_r)
+    return undecided
+
+
+@jit(fastmath=FLAGS)
 def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) -> None:
     """Row ``i``: max, ``r``, then the outputs ``op`` asks for (``lse[i]`` and/or ``y[i]``); ``e`` (n,) scratch.
 
@@ -197,18 +219,11 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
     m = np.float64(mx)
     rh, rl = sum_without_max(row, m, e)
     if is_float32(row):
-        log1p_r = math.log1p(rh)
-        undecided = 0
-        if op == LSE or op == LSE_PROBS:
-            v = m + log1p_r
-            lse[i] = v
-            undecided += not decided32(v, L_ERR * log1p_r + 2 * U * abs(v))
-        if op == LSE_PROBS or op == SOFTMAX:
-            den = 1.0 + rh
-            undecided += softmax_into(e, den, y[i], EXP_ERR + R_ERR * (rh / den) + 5 * U)
-        elif op == LOG_SOFTMAX:
-            undecided += log_softmax_into(row, m, log1p_r, y[i], L_ERR * log1p_r)
-        redo = undecided > 0
+        redo = False
+        if outputs32(row, op, lse, y, i, e, m, rh, R_ERR) > 0:  # the second tier: r summed exactly
+            rh, _ = sum_without_max_exact(row, m, e)
+            fell[i] = FELL_RESUM
+            redo = outputs32(row, op, lse, y, i, e, m, rh, R_ERR_EXACT) > 0
     else:
         log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
         redo = 0.0 < rh < TINY_R
