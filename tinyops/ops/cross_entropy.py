@@ -254,7 +254,7 @@ def ce_rows_forward(
         if precision == "accurate":
             s = shifted_rows(x)  # float64: m, r, log1p(r); exp(x - m) in s.e
             probs = s.e / (1.0 + s.r)[:, None]  # (M, C) float64 softmax, rounded in the backward
-            loss, loss_err, lse, fell = _accurate_losses(s, t)  # (M,) float64, float64, x's dtype, int8
+            loss, loss_lo, loss_err, lse, fell = _accurate_losses(s, t)  # (M,) float64 x3, x's dtype, int8
             m, bad = s.m, s.bad
         else:
             m = x.max(axis=1)  # (M,)
@@ -270,16 +270,18 @@ def ce_rows_forward(
         loss[bad], lse[bad], dtarget[bad], probs[bad] = np.nan, m[bad], np.nan, np.nan
     if precision != "accurate":
         return loss.astype(x.dtype), lse.astype(x.dtype), RowsCache(probs, t, dtarget)
-    out = _round_losses(loss, loss_err, fell, x.dtype)
+    out = round_dd32(loss, loss_lo) if x.dtype == np.float32 else loss.astype(x.dtype)  # (M,) one rounding
     return out, lse, RowsCache(probs, t, dtarget, x, s.m, s.r, loss, loss_err, fell)
 
 
-def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Array, Array, Array]:
-    """``(loss (M,) float64, loss_err (M,), lse (M,) in x's dtype, fell (M,) int8)`` of the accurate forward.
+def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Array, Array, Array, Array]:
+    """``(loss (M,) float64, loss_lo (M,), loss_err (M,), lse (M,) in x's dtype, fell (M,) int8)`` of the
+    accurate forward.
 
     ``loss = (m - x_t) + log1p(r)``; float32 rows whose loss the float64 value does not decide (and float64
-    rows with ``r < 2^-960``) are redone in double-double: there ``loss`` is its high part and ``loss_err``
-    covers the low part. ``fell`` as :func:`~tinyops.ops.softmax.lse_rows`, for both the loss and lse."""
+    rows with ``r < 2^-960``) are redone in double-double: there ``loss + loss_lo`` is the double-double
+    (loss_lo is 0 elsewhere) and ``loss_err`` covers the low part. ``fell`` as
+    :func:`~tinyops.ops.softmax.lse_rows`, for both the loss and lse."""
     assert s.x is not None
     x = s.x
     M = x.shape[0]
@@ -297,6 +299,7 @@ def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Ar
     else:
         redo = good & (s.r > 0) & (s.r < TINY_R)
         loss_err[:] = np.inf
+    loss_lo = np.zeros_like(loss)
     if redo.any():
         k = np.flatnonzero(redo)
         dd = dd_rows(x[k], s.m[k], s.r[k])
@@ -305,18 +308,12 @@ def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Ar
         vh = np.where(np.isneginf(dh), np.inf, vh)  # a -inf target: loss +inf
         vl = np.where(np.isneginf(dh), 0.0, vl)
         err = DD_ERR * (np.abs(dh) + dd.log1p_r[0])
-        loss[k], loss_err[k] = vh, np.abs(vl) + err
+        loss[k], loss_lo[k], loss_err[k] = vh, vl, np.abs(vl) + err
         if x.dtype == np.float32:
             fell[k] = np.maximum(fell[k], 1 + ~decided_dd32(vh, vl, err))
         else:
             fell[k] = np.maximum(fell[k], 1)
-    return loss, loss_err, lse, fell
-
-
-def _round_losses(loss: Array, loss_err: Array, fell: Array, dtype: np.dtype[Any]) -> Array:
-    """The float64 losses rounded to dtype (a double-double loss's low part is in loss_err only: its float32
-    rounding is decided by the high part, unless fell says the row is still open)."""
-    return loss.astype(dtype)
+    return loss, loss_lo, loss_err, lse, fell
 
 
 def ce_rows_backward(g: Array, state: RowsCache | CompiledRowsState, *, out: Array | None = None) -> Array:
