@@ -66,6 +66,7 @@ from .rounding import (
     d_of,
     dd_exp_of,
     dd_row,
+    dd_sum_err,
     decided32,
     decided_dd32,
     round_dd32,
@@ -149,7 +150,7 @@ def accurate_fallback(row: Any, t: int, m: float, r_fast: float, out: Any, stats
     if is_float32(row):
         out[LOSS, i] = round_dd32(vh, vl)
         out[LSE, i] = round_dd32(wh, wl)
-        if not (decided_dd32(vh, vl, DD_ERR * (abs(gh) + lh)) and decided_dd32(wh, wl, DD_ERR * (abs(m) + lh))):
+        if not (decided_dd32(vh, vl, dd_sum_err(gh, lh)) and decided_dd32(wh, wl, dd_sum_err(m, lh))):
             status = FELL_UNDECIDED
     else:
         out[LOSS, i] = vh
@@ -157,7 +158,7 @@ def accurate_fallback(row: Any, t: int, m: float, r_fast: float, out: Any, stats
     stats[DTARGET, i] = math.expm1(-vh)
     stats[FELL, i] = status
     stats[LOSS64, i] = vh
-    stats[LOSS_ERR, i] = abs(vl) + DD_ERR * (abs(gh) + lh)
+    stats[LOSS_ERR, i] = abs(vl) + dd_sum_err(gh, lh)
 
 
 @jit(fastmath=SUM_FLAGS)

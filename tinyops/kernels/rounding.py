@@ -90,6 +90,14 @@ def round_dd32(h: float, lo: float) -> Any:
 
 
 @jit()
+def dd_sum_err(a: float, log1p_r: float) -> float:
+    """The error of ``a +- log1p(r)`` in double-double, ``a`` an exact float64: ``log1p(r)``'s own relative
+    error, and the rounding of the addition, below ``2^-104`` of the smaller term (a sum's rounding error
+    never exceeds its smaller operand)."""
+    return DD_ERR * log1p_r + 2.0**-100 * min(abs(a), log1p_r)
+
+
+@jit()
 def decided_dd32(h: float, lo: float, err: float) -> Any:
     """Whether the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding."""
     if not math.isfinite(h):

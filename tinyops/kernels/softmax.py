@@ -77,6 +77,7 @@ from .rounding import (
     d_of,
     dd_exp_of,
     dd_row,
+    dd_sum_err,
     decided32,
     decided_dd32,
     round_dd32,
@@ -123,7 +124,7 @@ def log_softmax_into(row: Any, m: float, log1p_r: float, out: Any, err: float) -
             v = (np.float64(row[j]) - m) - log1p_r
             out[j] = v
             w = err + 2 * U * abs(v)
-            undecided += np.float32(v - w) != np.float32(v + w)
+            undecided += math.isfinite(v) and np.float32(v - w) != np.float32(v + w)  # -inf: decided
     else:
         for j in range(row.shape[0]):
             hi = row[j] - m
@@ -158,7 +159,7 @@ def fallback_row(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: 
     if op == LSE or op == LSE_PROBS:
         vh, vl = dd.dd_add(m, 0.0, lh, ll)
         lse[i] = round_dd32(vh, vl) if f32 else vh
-        if f32 and not decided_dd32(vh, vl, DD_ERR * (abs(m) + lh)):
+        if f32 and not decided_dd32(vh, vl, dd_sum_err(m, lh)):
             status = FELL_UNDECIDED
     if op == LSE_PROBS or op == SOFTMAX:
         for j in range(row.shape[0]):
@@ -176,7 +177,7 @@ def fallback_row(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: 
                 continue
             vh, vl = dd.dd_add(xh, xl, -lh, -ll)
             y[i, j] = round_dd32(vh, vl) if f32 else vh
-            if f32 and not decided_dd32(vh, vl, DD_ERR * (abs(xh) + lh)):
+            if f32 and not decided_dd32(vh, vl, dd_sum_err(xh, lh)):
                 status = FELL_UNDECIDED
     return status
 

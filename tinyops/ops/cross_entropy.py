@@ -53,6 +53,7 @@ from .softmax import (
     ShiftedRows,
     U,
     dd_rows,
+    dd_sum_err,
     decided_dd32,
     lse_rows,
     round_dd32,
@@ -307,7 +308,7 @@ def _accurate_losses(s: ShiftedRows, t: npt.NDArray[np.intp]) -> tuple[Array, Ar
         vh, vl = _dd.dd_add(-dh, -dl, *dd.log1p_r)
         vh = np.where(np.isneginf(dh), np.inf, vh)  # a -inf target: loss +inf
         vl = np.where(np.isneginf(dh), 0.0, vl)
-        err = DD_ERR * (np.abs(dh) + dd.log1p_r[0])
+        err = dd_sum_err(dh, dd.log1p_r[0])
         loss[k], loss_lo[k], loss_err[k] = vh, vl, np.abs(vl) + err
         if x.dtype == np.float32:
             fell[k] = np.maximum(fell[k], 1 + ~decided_dd32(vh, vl, err))

@@ -225,6 +225,15 @@ def _redo_rows(s: ShiftedRows, redo: npt.NDArray[np.bool_]) -> tuple[npt.NDArray
     return k, dd_rows(s.x[k], s.m[k], s.r[k])
 
 
+def dd_sum_err(a: Array, log1p_r: Array) -> Array:
+    """The error of ``a +- log1p(r)`` in double-double, ``a`` an exact float64: ``log1p(r)``'s own relative
+    error, and the rounding of the addition, which is below ``2^-104`` of the smaller term (a sum's rounding
+    error never exceeds its smaller operand): a result next to a float32 midpoint by ``a`` alone is decided
+    by the sign of ``log1p(r)``."""
+    out: Array = DD_ERR * log1p_r + 2.0**-100 * np.minimum(np.abs(a), log1p_r)
+    return out
+
+
 def _finish(vh: Array, vl: Array, dtype: np.dtype[Any], err: Array) -> tuple[Array, npt.NDArray[np.bool_]]:
     """Round a double-double result to dtype; and where it still leaves a float32 rounding open."""
     if dtype == np.float32:
@@ -255,7 +264,7 @@ def lse_rows(s: ShiftedRows) -> tuple[Array, Array]:
     if redo.any():
         k, dd = _redo_rows(s, redo)
         vh, vl = _dd.dd_add(s.m[k], 0.0, *dd.log1p_r)
-        out[k], still = _finish(vh, vl, dtype, DD_ERR * (np.abs(s.m[k]) + dd.log1p_r[0]))
+        out[k], still = _finish(vh, vl, dtype, dd_sum_err(s.m[k], dd.log1p_r[0]))
         fell[k] += still
     return out, fell
 
@@ -316,7 +325,7 @@ def log_softmax_rows(s: ShiftedRows) -> tuple[Array, Array]:
             vh, vl = _dd.dd_add(*dd.d, -dd.log1p_r[0][:, None], -dd.log1p_r[1][:, None])
         vh = np.where(np.isneginf(dd.d[0]), -np.inf, vh)  # a -inf entry: -inf
         vl = np.where(np.isneginf(dd.d[0]), 0.0, vl)
-        out[k], still = _finish(vh, vl, dtype, DD_ERR * (np.abs(dd.d[0]) + dd.log1p_r[0][:, None]))
+        out[k], still = _finish(vh, vl, dtype, dd_sum_err(dd.d[0], dd.log1p_r[0][:, None]))
         fell[k] += still.any(axis=1)
     return out, fell
 
