@@ -21,14 +21,16 @@ kept out of the sum:
    (plus ``lo`` for float64), two terms <= 0: nothing cancels.
 
 Each output is rounded once to x's dtype. **Accuracy** against the exact (mpmath) values, held by
-tests/test_softmax_layers.py and tests/test_accuracy.py on the hard regions of :mod:`tinyops.testing.regions`:
+tests/test_rounding.py, tests/test_softmax_layers.py and tests/test_accuracy.py on the hard regions of
+:mod:`tinyops.testing.regions`:
 
-- float32: logsumexp and log_softmax within 2 ULP, softmax within 4 ULP (logsumexp near 0 with a max that
-  is not: plus the float64 rounding of ``m`` and ``log1p(r)``, ``4 eps64 (|m| + |lse - m| + log2 n + 1)``);
-- float64: within ``8 + 2 log2(n)`` ULP (the float64 sum of n terms has no wider type), on outputs that
-  are normal numbers;
-- against the reference: the same formulas, summed in another order: within 1 ULP of it in float32 (the
-  last rounding may fall the other way), within ``2 + 2 log2(n)`` ULP in float64.
+- float32: correctly rounded. Each output's float64 value comes with an error bound; where the bound
+  does not decide the float32 rounding the row's ``r`` is summed again exactly, then, if still undecided,
+  the row is computed in double-double (:mod:`tinyops.kernels.rounding`). So the reference layer, also
+  correctly rounded, gives the same bits;
+- float64: within ``8 + 2 log2(n)`` ULP (held; measured within 2, softmax 3), on outputs that are normal
+  numbers; rows where logsumexp cancels or the exps fall below the normal range are computed in
+  double-double.
 
 The backward accumulates its row sum in float64: ``dx = y * (dy - sum(dy * y))`` (softmax) and
 ``dx = dy - exp(y) * sum(dy)`` (log_softmax; ``exp`` in y's dtype, as y is rounded to it), each entry

@@ -238,6 +238,10 @@ def ce_rows_forward(
         lse  = m + log1p(r)
         softmax_t - 1 = expm1(-loss)       the gradient's target entry: ``p - 1`` cancels when p is near 1
 
+    float32: the loss, lse and (in the backward) the gradient correctly rounded: a float32 result the float64
+    value and its error bound do not decide is computed again in double-double
+    (:func:`~tinyops.ops.softmax.dd_rows`; the compiled kernels first sum ``r`` again exactly).
+
     'fast' (x's dtype inside): the classic ``lse = m + log(sum(exp(x - m)))``, ``loss = lse - x[t]``:
     torch's formula, with its absolute error where ``lse - x[t]`` cancels.
 
@@ -866,7 +870,7 @@ def cross_entropy_forward(
         softcap: None, or the soft cap ``c > 0`` of the logits.
         return_lse: also return each position's ``lse`` (of the capped logits), the loss's per-position
             shape; it is a by-product, not differentiated (the backward takes ``dloss`` only).
-        precision: 'accurate' (default: float64 inside, a few ulp) or 'fast' (the logits' dtype inside,
+        precision: 'accurate' (default: float64 inside; float32 correctly rounded) or 'fast' (the logits' dtype inside,
             torch's formula); see :func:`ce_rows_forward`. The dense path is always accurate.
         backend: 'compiled' (default) or 'reference': which layer runs the row kernel (index targets).
         threads: rows in parallel on this many threads (compiled backend; None: one).

@@ -17,9 +17,11 @@ at ``a``) and ``log_softmax_j = (x_j - m) - log1p(r)``, a sum of two terms <= 0,
 
 float32 (and float16) inputs are computed in float64: ``x_j - m`` is then exact (two float32 values
 differ by a float64 number, unless one is so much smaller that the difference rounds far below what
-matters), and one rounding to float32 at the end leaves the result within about 1 ULP -- except a
-``logsumexp`` close to 0 next to ``m < 0``, where ``m + log1p(r)`` cancels and keeps the absolute error
-of the float64 ``log1p(r)``, about ``1e-16 * |m|`` (log-normalized rows are the example). float64 inputs
+matters), and one rounding to float32 at the end leaves the result within about 1 ULP. A bound on each
+float64 value's error then decides whether that rounding is the correct one; the rows where it does not
+(a value next to a float32 midpoint, or a ``logsumexp`` close to 0 next to ``m < 0``, where
+``m + log1p(r)`` cancels) are computed again in double-double (:func:`lse_rows`, :func:`dd_rows`): float32
+results are correctly rounded. float64 inputs
 have no wider type, so ``x_j - m`` is formed exactly as a sum of two float64 numbers ``hi + lo``
 (TwoSum) and ``exp(hi + lo) = exp(hi) * (1 + lo)`` to first order: without it, ``x_j - m`` of size
 700 would carry a rounding error of up to 700 * eps / 2 into ``exp`` and so into a tiny probability.
@@ -412,9 +414,8 @@ def logsumexp_forward(
     weights, ``log(|sum(b * exp(x), axis)|)`` (SciPy's ``scipy.special.logsumexp``; see
     :func:`_logsumexp_weighted`).
 
-    Within 1 ULP of the exact value for float32 inputs wherever ``|out|`` is not far below ``|m|``
-    (``m + log1p(r)`` cancels only when ``m < 0`` and ``log1p(r)`` is close to ``-m``); see the module
-    docstring for how.
+    Correctly rounded for float32 inputs, also where ``m + log1p(r)`` cancels (``m < 0`` and ``log1p(r)``
+    close to ``-m``: computed in double-double); see the module docstring for how.
 
     Args:
         x: float array of any shape (0-D counts as one element).
@@ -649,7 +650,7 @@ def softmax_forward(
     """``out = exp(x - m) / sum(exp(x - m), axis)``, the max-subtracted (stable) softmax.
 
     Computed as ``exp(x_j - m) / (1 + r)`` in float64 for float32 inputs (see the module docstring):
-    within 1 ULP of the exact value.
+    correctly rounded.
 
     Args:
         x: float array of any shape (0-D counts as one element).
@@ -761,8 +762,8 @@ def log_softmax_forward(
     """``out = (x - m) - log1p(r)`` = ``x - logsumexp(x, axis)``, never ``log(softmax)`` (which is
     ``-inf`` once softmax underflows).
 
-    Both terms are <= 0, so nothing cancels: within 1 ULP of the exact value for float32 inputs (see
-    the module docstring).
+    Both terms are <= 0, so nothing cancels: correctly rounded for float32 inputs (see the module
+    docstring).
 
     Args:
         x: float array of any shape (0-D counts as one element).
