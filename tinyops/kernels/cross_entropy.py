@@ -182,14 +182,6 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
         lse_i = m + log1p_r
         err = L_ERR * log1p_r
         redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
-        if redo:  # the second tier: r summed exactly
-            rh, rl = sum_without_max_exact(row, m, None)
-            fell = FELL_RESUM
-            log1p_r = math.log1p(rh)
-            loss_i = (m - xt) + log1p_r
-            lse_i = m + log1p_r
-            err = L_ERR_EXACT * log1p_r
-            redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
         stats[LOSS_ERR, i] = err + U * loss_i
     else:
         log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
@@ -206,7 +198,28 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     stats[FELL, i] = fell
     stats[LOSS64, i] = loss_i
     if redo:
-        accurate_fallback(row, t, m, rh, out, stats, i)
+        accurate_redo(row, t, m, rh, out, stats, i)
+
+
+@jit()
+def accurate_redo(row: Any, t: int, m: float, r_fast: float, out: Any, stats: Any, i: int) -> None:
+    """The slow tiers of a row whose loss or lse the float64 values did not decide: for float32 rows, ``r``
+    summed exactly (the second tier) and the two decided again; then the double-double row."""
+    if is_float32(row):
+        rh, _ = sum_without_max_exact(row, m, None)
+        log1p_r = math.log1p(rh)
+        loss_i = (m - np.float64(row[t])) + log1p_r
+        lse_i = m + log1p_r
+        err = L_ERR_EXACT * log1p_r
+        if decided32(loss_i, err + 2 * U * loss_i) and decided32(lse_i, err + 2 * U * abs(lse_i)):
+            out[LOSS, i] = loss_i
+            out[LSE, i] = lse_i
+            stats[DTARGET, i] = math.expm1(-loss_i)
+            stats[FELL, i] = FELL_RESUM
+            stats[LOSS64, i] = loss_i
+            stats[LOSS_ERR, i] = err + U * loss_i
+            return
+    accurate_fallback(row, t, m, r_fast, out, stats, i)
 
 
 @jit(parallel=True)
@@ -274,6 +287,16 @@ def grad_row32(
     return undecided
 
 
+@jit()
+def backward_redo(src: Any, t: int, g: Any, shift: float, dtarget: float, drow: Any) -> int:
+    """The slow tiers of a float32 row whose gradient the float64 values did not decide: ``1 + r`` summed
+    exactly (the second tier), then, if still undecided, the double-double row. Returns its FELL_* status."""
+    rh, rl = sum_without_max_exact(src, shift, None)
+    if grad_row32(src, t, g, shift, (1.0 + rh) + rl, dtarget, drow, R_ERR_EXACT, L_ERR) == 0:
+        return FELL_RESUM
+    return backward_fallback(src, t, np.float64(g), shift, drow)  # type: ignore[no-any-return]
+
+
 @jit(fastmath=SUM_FLAGS)
 def backward_row(
     row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
@@ -296,11 +319,7 @@ def backward_row(
                     keep[j] = row[j]
                 src = keep
             if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR, L_ERR) > 0:
-                status = FELL_RESUM  # the second tier: 1 + r summed exactly (and the loss's error with it)
-                rh, rl = sum_without_max_exact(src, shift, None)
-                den = (1.0 + rh) + rl
-                if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR_EXACT, L_ERR) > 0:
-                    status = backward_fallback(src[: row.shape[0]], t, np.float64(g), shift, drow)
+                status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
         for j in range(row.shape[0]):
             hi = row[j] - shift
@@ -320,6 +339,12 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in prange(x.shape[0]):
         gi = g[0] if uniform else g[i]
+        if dx is not None and accurate and is_float32(x):  # the common case, its loop called directly
+            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], R_ERR, L_ERR):
+                fell[i] = backward_redo(x[i], t[i], gi, stats[SHIFT, i], stats[DTARGET, i], dx[i])
+            else:
+                fell[i] = FELL_NONE
+            continue
         into = None if dx is None else dx[i]  # dx None: over the logits
         fell[i] = backward_row(
             x[i],
@@ -339,6 +364,12 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool,
     uniform = g.shape[0] == 1  # one g for every row (a mean or a sum)
     for i in range(x.shape[0]):
         gi = g[0] if uniform else g[i]
+        if dx is not None and accurate and is_float32(x):  # the common case, its loop called directly
+            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], R_ERR, L_ERR):
+                fell[i] = backward_redo(x[i], t[i], gi, stats[SHIFT, i], stats[DTARGET, i], dx[i])
+            else:
+                fell[i] = FELL_NONE
+            continue
         into = None if dx is None else dx[i]  # dx None: over the logits
         fell[i] = backward_row(
             x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate, keep[0]

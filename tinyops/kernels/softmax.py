@@ -206,6 +206,16 @@ def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: 
     return undecided
 
 
+@jit()
+def forward_redo(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r_fast: float) -> int:
+    """The slow tiers of a float32 row with undecided outputs: ``r`` summed exactly (the second tier) and
+    the outputs decided again; then the double-double row. Returns its FELL_* status."""
+    r, _ = sum_without_max_exact(row, m, e)
+    if outputs32(row, op, lse, y, i, e, m, r, R_ERR_EXACT) == 0:
+        return FELL_RESUM
+    return fallback_row(row, op, lse, y, i, m, r_fast)  # type: ignore[no-any-return]
+
+
 @jit(fastmath=FLAGS)
 def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) -> None:
     """Row ``i``: max, ``r``, then the outputs ``op`` asks for (``lse[i]`` and/or ``y[i]``); ``e`` (n,) scratch.
@@ -222,22 +232,19 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
     m = np.float64(mx)
     rh, rl = sum_without_max(row, m, e)
     if is_float32(row):
-        redo = False
-        if outputs32(row, op, lse, y, i, e, m, rh, R_ERR) > 0:  # the second tier: r summed exactly
-            rh, _ = sum_without_max_exact(row, m, e)
-            fell[i] = FELL_RESUM
-            redo = outputs32(row, op, lse, y, i, e, m, rh, R_ERR_EXACT) > 0
-    else:
-        log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
-        redo = 0.0 < rh < TINY_R
-        if op == LSE or op == LSE_PROBS:
-            v = m + log1p_r
-            lse[i] = v
-            redo |= m < 0.0 and log1p_r > 0.25 * abs(v)  # m + log1p(r) cancels
-        if op == LSE_PROBS or op == SOFTMAX:
-            softmax_into(e, (1.0 + rh) + rl, y[i], 0.0)
-        elif op == LOG_SOFTMAX:
-            log_softmax_into(row, m, log1p_r, y[i], 0.0)
+        if outputs32(row, op, lse, y, i, e, m, rh, R_ERR) > 0:
+            fell[i] = forward_redo(row, op, lse, y, i, e, m, rh)
+        return
+    log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
+    redo = 0.0 < rh < TINY_R
+    if op == LSE or op == LSE_PROBS:
+        v = m + log1p_r
+        lse[i] = v
+        redo |= m < 0.0 and log1p_r > 0.25 * abs(v)  # m + log1p(r) cancels
+    if op == LSE_PROBS or op == SOFTMAX:
+        softmax_into(e, (1.0 + rh) + rl, y[i], 0.0)
+    elif op == LOG_SOFTMAX:
+        log_softmax_into(row, m, log1p_r, y[i], 0.0)
     if redo:
         fell[i] = fallback_row(row, op, lse, y, i, m, rh)
 
