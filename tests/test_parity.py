@@ -145,6 +145,18 @@ def test_infinity_conventions() -> None:
     assert dx[2, 0] == 0 and np.all(np.isfinite(dx[1:]))
 
 
+@pytest.mark.parametrize("backend", ["reference", "compiled"])
+def test_label_smoothing_that_underflows_in_float32_as_torch_float32(backend: str) -> None:
+    """eps / C below float32's smallest number is 0 in float32, for torch as for tinyops: its 0 * inf is nan
+    where a logit is -inf (float64 keeps eps and gives inf)."""
+    for eps in (2.9e-112, 1e-30):
+        for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+            x = np.array([0.0, -inf], dtype)
+            ours = tinyops.cross_entropy(x, np.array(0), label_smoothing=eps, backend=backend)
+            theirs = F.cross_entropy(torch.tensor(x, dtype=tdtype), torch.tensor(0), label_smoothing=eps)
+            assert np.array_equal(ours, theirs.numpy(), equal_nan=True), (eps, dtype, ours, theirs)
+
+
 def test_negative_label_smoothing_is_rejected_where_torch_ignores_it() -> None:
     """A documented difference: torch treats label_smoothing < 0 as 0; tinyops raises."""
     assert torch.isfinite(F.cross_entropy(torch.tensor(ROWS3), torch.tensor([0, 1, 2]), label_smoothing=-0.5))
