@@ -26,10 +26,20 @@ SUM_FLAGS = frozenset({"reassoc", "nsz", "contract"})  # loops that reduce: the 
 MAX_FLAGS = frozenset({"reassoc", "nsz", "nnan"})  # the row max; a nan is caught afterwards, by the sum
 
 
-def jit(*, parallel: bool = False, fastmath: frozenset[str] | None = None) -> Callable[[Any], Any]:
-    """numba's ``njit`` with this package's options (see the module docstring)."""
+def jit(
+    *, parallel: bool = False, fastmath: frozenset[str] | None = None, inline: bool = False
+) -> Callable[[Any], Any]:
+    """numba's ``njit`` with this package's options (see the module docstring).
+
+    ``inline``: inlined into its callers by numba itself, before the compiler sees the loop around the call
+    (some small helpers otherwise keep a loop from vectorizing)."""
     decorator: Callable[[Any], Any] = numba.njit(
-        cache=True, nogil=True, error_model="numpy", parallel=parallel, fastmath=set(fastmath or ())
+        cache=True,
+        nogil=True,
+        error_model="numpy",
+        parallel=parallel,
+        fastmath=set(fastmath or ()),
+        inline="always" if inline else "never",
     )
     return decorator
 

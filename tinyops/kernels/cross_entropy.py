@@ -69,6 +69,8 @@ from .rounding import (
     dd_sum_err,
     decided32,
     decided_dd32,
+    midpoint_reach,
+    near_midpoint32,
     round_dd32,
     sum_without_max,
     sum_without_max_exact,
@@ -275,11 +277,17 @@ def grad_row32(
     target entry ``g * expm1(-loss)`` inherits the loss's relative error (``l_err``, the forward's)."""
     scale = np.float64(g) / den
     rel = EXP_ERR + r_err * ((den - 1.0) / den) + 5 * U
+    reach = midpoint_reach(rel)
     undecided = 0
     for j in range(src.shape[0]):
         v = exp64(np.float64(src[j]) - shift) * scale  # rounded once to float32
         drow[j] = v
-        undecided += np.float32(v - rel * abs(v)) != np.float32(v + rel * abs(v))
+        undecided += near_midpoint32(v, reach)
+    if undecided > 0:  # near a midpoint, or below float32's normal range: the float test, per entry
+        undecided = 0
+        for j in range(src.shape[0]):
+            v = exp64(np.float64(src[j]) - shift) * scale
+            undecided += not decided32(v, rel * abs(v))
     if src.shape[0] > 0:
         v = g * dtarget  # g * (softmax_t - 1)
         drow[t] = v

@@ -55,6 +55,22 @@ def _f64_from_bits(typingctx: Any, bits: Any) -> Any:
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def _bits_of_f64(typingctx: Any, x: Any) -> Any:
+    """Reinterpret a float64 as the int64 with the same bits."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@jit()
+def bits_of_f64(x: Any) -> Any:
+    """The bits of a float64, as an int64 (inside compiled code)."""
+    return _bits_of_f64(np.float64(x))
+
+
 # ---------------------------------------------------------------- float32
 
 F32 = np.float32

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import dd
 from ._numba import SUM_FLAGS, jit
-from .exp import exp64, is_float32
+from .exp import bits_of_f64, exp64, is_float32
 
 # entries per block of a row sum. The sum is vectorized within a block and its bound grows with the block,
 # (BLOCK - 1) u: blocks of 8 to 32 keep the bound small but made the (1024, 8192) float32 forward 1.5 to 1.7
@@ -72,6 +72,34 @@ def decided32(v: float, err: float) -> Any:
     if not math.isfinite(v):
         return True
     return np.float32(v - err) == np.float32(v + err)
+
+
+LOW29 = (1 << 29) - 1  # the float64 mantissa bits below a float32's last one
+HALF29 = 1 << 28  # their pattern at a float32 midpoint
+TINY32 = 2.0**-126  # below this, float32 numbers are subnormal
+
+
+@jit()
+def midpoint_reach(rel: float) -> Any:
+    """A relative error bound ``rel`` in units of the float64 last place, for :func:`near_midpoint32`.
+
+    ``|v| < 2^(e+1)`` and ``ulp(v) = 2^(e-52)``, so ``rel |v| < rel 2^53`` ulps of v; one more covers the
+    rounding of the shift in :func:`near_midpoint32`. Valid while the result is below ``2^27``."""
+    return np.int64(math.ceil(rel * 2.0**53)) + np.int64(1)
+
+
+@jit(inline=True)
+def near_midpoint32(v: float, reach: Any) -> Any:
+    """Whether ``v`` may not decide its float32 rounding: a float32 midpoint lies within ``reach`` float64
+    ulps of it (:func:`midpoint_reach`), or ``|v|`` is below float32's normal range (where the midpoints
+    are elsewhere; the caller decides those with :func:`decided32`). The integer form of
+    ``not decided32(v, rel |v|)``, branch-free, so a loop calling it vectorizes.
+
+    The float32 midpoints of v's binade are the float64 numbers whose low 29 mantissa bits are ``2^28``;
+    those of the neighbouring binades are ``2^27`` ulps away or more. inf is decided (low bits 0); a nan
+    may count as undecided, which only costs its row a second look."""
+    low = bits_of_f64(v) & np.int64(LOW29)
+    return (abs(low - np.int64(HALF29)) <= reach) | (abs(v) < TINY32)
 
 
 @jit()
@@ -121,28 +149,43 @@ def sum_without_max(row: Any, m: float, e: Any) -> Any:
     total, comp = 0.0, 0.0  # a nan entry (x_j - m != 0) makes them nan
     ties = 0  # entries equal to the max
     n = row.shape[0]
-    for j0 in range(0, n, BLOCK):
-        s = 0.0
-        if is_float32(row):
-            for j in range(j0, min(j0 + BLOCK, n)):
-                d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
-                e_j = exp64(d)
-                if e is not None:
-                    e[j] = e_j
-                s += e_j if d != 0.0 else 0.0
-                ties += d == 0.0
-        else:
-            for j in range(j0, min(j0 + BLOCK, n)):
-                hi = row[j] - m
-                e_j = exp64(hi)
-                e_j += e_j * two_diff_lo(row[j], m, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
-                if e is not None:
-                    e[j] = e_j
-                s += e_j if hi != 0.0 else 0.0
-                ties += hi == 0.0
+    full = n - n % BLOCK
+    for j0 in range(0, full, BLOCK):  # full blocks: a fixed trip count, which the compiler unrolls
+        s, k = block_sum(row, m, e, j0, j0 + BLOCK)
+        ties += k
+        total, comp = add_compensated(total, comp, s)
+    if full < n:
+        s, k = block_sum(row, m, e, full, n)
+        ties += k
         total, comp = add_compensated(total, comp, s)
     hi, lo = dd.two_sum(total, ties - 1.0)  # the other maxima, exp(0) = 1 each
     return dd.fast_two_sum(hi, lo + comp)
+
+
+@jit(fastmath=SUM_FLAGS, inline=True)
+def block_sum(row: Any, m: float, e: Any, j0: int, j1: int) -> Any:
+    """``(sum, ties)`` over entries ``j0 <= j < j1`` for :func:`sum_without_max`: the exps below the max, how
+    many entries equal it."""
+    s = 0.0
+    ties = 0
+    if is_float32(row):
+        for j in range(j0, j1):
+            d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
+            e_j = exp64(d)
+            if e is not None:
+                e[j] = e_j
+            s += e_j if d != 0.0 else 0.0
+            ties += d == 0.0
+    else:
+        for j in range(j0, j1):
+            hi = row[j] - m
+            e_j = exp64(hi)
+            e_j += e_j * two_diff_lo(row[j], m, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
+            if e is not None:
+                e[j] = e_j
+            s += e_j if hi != 0.0 else 0.0
+            ties += hi == 0.0
+    return s, ties
 
 
 @jit()
