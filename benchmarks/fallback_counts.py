@@ -12,11 +12,19 @@ The counts are deterministic for a fixed seed (they do not depend on the machine
 table and one float64 table, in markdown:
 
     python benchmarks/fallback_counts.py [--seed 0] [--dtypes float32,float64]
+
+``--cost`` prints instead what the decision costs on random float32 logits: the median time of the
+compiled 'accurate' cross-entropy forward + backward over that of 'fast' (the classic float32 formula:
+no float64, no decision; the softmax family has no 'fast' to compare with), on 1 and 2 threads.
+Timings, unlike the counts, move with the machine's load (on a shared machine, +-30%).
+
+    python benchmarks/fallback_counts.py --cost [--repeats 21] [--shapes 4096x27,1024x8192,1024x50257]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 import numpy as np
@@ -79,11 +87,51 @@ def cases(dtype: np.dtype[Any], seed: int) -> list[tuple[str, Array, Array]]:
     return out
 
 
+def cost_ratio(x: Array, t: Array, threads: int, repeats: int) -> tuple[float, float, float]:
+    """Median times (ms) of the cross-entropy forward + backward, 'accurate' and 'fast', and their ratio."""
+    g = np.full(1, 1.0 / len(t), x.dtype)
+
+    def run(precision: str) -> None:
+        _, _, state = kce.ce_rows_forward(x, t, precision=precision, threads=threads)
+        kce.ce_rows_backward(g, state)
+
+    times: dict[str, list[float]] = {"accurate": [], "fast": []}
+    for p in times:
+        run(p)  # compiled, and the pages touched
+    for _ in range(repeats):  # interleaved, so that a change of load hits both
+        for p, ts in times.items():
+            t0 = time.perf_counter()
+            run(p)
+            ts.append(time.perf_counter() - t0)
+    a, f = (float(np.median(ts)) * 1e3 for ts in times.values())
+    return a, f, a / f
+
+
+def cost(shapes: str, repeats: int, seed: int) -> None:
+    print("\ncross-entropy forward + backward, float32 random normal logits, medians\n")
+    print("| shape | threads | 'accurate' ms | 'fast' ms | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    rng = np.random.default_rng(seed)
+    for shape in shapes.split(","):
+        N, V = (int(s) for s in shape.split("x"))
+        x = rng.standard_normal((N, V)).astype(np.float32)
+        t = rng.integers(0, V, N)
+        for threads in (1, 2):
+            a, f, r = cost_ratio(x, t, threads, repeats)
+            print(f"| {N}x{V} | {threads} | {a:.2f} | {f:.2f} | {r:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--cost", action="store_true", help="time 'accurate' against 'fast' instead")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--shapes", default="4096x27,1024x8192,1024x50257")
     args = parser.parse_args()
+    if args.cost:
+        cost(args.shapes, args.repeats, args.seed)
+        return
     for dt in args.dtypes.split(","):
         dtype = np.dtype(dt)
         print(f"\n**{dt}**: rows redone, compiled re-sum / double-double / open ; reference double-double / open\n")

@@ -82,6 +82,8 @@ from .rounding import (
     dd_sum_err,
     decided32,
     decided_dd32,
+    midpoint_reach,
+    near_midpoint32,
     round_dd32,
     sum_without_max,
     sum_without_max_exact,
@@ -107,11 +109,17 @@ def softmax_into(e: Any, den: float, out: Any, rel: float) -> int:
     Returns how many float32 entries the float64 quotient, within ``rel * |v|`` of the exact one, does
     not decide (0 for float64)."""
     undecided = 0
+    reach = midpoint_reach(rel)
     for j in range(out.shape[0]):
         v = e[j] / den
         out[j] = v
         if is_float32(out):
-            undecided += np.float32(v - rel * v) != np.float32(v + rel * v)
+            undecided += near_midpoint32(v, reach)
+    if undecided > 0:  # near a midpoint, or below float32's normal range: the float test, per entry
+        undecided = 0
+        for j in range(out.shape[0]):
+            v = e[j] / den
+            undecided += not decided32(v, rel * v)
     return undecided
 
 
