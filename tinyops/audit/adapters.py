@@ -90,11 +90,12 @@ def _tinyops(op: str, precision: str) -> Adapter:
 
 
 def _torch(op: str, compiled: bool) -> Adapter:
+    # torch is a contender here, never a dependency: loaded by name only when it is the target, as scipy and jax
     try:
-        import torch
-        import torch.nn.functional as F
+        torch: Any = importlib.import_module("torch")
     except ImportError as exc:
         raise Unavailable("torch is not installed") from exc
+    F = torch.nn.functional
     fn: Any = {
         "logsumexp": lambda x: torch.logsumexp(x, dim=-1),
         "softmax": lambda x: F.softmax(x, dim=-1),
