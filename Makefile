@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-random test-thorough mutation bench bench-full train check clean
+.PHONY: test test-random test-thorough mutation bench bench-full results train check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ bench-full: $(VENV)/.bench-installed
 	$(BIN)/tinyops bench embedding
 	$(BIN)/tinyops bench linear-ce
 	$(BIN)/tinyops bench accuracy
+
+# Every number, table and picture README.md and docs/ show: the training seeds, the benchmarks, the accuracy
+# atlas (about 45 minutes; best on an otherwise idle machine). RESULTS_ARGS="--only loss" reruns a part,
+# RESULTS_ARGS=--render rewrites the docs from results/ alone (benchmarks/results.py --help).
+results: $(VENV)/.bench-installed
+	@test -n "$(DATA)" || { echo "usage: make results DATA=path/to/names.txt [RESULTS_ARGS=...]" >&2; exit 2; }
+	$(BIN)/python benchmarks/results.py --data "$(DATA)" $(RESULTS_ARGS)
 
 # Train the makemore MLP (pt2: 200,000 steps) on a names file: make train DATA=path/to/names.txt
 # Extra options go in TRAIN_ARGS, e.g. TRAIN_ARGS="--seed 1 --out results/pt2-seed1" or "--config pt4".

@@ -9,7 +9,14 @@ Two layers compute the ops: the reference (:mod:`tinyops.ops`, plain NumPy, the 
 quote) and the compiled kernels (:mod:`tinyops.kernels`, numba). An op that has a compiled kernel takes
 ``backend='compiled'`` (its default) or ``backend='reference'``; the cache remembers which, so the backward
 runs on the same layer.
+
+The rest of the package is reached as attributes too (``tinyops.data``, ``tinyops.mlp``, ``tinyops.train``,
+``tinyops.testing``, ``tinyops.audit``, ``tinyops.exercises``, ...), each imported on first use, so that
+``import tinyops`` itself loads NumPy only.
 """
+
+import importlib
+from typing import Any
 
 from .gradcheck import Comparison, GradcheckResult, InputCheck, compare, format_comparisons, gradcheck
 from .ops.batchnorm import (
@@ -58,6 +65,19 @@ from .ops.softmax import (
 from .ops.tanh import TanhCache, tanh, tanh_backward, tanh_forward
 
 __version__ = "0.1.0"
+
+SUBMODULES = ("audit", "check", "cli", "data", "exercises", "kernels", "mlp", "ops", "runs", "testing", "train")
+
+
+def __getattr__(name: str) -> Any:
+    """``tinyops.<submodule>``, imported the first time it is asked for."""
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tinyops' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *SUBMODULES])
 
 __all__ = [
     "BatchNormCache",
