@@ -33,7 +33,8 @@ test: $(VENV)/.test-installed
 test-random: $(VENV)/.test-installed
 	TINYOPS_HYPOTHESIS_PROFILE=random $(BIN)/python -m pytest
 
-# The same suite with >= 10,000 examples per property (slow: tens of minutes).
+# The same suite with 2,000 random examples per property (TINYOPS_HYPOTHESIS_EXAMPLES=n for more) and the
+# database of make test-random (slow: see README for its run time).
 test-thorough: $(VENV)/.test-installed
 	TINYOPS_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest
 

@@ -99,7 +99,7 @@ class OpSpec:
 
 def budget(share: float, floor: int) -> int:
     """Examples for a property whose examples are slow: ``share`` of the loaded profile's budget, at least
-    ``floor`` (e.g. 0.01: 2 under ci's 200, 100 under thorough's 10,000)."""
+    ``floor`` (e.g. 0.01: 2 under ci's 200, 20 under thorough's 2,000)."""
     from hypothesis import settings
 
     return max(floor, int(settings.default.max_examples * share))
