@@ -51,6 +51,9 @@ SEEDS = tuple(range(5))
 # The final losses of the lectures' notebooks (makemore part 3 "MLP" for pt2, part 4 "backprop ninja" for pt4:
 # train / dev, one run each), which the training table is compared with.
 LECTURE = {"pt2": (2.1260, 2.1701), "pt4": (2.0705, 2.1099)}
+README_BLOCKS = ("training", "step", "sample", "loss")
+DOC_BLOCKS = ("machine", "loss-vocab", "loss-side", "loss-batch", "loss-traffic", "loss-first", "train", "embedding",
+              "linear-ce")
 QUICK_STEPS = 2_000  # --quick: training steps per run
 LOSS_SHAPE = (4096, 8192)  # README's cross-entropy table: this shape, float32
 
@@ -84,7 +87,8 @@ def train_runs(data: str, out: Path, jobs: int, extra: list[str]) -> None:
                 cmd = tinyops("train", "--data", data, "--config", config, "--seed", str(seed), "--out",
                               str(out / "runs" / f"{config}-seed{seed}"), "--force", "--no-progress", *plots, *extra)
                 print("$ " + " ".join(cmd[2:]), flush=True)
-                running.append((" ".join(cmd[2:]), subprocess.Popen(cmd, cwd=ROOT)))
+                env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # one core per run, two runs side by side
+                running.append((" ".join(cmd[2:]), subprocess.Popen(cmd, cwd=ROOT, env=env)))
             time.sleep(0.5)
             for item in list(running):
                 name, proc = item
@@ -162,7 +166,7 @@ def training_block(out: Path) -> str:
     info = load(out / "runs", "machine")
     return "\n".join([
         source("tinyops train --data names.txt --config pt2|pt4 --seed 0..4", info) + f" {first['steps']:,} steps "
-        "of batch 32, float32, one thread each.",
+        "of batch 32, float32, each run on one thread (`OPENBLAS_NUM_THREADS=1`).",
         "",
         C.md_table(headers, rows, "llllll"),
         "",
@@ -341,9 +345,13 @@ def render(out: Path, docs_out: Path | None) -> None:
         shutil.copyfile(BENCH_DOC, bench_doc)
     here = Path(__file__).resolve().parent
     modules = {n: C.load_module(here / f"{n}.py") for n in ("bench_loss", "bench_embedding", "bench_linear_ce")}
-    replace_blocks(readme, {"training": training_block(out), "step": step_block(out), "sample": sample_block(out),
-                            "loss": readme_loss_block(out, modules["bench_loss"])})
-    replace_blocks(bench_doc, doc_blocks(out, modules))
+    blocks = {"training": training_block(out), "step": step_block(out), "sample": sample_block(out),
+              "loss": readme_loss_block(out, modules["bench_loss"])}
+    assert tuple(blocks) == README_BLOCKS
+    replace_blocks(readme, blocks)
+    blocks = doc_blocks(out, modules)
+    assert tuple(blocks) == DOC_BLOCKS
+    replace_blocks(bench_doc, blocks)
     copy_picture(out / "runs" / "pt2-seed0" / "loss.png", img / "loss_pt2.png")
     for name in ("bench_loss_time.png", "bench_loss_bandwidth.png"):
         copy_picture(out / name, img / name)
