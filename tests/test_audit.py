@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 
 import tinyops
+from tests.oracle import budget
 from tinyops import audit
 from tinyops.audit import measure
 from tinyops.cli import main as cli_main
 from tinyops.testing import assert_ulp_close, exact, regions
-
-from tests.oracle import budget
 
 ROOT = Path(__file__).resolve().parent.parent
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)

@@ -269,6 +269,20 @@ def test_zero_weight_drops_an_inf_or_nan_entry_always() -> None:
     assert tinyops.logsumexp(np.array([1.0, nan, inf]), b=np.array([2.0, 0.0, 0.0])) == 1.0 + math.log(2.0)
 
 
+def test_gradient_of_a_dropped_entry_above_the_dtype_range_is_formed_in_float64() -> None:
+    """``db = dout * exp(x - out)`` of a weight-0 entry far above the rest: exp(89) overflows float32, the
+    product with dout = 0.125 does not (found by the thorough profile)."""
+    x, b = np.array([-32.0, 57.0], F32), np.array([1.0, 0.0], F32)
+    out, cache = tinyops.logsumexp_forward(x, b=b)
+    assert out == np.float32(-32.0)
+    dx, db = tinyops.logsumexp_backward(np.float32(0.125), cache)
+    gx, gb = torch_grads(x, b, (0,), np.array([0.125]))
+    assert dx.dtype == db.dtype == F32
+    np.testing.assert_array_equal(dx, gx.astype(F32))  # [0.125, 0]: the dropped entry has no dx
+    assert np.isfinite(db).all()
+    np.testing.assert_allclose(db, gb, rtol=2 * float(np.finfo(F32).eps))
+
+
 def test_cancelling_maxima_are_summed_around_the_max() -> None:
     """Weights of the maxima that cancel: SciPy's redo overflows to nan; the sum below the max remains."""
     x, b = np.array([1000.0, 1000.0, 999.0]), np.array([1.0, -1.0, 1.0])

@@ -394,10 +394,13 @@ class LogsumexpCache(NamedTuple):
     out_shape: tuple[int, ...]  # the forward output's shape
     backend: Backend = "reference"  # the layer of the forward (the backward is one product for both)
     # with weights b: ``probs`` is d out / d x = sign * b * exp(x - out) over the broadcast shape of x and b,
-    # and these are d out / d b = sign * exp(x - out) (that shape) and the shapes to sum the gradients back to
+    # and these are d out / d b = sign * exp(x - out) (that shape) and the shapes to sum the gradients back to;
+    # both in float64 (``exp(x - out)`` of an entry of weight 0 may exceed x's dtype where ``dout * it`` does
+    # not), and ``dtype`` is x's
     dweights: Array | None = None
     x_shape: tuple[int, ...] | None = None
     b_shape: tuple[int, ...] | None = None
+    dtype: np.dtype[Any] | None = None
 
 
 def logsumexp_forward(
@@ -560,10 +563,10 @@ def _logsumexp_weighted(
         dx64[neg], db64[neg] = np.nan, np.nan
     out_shape = () if len(shape) == 0 else _reduced_shape(full, axes, keepdims)
     out = out64.astype(x.dtype).reshape(out_shape)
-    dx_full = _from_rows(dx64.astype(x.dtype), moved, axes, len(full)).reshape(shape)
-    db_full = _from_rows(db64.astype(x.dtype), moved, axes, len(full)).reshape(shape)
+    dx_full = _from_rows(dx64, moved, axes, len(full)).reshape(shape)  # float64
+    db_full = _from_rows(db64, moved, axes, len(full)).reshape(shape)
     cache = LogsumexpCache(dx_full, axes if len(shape) else (), keepdims, out_shape, "reference", db_full,
-                           x.shape, b.shape)
+                           x.shape, b.shape, x.dtype)
     if return_sign:
         return (out, sign64.astype(x.dtype).reshape(out_shape)), cache
     return out, cache
@@ -595,16 +598,17 @@ def logsumexp_backward(dout: npt.ArrayLike, cache: LogsumexpCache) -> Any:
     """
     check_cache(cache, LogsumexpCache, "logsumexp_forward")
     probs, axes, _, out_shape = cache[:4]
-    dout = check_dout(dout, out_shape, probs.dtype)
+    dout = check_dout(dout, out_shape, probs.dtype if cache.dtype is None else cache.dtype)
     r_shape = tuple(1 if i in axes else n for i, n in enumerate(probs.shape))  # R
-    dx: Array = dout.reshape(r_shape) * probs  # x.shape
-    dx = np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
     if cache.dweights is None:
-        return dx
+        dx: Array = dout.reshape(r_shape) * probs  # x.shape
+        return np.asarray(dx)  # a 0-D x: a 0-D array, not a NumPy scalar
     assert cache.x_shape is not None and cache.b_shape is not None
-    with np.errstate(invalid="ignore"):  # a sum of 0 (sign 0) has infinite gradients: their sums may be nan
-        db = np.asarray(dout.reshape(r_shape) * cache.dweights)  # the broadcast shape
-        return _sum_to(dx, cache.x_shape), _sum_to(db, cache.b_shape)
+    g = dout.astype(np.float64).reshape(r_shape)  # the products in float64, each sum rounded once to x's dtype
+    with np.errstate(invalid="ignore", over="ignore"):  # a sum of 0 (sign 0): infinite gradients, nan sums
+        dx = _sum_to(g * probs, cache.x_shape).astype(dout.dtype)
+        db = _sum_to(g * cache.dweights, cache.b_shape).astype(dout.dtype)
+    return np.asarray(dx), np.asarray(db)
 
 
 def logsumexp(
