@@ -57,7 +57,7 @@ bench-full: $(VENV)/.bench-installed
 	$(BIN)/tinyops bench accuracy
 
 # Every number, table and picture README.md and docs/ show: the training seeds, the benchmarks, the accuracy
-# atlas (about 45 minutes; best on an otherwise idle machine). RESULTS_ARGS="--only loss" reruns a part,
+# atlas (about 25 minutes; best on an otherwise idle machine). RESULTS_ARGS="--only loss" reruns a part,
 # RESULTS_ARGS=--render rewrites the docs from results/ alone (benchmarks/results.py --help).
 results: $(VENV)/.bench-installed
 	@test -n "$(DATA)" || { echo "usage: make results DATA=path/to/names.txt [RESULTS_ARGS=...]" >&2; exit 2; }

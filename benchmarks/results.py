@@ -16,7 +16,7 @@ from what ``--out`` already holds):
 
 Then every block between ``<!-- results:NAME begin ... -->`` and ``<!-- results:NAME end -->`` in README.md and
 docs/benchmarks.md is rewritten from the JSON files the steps wrote, and the pictures are copied into docs/img/.
-The prose around the blocks is not touched. About 45 minutes on 2 cores; the benchmarks want an otherwise
+The prose around the blocks is not touched. About 25 minutes on 2 cores; the benchmarks want an otherwise
 idle machine (their times vary by about 30% from run to run on a shared one). Each file is replaced whole
 (written beside it, then renamed), so an interrupted run leaves every document as it was or fully rewritten.
 """
@@ -114,7 +114,8 @@ def run_steps(steps: list[str], data: str, out: Path, jobs: int, quick: bool) ->
                        stdout=subprocess.PIPE)
             (out / "sample.txt").write_text(proc.stdout)
         else:
-            run(tinyops("bench", *bench[step], "--out", str(out), *(["--quick"] if quick else [])))
+            where = os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else str(out)  # as the docs quote it
+            run(tinyops("bench", *bench[step], "--out", where, *(["--quick"] if quick else [])))
         print(f"results: {step} took {time.perf_counter() - t0:.0f} s\n", flush=True)
 
 

@@ -31,7 +31,7 @@ NOT_RUN = {
     "make bench": "the main job itself (minutes)",
     "make test": "CI runs it; this test is part of it",
     "TINYOPS_NAMES=path/to/names.txt make test": "CI runs it",
-    "make results DATA=path/to/names.txt": "about 45 minutes",
+    "make results DATA=path/to/names.txt": "about 25 minutes",
     "make train DATA=path/to/names.txt": "200,000 steps; `tinyops train` runs below with --steps",
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 --index-url "
     "https://download.pytorch.org/whl/cpu": "a download from PyTorch's index",
