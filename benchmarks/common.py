@@ -82,7 +82,8 @@ def machine_line(info: dict[str, Any]) -> str:
     torch_v = f", torch {info['torch']}" if info.get("torch") else ""
     return (
         f"{info['cpu']}, {info['usable_cores']} cores, Python {info['python']}, NumPy {info['numpy']} "
-        f"({info['blas']}, {info['blas_threads']} BLAS threads by default){torch_v}; "
+        f"({info['blas']}, {info['blas_threads']} BLAS thread{'s' * (info['blas_threads'] != 1)} by default)"
+        f"{torch_v}; "
         f"load average {info.get('load_average_1min')} at the start"
     )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -258,7 +259,7 @@ def doc_blocks(out: Path, modules: dict[str, Any]) -> dict[str, str]:
     exp = {r["dtype"]: r for r in pl["rows"] if r["variant"].startswith("exp pass") and r.get("is_floor")
            and (r["N"], r["V"]) == LOSS_SHAPE}
     blocks["machine"] = "\n".join([
-        source("the five benchmarks above"),
+        "*Written by `make results`: the machine line each benchmark printed.*",
         "",
         load_line("loss", pl), load_line("training step", pt), load_line("embedding", pe),
         load_line("linear + cross-entropy", pc),
@@ -287,7 +288,8 @@ def doc_blocks(out: Path, modules: dict[str, Any]) -> dict[str, str]:
         C.md_table(["shape", "variant", "first call ms", "cache"], firsts, "llrl"),
     ])
     train_md = (out / "bench_train.md").read_text().split("\n", 2)[2].strip()
-    blocks["train"] = source("tinyops bench train --data names.txt", pt) + "\n\n" + train_md.replace("\n# ", "\n#### ")
+    train_md = re.sub(r"^## ", "### ", train_md, flags=re.M)  # its configurations: under "Training step"
+    blocks["train"] = source("tinyops bench train --data names.txt", pt) + "\n\n" + train_md
     main_emb = [r for r in pe["rows"] if r["variant"] in (
         "tinyops reference layer", "tinyops compiled layer", "tinyops embedding_backward", "torch, 1 thread",
         "torch, 2 threads")]
