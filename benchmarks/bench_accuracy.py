@@ -56,7 +56,6 @@ QUANTITY_NAMES = {
 # rows x classes per region, long rows x their classes
 SIZES = {"full": (64, 64, 4, 50_257), "quick": (16, 32, 1, 50_257), "tiny": (3, 6, 1, 1_000)}
 SEED = 20240229
-MARKERS = ("<!-- atlas:begin (written by benchmarks/bench_accuracy.py --write-docs) -->", "<!-- atlas:end -->")
 
 
 def run(size: str, torch_compile: bool) -> tuple[list[Report], list[str]]:
@@ -162,16 +161,6 @@ def bounds_check(reports: list[Report]) -> tuple[str, bool]:
     return "tinyops' documented bounds (tinyops/testing/bounds.py):\n- " + "\n- ".join(lines), ok
 
 
-def replace_between(path: Path, body: str) -> None:
-    text = path.read_text()
-    begin, end = MARKERS
-    if begin not in text or end not in text:
-        raise SystemExit(f"{path}: the atlas markers are missing ({begin} ... {end})")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(head + begin + "\n\n" + body + "\n\n" + end + tail)
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,8 +208,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         paths.append(audit.plot(ce, args.out / "bench_accuracy_loss.png"))
     if args.write_docs:
         stamp = f"{header}\n\nMachine: {C.machine_line(info)}"
-        replace_between(ROOT / "docs" / "accuracy.md", f"{stamp}\n\n{body}\n\n{check_line}")
-        replace_between(ROOT / "README.md", readme_table(reports))
+        C.replace_blocks(ROOT / "docs" / "accuracy.md", {"atlas": f"{stamp}\n\n{body}\n\n{check_line}"})
+        C.replace_blocks(ROOT / "README.md", {"atlas": readme_table(reports)})
         paths += [ROOT / "docs" / "accuracy.md", ROOT / "README.md"]
         paths.append(audit.plot(ce, ROOT / "docs" / "img" / "accuracy_loss.png"))
     print("wrote " + ", ".join(str(p) for p in paths))

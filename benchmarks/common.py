@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from tinyops.runs import atomic_path
+
 Array = np.ndarray[Any, Any]
 HERE = Path(__file__).resolve().parent
 
@@ -347,3 +349,19 @@ def add_common_args(parser: Any, default_out: str = "results") -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--rss-child":
     sys.exit(_rss_child(sys.argv[2], sys.argv[3], sys.argv[4]))
+
+
+def replace_blocks(path: Path, blocks: dict[str, str]) -> None:
+    """Rewrite the blocks between ``<!-- results:NAME begin ... -->`` and ``<!-- results:NAME end -->`` in the
+    markdown file ``path`` (each must be there exactly once), replacing the file whole."""
+    text = path.read_text()
+    for name, body in blocks.items():
+        begin, end = f"<!-- results:{name} begin", f"<!-- results:{name} end -->"
+        if text.count(begin) != 1 or text.count(end) != 1:
+            raise SystemExit(f"{path.name} must hold one `{begin} ... -->` and one `{end}`")
+        head, rest = text.split(begin, 1)
+        marker, rest = rest.split("-->", 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}{marker}-->\n\n{body}\n\n{end}{tail}"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

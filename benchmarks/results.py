@@ -18,7 +18,8 @@ Then every block between ``<!-- results:NAME begin ... -->`` and ``<!-- results:
 docs/benchmarks.md is rewritten from the JSON files the steps wrote, and the pictures are copied into docs/img/.
 The prose around the blocks is not touched. About 25 minutes on 2 cores; the benchmarks want an otherwise
 idle machine (their times vary by about 30% from run to run on a shared one). Each file is replaced whole
-(written beside it, then renamed), so an interrupted run leaves every document as it was or fully rewritten.
+(written beside it, then renamed: ``tinyops.runs.atomic_path``), so an interrupted run leaves every
+document as it was or fully rewritten.
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C
 
-from tinyops import mlp
+from tinyops import mlp, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -78,7 +78,8 @@ def train_runs(data: str, out: Path, jobs: int, extra: list[str]) -> None:
     """Every (config, seed) run into ``out/runs``; ``jobs`` at a time (each is one thread)."""
     queue = [(c, s) for c in CONFIGS for s in SEEDS]
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    write_whole(out / "runs" / "machine.json", json.dumps({"machine": C.machine_info(), "jobs": jobs}, indent=1))
+    with runs.atomic_path(out / "runs" / "machine.json") as tmp:
+        tmp.write_text(json.dumps({"machine": C.machine_info(), "jobs": jobs}, indent=1))
     running: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         while queue or running:
@@ -141,8 +142,7 @@ def source(command: str, payload: dict[str, Any] | None = None) -> str:
 
 
 def training_block(out: Path) -> str:
-    rows, notes = [], []
-    first: dict[str, Any] | None = None
+    rows, notes, steps = [], [], 0
     for config in CONFIGS:
         losses = []
         for seed in SEEDS:
@@ -150,7 +150,7 @@ def training_block(out: Path) -> str:
             if not path.exists():
                 raise SystemExit(f"results: {path} is missing: run the train step")
             losses.append(json.loads(path.read_text()))
-        first = first or losses[0]
+        steps = losses[0]["steps"]
         tr, dv = [r["train"] for r in losses], [r["dev"] for r in losses]
         lt, ld = LECTURE[config]
         rows.append([f"{config} ({mlp.CONFIGS[config].num_params():,} params)",
@@ -162,12 +162,11 @@ def training_block(out: Path) -> str:
                  "inside" + (" for train, outside for dev" if inside[0] else " for dev, outside for train"))
         notes.append(f"{config}: the lecture's run lies {where} the range of the {len(SEEDS)} seeds, whose train "
                      f"losses span {max(tr) - min(tr):.4f}")
-    assert first is not None
     headers = ["config", f"train (seeds {' / '.join(map(str, SEEDS))})", "dev", "median train / dev",
                "range train / dev", "lecture train / dev"]
     info = load(out / "runs", "machine")
     return "\n".join([
-        source("tinyops train --data names.txt --config pt2|pt4 --seed 0..4", info) + f" {first['steps']:,} steps "
+        source("tinyops train --data names.txt --config pt2|pt4 --seed 0..4", info) + f" {steps:,} steps "
         "of batch 32, float32, each run on one thread (`OPENBLAS_NUM_THREADS=1`).",
         "",
         C.md_table(headers, rows, "llllll"),
@@ -204,14 +203,10 @@ def sample_block(out: Path) -> str:
             "model: " + ", ".join(names) + ".")
 
 
-def loss_rows(p: dict[str, Any], keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    return [r for r in p["rows"] if keep(r)]
-
-
-def readme_loss_block(out: Path, bench: Any) -> str:
+def readme_loss_block(out: Path) -> str:
     p = load(out, "bench_loss")
     N, V = LOSS_SHAPE
-    at = loss_rows(p, lambda r: r["dtype"] == "float32" and (r["N"], r["V"]) == (N, V) and r["status"] == "ok")
+    at = [r for r in p["rows"] if r["dtype"] == "float32" and (r["N"], r["V"]) == (N, V) and r["status"] == "ok"]
     if not at:
         raise SystemExit(f"results: bench_loss.json has no float32 {N} x {V} rows")
     names = {"naive": "the seed's naive chain", "fused, reference": "tinyops fused, `backend=\"reference\"`",
@@ -304,38 +299,11 @@ def doc_blocks(out: Path, modules: dict[str, Any]) -> dict[str, str]:
     return blocks
 
 
-def replace_blocks(path: Path, blocks: dict[str, str]) -> None:
-    """Rewrite the named blocks of ``path`` (each must be there exactly once), replacing the file whole."""
-    text = path.read_text()
-    for name, body in blocks.items():
-        begin, end = f"<!-- results:{name} begin", f"<!-- results:{name} end -->"
-        if text.count(begin) != 1 or text.count(end) != 1:
-            raise SystemExit(f"results: {path.name} must hold one `{begin} ... -->` and one `{end}`")
-        head, rest = text.split(begin, 1)
-        marker, rest = rest.split("-->", 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}{marker}-->\n{body}\n{end}{tail}"
-    write_whole(path, text)
-
-
-def write_whole(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def copy_picture(src: Path, dst: Path) -> None:
     if not src.exists():
         raise SystemExit(f"results: {src} is missing: run the step that writes it")
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    with runs.atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def render(out: Path, docs_out: Path | None) -> None:
@@ -349,12 +317,12 @@ def render(out: Path, docs_out: Path | None) -> None:
     here = Path(__file__).resolve().parent
     modules = {n: C.load_module(here / f"{n}.py") for n in ("bench_loss", "bench_embedding", "bench_linear_ce")}
     blocks = {"training": training_block(out), "step": step_block(out), "sample": sample_block(out),
-              "loss": readme_loss_block(out, modules["bench_loss"])}
+              "loss": readme_loss_block(out)}
     assert tuple(blocks) == README_BLOCKS
-    replace_blocks(readme, blocks)
+    C.replace_blocks(readme, blocks)
     blocks = doc_blocks(out, modules)
     assert tuple(blocks) == DOC_BLOCKS
-    replace_blocks(bench_doc, blocks)
+    C.replace_blocks(bench_doc, blocks)
     copy_picture(out / "runs" / "pt2-seed0" / "loss.png", img / "loss_pt2.png")
     for name in ("bench_loss_time.png", "bench_loss_bandwidth.png"):
         copy_picture(out / name, img / name)

@@ -130,22 +130,25 @@ def test_every_tinyops_name_in_readme_resolves() -> None:
 
 
 def test_the_docs_hold_every_block_make_results_writes(tmp_path: Path) -> None:
-    """Each block benchmarks/results.py writes is in its file once, no other block is, and rewriting one
-    keeps the text around it."""
+    """Each block benchmarks/results.py (and bench_accuracy.py, the atlas) writes is in its file once, no
+    other block is, and rewriting one keeps the text around it."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import common
+
     import results
 
-    for path, names in ((ROOT / "README.md", results.README_BLOCKS),
-                        (ROOT / "docs" / "benchmarks.md", results.DOC_BLOCKS)):
+    for path, names in ((ROOT / "README.md", (*results.README_BLOCKS, "atlas")),
+                        (ROOT / "docs" / "benchmarks.md", results.DOC_BLOCKS),
+                        (ROOT / "docs" / "accuracy.md", ("atlas",))):
         text = path.read_text(encoding="utf-8")
         found = re.findall(r"<!-- results:([\w-]+) begin", text)
-        assert sorted(found) == sorted(names), f"{path.name}: blocks {found}, make results writes {names}"
+        assert sorted(found) == sorted(names), f"{path.name}: blocks {found}, the scripts write {names}"
         for name in names:
             assert text.count(f"<!-- results:{name} end -->") == 1, f"{path.name}: {name} has no single end"
     doc = tmp_path / "doc.md"
     doc.write_text("before\n<!-- results:a begin (x) -->\nold\n<!-- results:a end -->\nafter\n")
-    results.replace_blocks(doc, {"a": "new | 1"})
-    assert doc.read_text() == "before\n<!-- results:a begin (x) -->\nnew | 1\n<!-- results:a end -->\nafter\n"
+    common.replace_blocks(doc, {"a": "new | 1"})
+    assert doc.read_text() == "before\n<!-- results:a begin (x) -->\n\nnew | 1\n\n<!-- results:a end -->\nafter\n"
     with pytest.raises(SystemExit, match="must hold one"):
-        results.replace_blocks(doc, {"b": "x"})
+        common.replace_blocks(doc, {"b": "x"})
     assert list(tmp_path.iterdir()) == [doc]  # no temporary file left beside it

@@ -199,22 +199,6 @@ def _progress_bar(total: int) -> Any:
 # ============================================================================ model files
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s directory; move it over ``path`` only if the block succeeds.
-
-    The temporary file is created as an ordinary ``open(path, 'w')`` creates a file (mode 0o666 less the
-    umask), so the file that replaces ``path`` has the permissions the user expects."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can say: a model's bytes do not depend on the clock
 
 
@@ -247,7 +231,7 @@ def save_model(
         arrays |= {"bn_running_mean": running.mean, "bn_running_var": running.var}
     arrays["config"] = np.array(json.dumps(dataclasses.asdict(config)))
     arrays["meta"] = np.array(json.dumps({"itos": ITOS, **meta}))
-    with _atomic(path) as tmp, open(tmp, "wb") as f:
+    with runs.atomic_path(path) as tmp, open(tmp, "wb") as f:
         _write_npz(f, arrays)
         f.flush()
         os.fsync(f.fileno())
@@ -383,7 +367,7 @@ def load_model(model: str | os.PathLike[str]) -> Model:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    with _atomic(path) as tmp:
+    with runs.atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
@@ -404,7 +388,7 @@ def save_plots(out: Path, lossi: Array, params: mlp.Params, itos: str) -> None:
     ax.set_ylabel("log10 loss")
     ax.legend()
     fig.tight_layout()
-    with _atomic(out / "loss.png") as tmp:
+    with runs.atomic_path(out / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
@@ -417,7 +401,7 @@ def save_plots(out: Path, lossi: Array, params: mlp.Params, itos: str) -> None:
     ax.set_ylabel("C[:, 1]")
     ax.grid(True, which="major")
     fig.tight_layout()
-    with _atomic(out / "embedding.png") as tmp:
+    with runs.atomic_path(out / "embedding.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
