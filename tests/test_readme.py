@@ -134,7 +134,6 @@ def test_the_docs_hold_every_block_make_results_writes(tmp_path: Path) -> None:
     other block is, and rewriting one keeps the text around it."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import common
-
     import results
 
     for path, names in ((ROOT / "README.md", (*results.README_BLOCKS, "atlas")),
