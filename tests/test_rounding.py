@@ -14,6 +14,7 @@ double-double fallback, and the results against the exact (mpmath) reference.
 
 from __future__ import annotations
 
+import fractions
 import math
 from typing import Any
 
@@ -312,3 +313,35 @@ def test_mean_fallback_is_correctly_rounded() -> None:
         for reduction, value in (("sum", total), ("mean", total / 30)):
             got = oce.reduce_losses(np.zeros(30, F32), reduction, exact=forced)
             assert got == exact.round_to(np.array([value], dtype=object), F32)[0], (reduction, weight is None)
+
+
+def test_sum_of_losses_is_decided_by_the_cheapest_try_that_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 sum of the losses is decided by NumPy's sum when its bound allows, else by ``math.fsum``:
+    both give the float32 nearest to the exact sum of the float64 losses."""
+    tries: list[bool] = []
+    decide = oce._decided_total
+
+    def spy(*args: Any) -> bool:
+        tries.append(decide(*args))
+        return tries[-1]
+
+    monkeypatch.setattr(oce, "_decided_total", spy)
+    x, t = regions.benign(np.random.default_rng(8), F32, 64, 27)
+    _, _, state = kce.ce_rows_forward(x, t)
+    exact64 = oce.ce_rows_losses64(state)
+    assert exact64 is not None
+    got = oce.reduce_losses(np.zeros(64, F32), "sum", exact=exact64)
+    assert tries == [True]
+    with mpmath.workprec(exact.PREC + 64):
+        total = mpmath.fsum(exact.cross_entropy(x, t).tolist())
+    assert got == exact.round_to(np.array([total], dtype=object), F32)[0]
+    # 999 losses of 2^-10 and one that brings the exact sum 50 u above the midpoint between 1 and the next
+    # float32: NumPy's bound, about 1000 u, cannot tell the side; math.fsum's, 2 u, can
+    mid = 1.0 + 2.0**-24
+    value = np.full(1000, 2.0**-10)
+    value[-1] = mid - 999 * 2.0**-10 + 50 * 2.0**-53  # exact
+    assert fractions.Fraction(mid) + 50 * fractions.Fraction(2) ** -53 == sum(map(fractions.Fraction, value.tolist()))
+    tries.clear()
+    got = oce.reduce_losses(np.zeros(1000, F32), "sum", exact=exact64._replace(value=value, err=np.zeros(1000)))
+    assert tries == [False, True]
+    assert got == np.nextafter(np.float32(1), np.float32(2))

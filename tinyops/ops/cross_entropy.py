@@ -436,17 +436,40 @@ def _losses64_of(state: Any, dtype: np.dtype[Any]) -> Losses64 | None:
     return ce_rows_losses64(state.kernel, state.row_weight)
 
 
+def _decided_total(total: float, err: float, reduction: Reduction, n: float) -> bool:
+    """Whether a float64 sum within ``err`` of the exact one decides the float32 sum (or mean over n)."""
+    v, e = (total, err) if reduction == "sum" else (total / n, err / n + 2 * U * abs(total / n))
+    if not math.isfinite(v):
+        return True
+    with np.errstate(over="ignore"):
+        return bool(np.float32(v - e) == np.float32(v + e))
+
+
+def _finish_total(total: float, reduction: Reduction, n: float) -> Any:
+    """The float32 sum (or mean over n) of a decided float64 sum."""
+    return np.float32(total if reduction == "sum" else total / n)
+
+
 def _reduce_decided(exact: Losses64, reduction: Reduction, n: float) -> Any:
     """The correctly rounded float32 sum or mean (over n) of the exact per-row losses.
 
-    ``math.fsum`` of the float64 losses is their sum correctly rounded (within u of it), and the losses'
-    own error bounds add up: if that interval decides the float32 rounding, done; otherwise every row is
-    redone in double-double and the ``hi`` and ``lo`` parts summed the same way."""
+    Three tries, each decided as the rows are (:func:`~tinyops.ops.softmax.undecided32`):
+
+    1. NumPy's sum of the float64 losses: in any order, a sum of M terms is within ``(M - 1) u sum|v|``
+       of the exact sum of the terms (Higham, *Accuracy and Stability of Numerical Algorithms*, 4.2), to
+       which the losses' own error bounds add;
+    2. ``math.fsum``: the sum of the terms correctly rounded (within u of it), the same bounds added;
+    3. every row redone in double-double and the ``hi`` and ``lo`` parts summed by ``math.fsum``."""
+    M = exact.value.size
+    if M * U < 2.0**-30:  # the bound below, to first order in u, then a margin for its higher orders
+        total = float(exact.value.sum())
+        err = (float(exact.err.sum()) + (M + 1) * U * float(np.abs(exact.value).sum())) * (1 + 2.0**-28)
+        if _decided_total(total, err, reduction, n):
+            return _finish_total(total, reduction, n)
     total = math.fsum(exact.value.tolist())
     err = math.fsum(exact.err.tolist()) * (1 + 2.0**-40) + 2 * U * abs(total)
-    v, e = (total, err) if reduction == "sum" else (total / n, err / n + 2 * U * abs(total / n))
-    if not undecided32(np.array([v]), np.array([e]))[0]:
-        return np.float32(v)
+    if _decided_total(total, err, reduction, n):
+        return _finish_total(total, reduction, n)
     x, t = exact.x, exact.t
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         s = shifted_rows(x)
