@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ..runs import atomic_path
 
 
 def state_dir() -> Path:
@@ -41,14 +42,8 @@ def load() -> dict[str, dict[str, Any]]:
 def _save(progress: dict[str, dict[str, Any]]) -> None:
     folder = state_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".progress-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "exercises": progress}, f, indent=1, sort_keys=True)
-        os.replace(tmp, folder / "progress.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(folder / "progress.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"version": 1, "exercises": progress}, f, indent=1, sort_keys=True)
 
 
 def _now() -> str:
