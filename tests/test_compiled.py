@@ -126,3 +126,61 @@ def test_a_read_only_install_compiles_into_the_user_cache(tmp_path: Path) -> Non
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
     assert not list((pkg / "tinyops").rglob("*.nbi")), "wrote a cache into the read-only package"
     assert list(cache.rglob("*.nbi")), "no cache in the per-user cache directory"
+
+
+SAME_BITS = textwrap.dedent(
+    """
+    import sys, numpy as np, tinyops
+    threads, mode, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    rng = np.random.default_rng(0)
+    out = {}
+    for C in (27, 100, 1000, 5000):
+        x = rng.standard_normal((16, C)) * 3
+        dy = rng.standard_normal((16, C))
+        t = rng.integers(0, C, 16)
+        v, c = tinyops.logsumexp_forward(x, threads=threads)
+        out[f"lse {C}"], out[f"dlse {C}"] = v, tinyops.logsumexp_backward(dy[:, 0], c)
+        v, c = tinyops.softmax_forward(x, threads=threads)
+        out[f"softmax {C}"], out[f"dsoftmax {C}"] = v, tinyops.softmax_backward(dy, c)
+        v, c = tinyops.log_softmax_forward(x, threads=threads)
+        out[f"log_softmax {C}"], out[f"dlog_softmax {C}"] = v, tinyops.log_softmax_backward(dy, c)
+        for precision in ("accurate", "fast"):
+            for xp in (x, x.astype(np.float32)):
+                v, c = tinyops.cross_entropy_forward(xp, t, reduction="none", precision=precision, threads=threads)
+                key = f"cross_entropy {precision} {xp.dtype} {C}"
+                out[key], out["d" + key] = v, tinyops.cross_entropy_backward(dy[:, 0].astype(xp.dtype), c)
+    if mode == "save":
+        np.savez(path, **out)
+    else:
+        saved = np.load(path)
+        differ = [k for k in out if not np.array_equal(out[k], saved[k], equal_nan=True)]
+        print("differ:", differ)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        (2, 1),
+        pytest.param(1, 2, marks=pytest.mark.skipif(
+            os.environ.get("TINYOPS_HYPOTHESIS_PROFILE") != "thorough",
+            reason="the other order compiles every kernel again (a minute): make test-thorough runs it")),
+    ],
+)
+def test_the_drivers_give_the_same_bits_whichever_compiles_first(tmp_path: Path, first: int, then: int) -> None:
+    """float64 outputs (and 'fast' ones) are not decided by a rounding rule, so the serial and the parallel
+    driver must compute each row in the same order. They are compiled apart, and in a new process one of
+    them may be loaded from numba's cache while the other is compiled: a sum whose order the compiler may
+    choose (``reassoc``) could then be ordered differently in each. Here the first process compiles and
+    caches the ``first`` driver; a second one, with the same cache, runs ``then``'s and compares."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env |= {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+    saved = tmp_path / "first.npz"
+    for threads, mode in ((first, "save"), (then, "compare")):
+        run = subprocess.run(
+            [sys.executable, "-c", SAME_BITS, str(threads), mode, str(saved)],
+            capture_output=True, text=True, env=env, timeout=600, cwd=REPO,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "differ: []", run.stdout

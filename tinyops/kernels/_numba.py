@@ -11,6 +11,13 @@ they may only let the compiler reassociate sums (``reassoc``, which is what lets
 ignore the sign of zero (``nsz``) and fuse multiply-adds (``contract``). Code whose rounding matters
 (the range reduction of exp, TwoSum, the per-row epilogue) lives in functions compiled without those flags;
 numba sets the flags per instruction, so they stay exact when inlined into a loop that has them.
+
+``reassoc`` lets the compiler choose a sum's order anew in each compilation, and the serial and the
+parallel driver of a kernel are compiled apart (in a new process one may come from the cache while the
+other is compiled, with the row function inlined or called). A sum whose bits reach a float64 or 'fast'
+output is therefore either a loop of a fixed shape (the row sums' full blocks) or written with its order
+spelled out (the backward's sums, :func:`tinyops.kernels.softmax.lanes8`);
+``tests/test_compiled.py::test_the_drivers_give_the_same_bits_whichever_compiles_first`` checks it.
 """
 
 from __future__ import annotations

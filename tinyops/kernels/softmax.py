@@ -59,7 +59,7 @@ import numpy as np
 from numba import prange
 
 from . import dd
-from ._numba import SUM_FLAGS, jit, launch, threads_available, use_threads
+from ._numba import jit, launch, threads_available, use_threads
 from .cross_entropy import row_max
 from .exp import exp64, exp_of, is_float32
 from .rounding import (
@@ -292,30 +292,68 @@ def forward(x: Any, op: int, threads: int) -> tuple[Any, Any]:
 # ----------------------------------------------------------------------------- backward
 
 
-@jit(fastmath=SUM_FLAGS)
+@jit(fastmath=FLAGS)
 def dot64(a: Any, b: Any) -> float:
-    """``sum_j a_j b_j`` in float64, in blocks as :func:`sum_without_max`."""
+    """``sum_j a_j b_j`` in float64, in blocks as :func:`sum_without_max`, each block in the fixed order of
+    :func:`lanes8`."""
     total, comp = 0.0, 0.0
     n = a.shape[0]
     for j0 in range(0, n, BLOCK):
-        s = 0.0
-        for j in range(j0, min(j0 + BLOCK, n)):
-            s += np.float64(a[j]) * np.float64(b[j])
-        total, comp = add_compensated(total, comp, s)
+        j1 = min(j0 + BLOCK, n)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        j = j0
+        while j + 8 <= j1:
+            s0 += np.float64(a[j]) * np.float64(b[j])
+            s1 += np.float64(a[j + 1]) * np.float64(b[j + 1])
+            s2 += np.float64(a[j + 2]) * np.float64(b[j + 2])
+            s3 += np.float64(a[j + 3]) * np.float64(b[j + 3])
+            s4 += np.float64(a[j + 4]) * np.float64(b[j + 4])
+            s5 += np.float64(a[j + 5]) * np.float64(b[j + 5])
+            s6 += np.float64(a[j + 6]) * np.float64(b[j + 6])
+            s7 += np.float64(a[j + 7]) * np.float64(b[j + 7])
+            j += 8
+        while j < j1:
+            s0 += np.float64(a[j]) * np.float64(b[j])
+            j += 1
+        total, comp = add_compensated(total, comp, lanes8(s0, s1, s2, s3, s4, s5, s6, s7))
     return total + comp
 
 
-@jit(fastmath=SUM_FLAGS)
+@jit(fastmath=FLAGS)
 def sum64(a: Any) -> float:
-    """``sum_j a_j`` in float64, in blocks as :func:`sum_without_max`."""
+    """``sum_j a_j`` in float64, in blocks as :func:`sum_without_max`, each block in the fixed order of
+    :func:`lanes8`."""
     total, comp = 0.0, 0.0
     n = a.shape[0]
     for j0 in range(0, n, BLOCK):
-        s = 0.0
-        for j in range(j0, min(j0 + BLOCK, n)):
-            s += np.float64(a[j])
-        total, comp = add_compensated(total, comp, s)
+        j1 = min(j0 + BLOCK, n)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        j = j0
+        while j + 8 <= j1:
+            s0 += np.float64(a[j])
+            s1 += np.float64(a[j + 1])
+            s2 += np.float64(a[j + 2])
+            s3 += np.float64(a[j + 3])
+            s4 += np.float64(a[j + 4])
+            s5 += np.float64(a[j + 5])
+            s6 += np.float64(a[j + 6])
+            s7 += np.float64(a[j + 7])
+            j += 8
+        while j < j1:
+            s0 += np.float64(a[j])
+            j += 1
+        total, comp = add_compensated(total, comp, lanes8(s0, s1, s2, s3, s4, s5, s6, s7))
     return total + comp
+
+
+@jit(inline=True)
+def lanes8(s0: float, s1: float, s2: float, s3: float, s4: float, s5: float, s6: float, s7: float) -> float:
+    """The eight lanes of a block sum added pairwise. Lane k holds entries k, k + 8, k + 16, ... of the block
+    (the tail of a short block goes to lane 0), so the order of every addition is written here, and the
+    compiler may not change it: these sums are compiled without ``reassoc``, which would let it pick an
+    order per compilation, and a row computed by the serial driver and by the parallel one (compiled
+    apart, or one loaded from numba's cache) could then differ in the last bits."""
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @jit(fastmath=FLAGS)
