@@ -16,7 +16,7 @@ numba sets the flags per instruction, so they stay exact when inlined into a loo
 parallel driver of a kernel are compiled apart (in a new process one may come from the cache while the
 other is compiled, with the row function inlined or called). A sum whose bits reach a float64 or 'fast'
 output is therefore either a loop of a fixed shape (the row sums' full blocks) or written with its order
-spelled out (the backward's sums, :func:`tinyops.kernels.softmax.lanes8`);
+spelled out (the backward's sums, :func:`tinyops.kernels.softmax.sum64`);
 ``tests/test_compiled.py::test_the_drivers_give_the_same_bits_whichever_compiles_first`` checks it.
 """
 

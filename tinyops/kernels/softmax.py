@@ -293,9 +293,9 @@ def forward(x: Any, op: int, threads: int) -> tuple[Any, Any]:
 
 
 @jit(fastmath=FLAGS)
-def dot64(a: Any, b: Any) -> float:
-    """``sum_j a_j b_j`` in float64, in blocks as :func:`sum_without_max`, each block in the fixed order of
-    :func:`lanes8`."""
+def sum64(a: Any, b: Any) -> float:
+    """``sum_j a_j b_j`` (``b`` an array) or ``sum_j a_j`` (``b`` None) in float64, in blocks as
+    :func:`sum_without_max`, each block in the fixed order of :func:`lanes8`."""
     total, comp = 0.0, 0.0
     n = a.shape[0]
     for j0 in range(0, n, BLOCK):
@@ -303,47 +303,29 @@ def dot64(a: Any, b: Any) -> float:
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
         j = j0
         while j + 8 <= j1:
-            s0 += np.float64(a[j]) * np.float64(b[j])
-            s1 += np.float64(a[j + 1]) * np.float64(b[j + 1])
-            s2 += np.float64(a[j + 2]) * np.float64(b[j + 2])
-            s3 += np.float64(a[j + 3]) * np.float64(b[j + 3])
-            s4 += np.float64(a[j + 4]) * np.float64(b[j + 4])
-            s5 += np.float64(a[j + 5]) * np.float64(b[j + 5])
-            s6 += np.float64(a[j + 6]) * np.float64(b[j + 6])
-            s7 += np.float64(a[j + 7]) * np.float64(b[j + 7])
+            s0 += term64(a, b, j)
+            s1 += term64(a, b, j + 1)
+            s2 += term64(a, b, j + 2)
+            s3 += term64(a, b, j + 3)
+            s4 += term64(a, b, j + 4)
+            s5 += term64(a, b, j + 5)
+            s6 += term64(a, b, j + 6)
+            s7 += term64(a, b, j + 7)
             j += 8
         while j < j1:
-            s0 += np.float64(a[j]) * np.float64(b[j])
+            s0 += term64(a, b, j)
             j += 1
         total, comp = add_compensated(total, comp, lanes8(s0, s1, s2, s3, s4, s5, s6, s7))
     return total + comp
 
 
-@jit(fastmath=FLAGS)
-def sum64(a: Any) -> float:
-    """``sum_j a_j`` in float64, in blocks as :func:`sum_without_max`, each block in the fixed order of
-    :func:`lanes8`."""
-    total, comp = 0.0, 0.0
-    n = a.shape[0]
-    for j0 in range(0, n, BLOCK):
-        j1 = min(j0 + BLOCK, n)
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-        j = j0
-        while j + 8 <= j1:
-            s0 += np.float64(a[j])
-            s1 += np.float64(a[j + 1])
-            s2 += np.float64(a[j + 2])
-            s3 += np.float64(a[j + 3])
-            s4 += np.float64(a[j + 4])
-            s5 += np.float64(a[j + 5])
-            s6 += np.float64(a[j + 6])
-            s7 += np.float64(a[j + 7])
-            j += 8
-        while j < j1:
-            s0 += np.float64(a[j])
-            j += 1
-        total, comp = add_compensated(total, comp, lanes8(s0, s1, s2, s3, s4, s5, s6, s7))
-    return total + comp
+@jit(inline=True)
+def term64(a: Any, b: Any, j: int) -> float:
+    """Entry j of :func:`sum64`'s sum: ``a_j b_j``, or ``a_j`` when ``b`` is None (a branch of the compiled
+    specialization, not of the loop)."""
+    if b is None:
+        return np.float64(a[j])
+    return np.float64(a[j]) * np.float64(b[j])
 
 
 @jit(inline=True)
@@ -361,11 +343,11 @@ def backward_row(y: Any, dy: Any, dx: Any, op: int, i: int) -> None:
     """Row ``i`` of dx: softmax ``y * (dy - sum(dy * y))``, log_softmax ``dy - exp(y) * sum(dy)``."""
     yi, dyi, dxi = y[i], dy[i], dx[i]
     if op == SOFTMAX:
-        s = dot64(dyi, yi)
+        s = sum64(dyi, yi)
         for j in range(yi.shape[0]):
             dxi[j] = np.float64(yi[j]) * (np.float64(dyi[j]) - s)
     else:
-        s = sum64(dyi)
+        s = sum64(dyi, None)
         for j in range(yi.shape[0]):
             dxi[j] = np.float64(dyi[j]) - np.float64(exp_of(yi[j])) * s  # exp in y's dtype: y is rounded to it
 

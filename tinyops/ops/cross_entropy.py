@@ -436,18 +436,10 @@ def _losses64_of(state: Any, dtype: np.dtype[Any]) -> Losses64 | None:
     return ce_rows_losses64(state.kernel, state.row_weight)
 
 
-def _decided_total(total: float, err: float, reduction: Reduction, n: float) -> bool:
-    """Whether a float64 sum within ``err`` of the exact one decides the float32 sum (or mean over n)."""
+def _decided_total(total: float, err: float, reduction: Reduction, n: float) -> Any:
+    """The float32 sum (or mean over n) if a float64 sum within ``err`` of the exact one decides it, else None."""
     v, e = (total, err) if reduction == "sum" else (total / n, err / n + 2 * U * abs(total / n))
-    if not math.isfinite(v):
-        return True
-    with np.errstate(over="ignore"):
-        return bool(np.float32(v - e) == np.float32(v + e))
-
-
-def _finish_total(total: float, reduction: Reduction, n: float) -> Any:
-    """The float32 sum (or mean over n) of a decided float64 sum."""
-    return np.float32(total if reduction == "sum" else total / n)
+    return None if undecided32(np.asarray(v), np.asarray(e)) else np.float32(v)
 
 
 def _reduce_decided(exact: Losses64, reduction: Reduction, n: float) -> Any:
@@ -464,12 +456,12 @@ def _reduce_decided(exact: Losses64, reduction: Reduction, n: float) -> Any:
     if M * U < 2.0**-30:  # the bound below, to first order in u, then a margin for its higher orders
         total = float(exact.value.sum())
         err = (float(exact.err.sum()) + (M + 1) * U * float(np.abs(exact.value).sum())) * (1 + 2.0**-28)
-        if _decided_total(total, err, reduction, n):
-            return _finish_total(total, reduction, n)
+        if (decided := _decided_total(total, err, reduction, n)) is not None:
+            return decided
     total = math.fsum(exact.value.tolist())
     err = math.fsum(exact.err.tolist()) * (1 + 2.0**-40) + 2 * U * abs(total)
-    if _decided_total(total, err, reduction, n):
-        return _finish_total(total, reduction, n)
+    if (decided := _decided_total(total, err, reduction, n)) is not None:
+        return decided
     x, t = exact.x, exact.t
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         s = shifted_rows(x)
