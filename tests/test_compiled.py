@@ -1,5 +1,5 @@
-"""The compiled layer itself: its exp against the exact values, lazy import, a read-only install, first calls
-from several threads at once.
+"""The compiled layer itself: its exp and log1p pieces against the exact values, lazy import, a read-only install,
+first calls from several threads at once.
 
 (How each compiled op agrees with its reference and with torch is tested with the op: test_kernels.py,
 test_oracle.py and the test file of each op run every check on both layers.)
@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import mpmath
+import numba
 import numpy as np
 import pytest
 
-from tinyops.kernels.exp import exp32_array, exp64_array
+from tinyops.kernels.exp import exp32_array, exp64_array, exp64_pair_array
+from tinyops.kernels.rounding import log1p_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +54,49 @@ def test_exp_within_its_ulp_bound(dtype: Any, kernel: Any, lo: float, hi: float,
     kernel(x, out)
     err = ulps(out, exact_exp(x.astype(np.float64)), dtype)
     assert err.max() <= bound, f"{err.max():.3f} ulp at x = {x[np.argmax(err)]!r}"
+
+
+def test_exp_of_a_pair_within_half_an_ulp() -> None:
+    """The float64 rows' exp of ``hi + lo`` (the TwoSum pair of ``x_j - m``), rounded once from its table pair:
+    within 0.51 ulp of the exact exp of the pair, over the whole normal range and across the table's
+    boundaries (``n ln(2) / 64``), with ``lo`` anywhere in half an ulp of ``hi``."""
+    rng = np.random.default_rng(1)
+    k = np.arange(-65_000, 65_000, 97) * (np.log(2) / 64)
+    hi = np.concatenate([rng.uniform(-708.3, 709.7, 4000), rng.uniform(-1, 1, 1000), k, np.nextafter(k, 0)])
+    hi = hi[(hi >= -708.3) & (hi <= 709.7)]
+    lo = rng.uniform(-0.5, 0.5, hi.size) * np.spacing(np.abs(hi))
+    out = np.empty_like(hi)
+    exp64_pair_array(hi, lo, out)
+    with mpmath.workdps(80):
+        exact = [mpmath.exp(mpmath.mpf(float(h)) + mpmath.mpf(float(lw))) for h, lw in zip(hi, lo, strict=True)]
+        err = np.array([float(abs(mpmath.mpf(float(o)) - e)) for o, e in zip(out, exact, strict=True)])
+    err /= np.spacing(np.abs(np.array([float(e) for e in exact])))
+    assert err.max() <= 0.51, f"{err.max():.4f} ulp at hi = {hi[np.argmax(err)]!r}, lo = {lo[np.argmax(err)]!r}"
+    edges = np.array([np.inf, -np.inf, np.nan, 0.0, 710.0, -746.0])
+    exp64_pair_array(edges, np.zeros(edges.size), got := np.empty(edges.size))
+    np.testing.assert_array_equal(got, [np.inf, 0.0, np.nan, 1.0, np.inf, 0.0])
+
+
+@numba.njit
+def _log1p_pairs(rh: Any, rl: Any, oh: Any, ol: Any) -> None:
+    for i in range(rh.shape[0]):
+        oh[i], ol[i] = log1p_pair(rh[i], rl[i])
+
+
+def test_log1p_of_a_pair_as_a_pair() -> None:
+    """The float64 rows' ``log1p(r)`` of the pair ``r = rh + rl``, as a pair: within 2^-56 of the exact value,
+    relatively, from r = 0 to 1e6 (the Newton step's ``expm1`` pair is least accurate just above ln(2) / 128,
+    where its table index first moves)."""
+    rng = np.random.default_rng(2)
+    rh = np.concatenate([10 ** rng.uniform(-300, 6, 1500), rng.uniform(0, 0.03, 500), [0.0, 5e-324, 1.0]])
+    rl = rng.uniform(-0.5, 0.5, rh.size) * np.spacing(rh)
+    oh, ol = np.empty_like(rh), np.empty_like(rh)
+    _log1p_pairs(rh, rl, oh, ol)
+    with mpmath.workdps(80):
+        for h, lw, gh, gl in zip(rh, rl, oh, ol, strict=True):
+            exact = mpmath.log1p(mpmath.mpf(float(h)) + mpmath.mpf(float(lw)))
+            err = abs(mpmath.mpf(float(gh)) + mpmath.mpf(float(gl)) - exact)
+            assert err <= 2.0**-56 * exact, f"r = {h!r} + {lw!r}: relative error {float(err / exact):.3g}"
 
 
 @pytest.mark.parametrize(("dtype", "kernel"), [(np.float32, exp32_array), (np.float64, exp64_array)])

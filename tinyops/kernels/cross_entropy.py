@@ -23,7 +23,10 @@ at the target. Two exps per element, but one (M, C) array written, and each row 
 :func:`tinyops.ops.softmax.shifted_rows`): ``r = sum_{x_j < mx} exp(x_j - mx) + (ties - 1)``, then
 ``loss = (mx - x_t) + log1p(r)`` (two terms >= 0: nothing cancels), ``lse = mx + log1p(r)``,
 ``den = 1 + r`` and ``softmax_t - 1 = expm1(-loss)``. For float32 rows ``x_j - mx`` is exact in float64;
-for float64 rows it is ``hi + lo`` by TwoSum and ``exp(hi + lo) = exp(hi) * (1 + lo)``.
+for float64 rows it is ``hi + lo`` by TwoSum, each exp is an unrounded pair from a table
+(:func:`~tinyops.kernels.exp.exp64_table`), ``r`` is summed with every rounding error carried
+(:func:`~tinyops.kernels.rounding.sum_without_max64`), ``den`` is kept as a pair and each gradient entry
+``exp(x_j - mx) * g / den`` is rounded once from pairs.
 
 **Rows whose max is not finite** (a ``+inf``, all ``-inf``, or all nan) are never shifted by it: their
 loss and gradient are nan, their lse the max itself (``+inf``/``-inf``), or nan if the row holds a nan.
@@ -48,7 +51,7 @@ from numba import prange
 from .._checks import Array
 from . import dd
 from ._numba import MAX_FLAGS, SUM_FLAGS, jit, launch, threads_available
-from .exp import exp64, exp_of, is_float32
+from .exp import exp64, exp64_table, exp_of, fma64, is_float32, scale64
 from .rounding import (
     DD_ERR,
     EXP_ERR,
@@ -63,14 +66,18 @@ from .rounding import (
     R_ERR_EXACT,
     TINY_R,
     U,
+    add_rounded,
     d_of,
     dd_exp_of,
     dd_row,
     dd_sum_err,
     decided32,
     decided_dd32,
+    log1p_pair,
     midpoint_reach,
     near_midpoint32,
+    one_plus,
+    pair_quotient,
     round_dd32,
     sum_without_max,
     sum_without_max_exact,
@@ -78,11 +85,12 @@ from .rounding import (
 )
 
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
-# rows of its ``stats`` (6, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
+# rows of its ``stats`` (7, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
 # needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_DD, FELL_UNDECIDED); LOSS64, LOSS_ERR: the
-# loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean needs)
-SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR = 0, 1, 2, 3, 4, 5
-STATS = 6
+# loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean needs);
+# DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (float64 rows; 0 for the others)
+SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR, DEN_LO = 0, 1, 2, 3, 4, 5, 6
+STATS = 7
 
 # ----------------------------------------------------------------------------- pieces of a row
 
@@ -112,6 +120,7 @@ def bad_row(row: Any, mx: float, out: Any, stats: Any, i: int) -> None:
     stats[FELL, i] = FELL_NONE
     stats[LOSS64, i] = np.nan
     stats[LOSS_ERR, i] = 0.0
+    stats[DEN_LO, i] = 0.0
 
 
 # ----------------------------------------------------------------------------- forward
@@ -136,6 +145,7 @@ def fast_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     stats[FELL, i] = FELL_NONE
     stats[LOSS64, i] = lse_i - row[t]
     stats[LOSS_ERR, i] = np.inf  # no bound
+    stats[DEN_LO, i] = 0.0
 
 
 @jit()
@@ -186,16 +196,16 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
         redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
         stats[LOSS_ERR, i] = err + U * loss_i
     else:
-        log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
+        lh, ll = log1p_pair(rh, rl)
         gap = m - xt
-        loss_i = gap + (log1p_r + two_diff_lo(m, xt, gap))
-        lse_i = m + log1p_r
-        redo = bool(0.0 < rh < TINY_R or (m < 0.0 and log1p_r > 0.25 * abs(lse_i)))  # lse cancels
+        loss_i = add_rounded(gap, two_diff_lo(m, xt, gap), lh, ll)  # (m - x_t) + log1p(r), pairs
+        lse_i = add_rounded(m, 0.0, lh, ll)
+        redo = bool(0.0 < rh < TINY_R or (m < 0.0 and lh > 0.25 * abs(lse_i)))  # lse cancels
         stats[LOSS_ERR, i] = np.inf
     out[LOSS, i] = loss_i
     out[LSE, i] = lse_i
     stats[SHIFT, i] = m
-    stats[DEN, i] = (1.0 + rh) + rl
+    stats[DEN, i], stats[DEN_LO, i] = one_plus(rh, rl)
     stats[DTARGET, i] = math.expm1(-loss_i)
     stats[FELL, i] = fell
     stats[LOSS64, i] = loss_i
@@ -307,7 +317,7 @@ def backward_redo(src: Any, t: int, g: Any, shift: float, dtarget: float, drow: 
 
 @jit(fastmath=SUM_FLAGS)
 def backward_row(
-    row: Any, t: int, g: Any, shift: Any, den: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
+    row: Any, t: int, g: Any, shift: Any, den: Any, den_lo: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
 ) -> int:
     """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed.
 
@@ -319,7 +329,6 @@ def backward_row(
     drow = row if into is None else into
     status = FELL_NONE
     if accurate:
-        scale = np.float64(g) / den  # float64
         if is_float32(row):
             src = row
             if into is None:
@@ -329,10 +338,11 @@ def backward_row(
             if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR, L_ERR) > 0:
                 status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
+        sh, sl = pair_quotient(np.float64(g), den, den_lo)  # g / (1 + r), a pair
         for j in range(row.shape[0]):
             hi = row[j] - shift
-            e = exp64(hi)
-            drow[j] = (e + e * two_diff_lo(row[j], shift, hi)) * scale
+            big, small, k = exp64_table(hi, two_diff_lo(row[j], shift, hi))  # exp(x_j - m) = (big + small) 2^k
+            drow[j] = scale64(fma64(big, sh, big * sl + small * sh), k)  # e * g / den, rounded once
     else:
         scale_x = g / den  # x's dtype
         for j in range(row.shape[0]):
@@ -360,6 +370,7 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
             gi,
             stats[SHIFT, i],
             stats[DEN, i],
+            stats[DEN_LO, i],
             stats[DTARGET, i],
             into,
             accurate,
@@ -380,7 +391,7 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool,
             continue
         into = None if dx is None else dx[i]  # dx None: over the logits
         fell[i] = backward_row(
-            x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], into, accurate, keep[0]
+            x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DEN_LO, i], stats[DTARGET, i], into, accurate, keep[0]
         )
 
 
@@ -407,7 +418,8 @@ class RowsState(NamedTuple):
 
     x: Array  # (M, C) the caller's logits, not copied
     target: npt.NDArray[np.intp]  # (M,)
-    stats: Array  # (STATS, M) [shift; den; dtarget; fell; loss64; loss_err]: float64 if accurate, else x's dtype.
+    stats: Array  # (STATS, M) [shift; den; dtarget; fell; loss64; loss_err; den_lo]: float64 if accurate,
+    # else x's dtype.
     # shift: the row max (0 on a row whose max is not finite); den: the softmax's divisor, 1 + r (accurate) or
     # s (fast), nan on such a row; dtarget: softmax_t - 1 = expm1(-loss)
     accurate: bool

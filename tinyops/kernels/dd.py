@@ -5,8 +5,9 @@ the sources), written again for numba: a pair ``(hi, lo)`` of float64 numbers ca
 row kernels call these only on the rows whose float64 result cannot decide its rounding (see
 :mod:`tinyops.kernels.rounding`), so they are written for clarity, not speed.
 
-Compiled without any fastmath flag: TwoSum and Dekker's product are exact only if every operation rounds
-as written (no reassociation, no contraction into fused multiply-adds).
+Compiled without any fastmath flag: TwoSum is exact only if every operation rounds as written (no
+reassociation, no contraction into fused multiply-adds). The exact product uses the hardware's fused
+multiply-add where the reference splits its factors (Dekker): the same pair, in two operations.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..ops._dd import INV_FACT, LN2, LOG2E, SPLITTER
+from ..ops._dd import INV_FACT, LN2, LOG2E
 from ._numba import jit
-from .exp import scale64
+from .exp import fma64, scale64
 
 LN2_1, LN2_2, LN2_3 = LN2
 
@@ -40,15 +41,9 @@ def fast_two_sum(a: float, b: float) -> Any:
 
 @jit()
 def two_prod(a: float, b: float) -> Any:
-    """``(p, e)``: ``p = fl(a * b)``, ``p + e == a * b`` exactly (Dekker's split)."""
+    """``(p, e)``: ``p = fl(a * b)``, ``p + e == a * b`` exactly (the error of a product is ``fma(a, b, -p)``)."""
     p = a * b
-    t = SPLITTER * a
-    ah = t - (t - a)
-    al = a - ah
-    t = SPLITTER * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, fma64(a, b, -p)
 
 
 @jit()

@@ -23,9 +23,11 @@ against the exact (mpmath) values: at most 1 ulp in float64 and 2 ulp in float32
 
 from __future__ import annotations
 
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
@@ -63,6 +65,22 @@ def _bits_of_f64(typingctx: Any, x: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(64))
 
     return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _fma64(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """``a * b + c`` of float64s rounded once (the hardware's fused multiply-add)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.fma(*args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@jit()
+def fma64(a: Any, b: Any, c: Any) -> Any:
+    """``a * b + c`` rounded once, in compiled code (whatever the caller's fastmath flags)."""
+    return _fma64(np.float64(a), np.float64(b), np.float64(c))
 
 
 @jit()
@@ -151,6 +169,112 @@ def exp64(x: Any) -> Any:
     return scale64(p, n)
 
 
+# ---------------------------------------------------------------- float64, to half an ulp, of a pair
+
+
+def _table_of_2_to_the(k: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``2^(j / k)`` for ``j = 0 .. k - 1`` as pairs ``hi + lo`` (hi the nearest float64, lo the rest),
+    from 60-digit decimal arithmetic."""
+    ln2 = Decimal(2).ln(Context(prec=60))
+    hi, lo = np.empty(k), np.empty(k)
+    with localcontext(Context(prec=60)):
+        for j in range(k):
+            t = (ln2 * j / k).exp()
+            hi[j] = float(t)
+            lo[j] = float(t - Decimal(hi[j]))
+    return hi, lo
+
+
+TABLE_BITS = 6  # 64 entries: |r| <= ln(2) / 128, so that exp(r) - 1 needs only degree 6 and is tiny
+TABLE_HI, TABLE_LO = _table_of_2_to_the(1 << TABLE_BITS)
+TABLE_MASK = (1 << TABLE_BITS) - 1
+INV_C = 92.33248261689366  # 64 / ln 2
+C_HI = 0.010830424696905538  # ln(2) / 64 to 32 significant bits: n * C_HI is exact for |n| < 2^21
+C_LO = -6.563929801064195e-13  # ln(2) / 64 - C_HI
+
+
+@jit(fastmath=frozenset({"contract"}))
+def exp64_table(hi: Any, lo: Any) -> tuple[Any, Any, Any]:
+    """``exp(hi + lo) = (big + small) * 2^k`` of a float64 pair (``|lo| <= ulp(hi) / 2``, as TwoSum gives):
+    ``(big, small, k)``, ``big + small`` within about ``2^-60`` of it, relatively, and ``1 <= big < 2``.
+
+    :func:`exp64` rounds at every Horner step of a polynomial on ``|r| <= 0.35`` and ends within 1 ulp;
+    here the reduction goes 64 times further, to ``|r| <= ln(2) / 128``, with a table:
+
+    1. ``n = round(x * 64 / ln 2)``, ``x = hi + lo = n ln(2) / 64 + r``: ``hi - n C_HI`` is exact, and
+       ``- n C_LO + lo`` are roundings of numbers near 2^-60;
+    2. ``exp(r) - 1 = q``, degree 6 (truncation below ``r^7 / 7! < 2^-65``), tiny: its rounding errors
+       are far below an ulp of the result;
+    3. ``exp(x) = 2^(n // 64) * 2^(j / 64) * (1 + q)``, ``j = n mod 64``, with ``2^(j / 64)`` a pair from
+       the table: ``big = T_hi`` and ``small = T_hi q + T_lo``, and ``k = n // 64``.
+
+    Edges as :func:`exp64` (the clamp is on ``hi``; a non-finite ``hi`` needs ``lo = 0``)."""
+    x = -746.0 if hi < -746.0 else hi
+    x = 710.0 if hi > 710.0 else x
+    n = (x * INV_C + ROUND_64) - ROUND_64  # round(x * 64 / ln 2)
+    r = ((x - n * C_HI) - n * C_LO) + lo  # |r| <= ln(2) / 128 + a little
+    q = 1.0 / 720.0  # exp(r) - 1 = r + r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720)
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    q = r + (r * r) * q
+    k = np.int64(n)
+    j = k & np.int64(TABLE_MASK)
+    t_hi = TABLE_HI[j]
+    return t_hi, t_hi * q + TABLE_LO[j], np.float64(k >> np.int64(TABLE_BITS))
+
+
+@jit(fastmath=frozenset({"contract"}))
+def exp64_pair(hi: Any, lo: Any) -> Any:
+    """``exp(hi + lo)`` of a float64 pair, rounded once (:func:`exp64_table`): within 0.51 ulp."""
+    big, small, k = exp64_table(hi, lo)
+    return scale64(big + small, k)
+
+
+@jit()
+def expm1_pair(y: Any) -> tuple[Any, Any]:
+    """``exp(y) - 1`` for ``0 <= y <= 700`` as an unevaluated pair ``(h, l)``, within about ``2^-60`` of it,
+    relatively (what a Newton step for ``log1p`` needs; compiled without fastmath, as every step is a
+    TwoSum or an exact product).
+
+    As :func:`exp64_table`, ``y = n ln(2) / 64 + r``, but ``r`` is kept as a pair (``y - n C_HI`` is exact,
+    ``- n C_LO`` adds its rounding error ``rr``) and ``exp(r) - 1 = r + (rr + r^2 P(r))``. Then, with
+    ``2^(j/64) = T_hi + T_lo`` and ``k = n // 64``,
+
+        exp(y) - 1 = (2^k T_hi - 1) + 2^k T_hi r + 2^k (T_hi (rr + r^2 P) + T_lo (1 + r))
+
+    where ``2^k T_hi - 1`` is exact (``2^k T_hi >= 1``, an integer number of its ulps), ``T_hi r`` is a
+    pair by one fused multiply-add, and only the last, small term rounds."""
+    n = np.rint(y * INV_C)  # round(y * 64 / ln 2), >= 0
+    r1 = y - n * C_HI  # exact
+    r2 = -(n * C_LO)
+    r = r1 + r2
+    bb = r - r1
+    rr = (r1 - (r - bb)) + (r2 - bb)  # TwoSum: r + rr = r1 + r2
+    p = 1.0 / 720.0  # expm1(r) - r = r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720)
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    ql = rr + (r * r) * p  # expm1(r + rr) = r + ql
+    k = np.int64(n)
+    j = k & np.int64(TABLE_MASK)
+    t_hi = TABLE_HI[j]
+    t_lo = TABLE_LO[j]
+    two_k = scale64(1.0, np.float64(k >> np.int64(TABLE_BITS)))
+    ph = t_hi * r
+    pe = fma64(t_hi, r, -ph)  # t_hi r = ph + pe exactly
+    a = two_k * t_hi - 1.0  # exact
+    b = two_k * ph  # exact
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    small = two_k * (pe + t_hi * ql + t_lo * (1.0 + r))
+    h = s + (e + small)
+    return h, (e + small) - (h - s)
+
+
 @jit(fastmath=frozenset({"contract"}))
 def exp32_array(x: Any, out: Any) -> None:
     """``out[i] = exp32(x[i])`` over 1-D float32 arrays (for tests and the benchmark's exp floor)."""
@@ -163,6 +287,13 @@ def exp64_array(x: Any, out: Any) -> None:
     """``out[i] = exp64(x[i])`` over 1-D float64 arrays (for tests and the benchmark's exp floor)."""
     for i in range(x.shape[0]):
         out[i] = exp64(x[i])
+
+
+@jit(fastmath=frozenset({"contract"}))
+def exp64_pair_array(hi: Any, lo: Any, out: Any) -> None:
+    """``out[i] = exp64_pair(hi[i], lo[i])`` over 1-D float64 arrays (for tests)."""
+    for i in range(hi.shape[0]):
+        out[i] = exp64_pair(hi[i], lo[i])
 
 
 # ---------------------------------------------------------------- by dtype, chosen when a kernel compiles

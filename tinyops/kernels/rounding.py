@@ -25,9 +25,11 @@ so that, with ``L = log1p(r)`` and ``rho = r / (1 + r)``,
 
 (the ``2u |v|`` and the extra ``u``'s cover the last float64 rounding and the rounding of ``v +- err``).
 
-float64 rows have no wider type for the decision; they fall back where the float64 evaluation is known
-to lose digits: a logsumexp that cancels (``m < 0`` and ``L > |m + L| / 4``) and rows whose exps fall below the
-normal range (``r < 2**-960``, where each exp keeps only its absolute precision).
+float64 rows have no wider type for the decision. They carry pairs instead: each exp an unrounded pair,
+the sum with every rounding error kept (:func:`sum_without_max64`), ``log1p(r)`` a pair
+(:func:`log1p_pair`), and each output rounded once from pairs. They fall back to double-double where
+even that loses digits: a logsumexp that cancels (``m < 0`` and ``L > |m + L| / 4``) and rows whose exps
+fall below the normal range (``r < 2**-960``, where each exp keeps only its absolute precision).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 
 from . import dd
 from ._numba import SUM_FLAGS, jit
-from .exp import bits_of_f64, exp64, is_float32
+from .exp import bits_of_f64, exp64, exp64_table, expm1_pair, fma64, is_float32, scale64
 
 # entries per block of a row sum. The sum is vectorized within a block and its bound grows with the block,
 # (BLOCK - 1) u: blocks of 8 to 32 keep the bound small but made the (1024, 8192) float32 forward 1.5 to 1.7
@@ -56,7 +58,7 @@ R_ERR_EXACT = EXP_ERR + 3 * U  # the second tier: each exp64 summed with its rou
 L_ERR_EXACT = R_ERR_EXACT + LOG1P_ERR + 2 * U
 DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
 TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative precision (float64 rows)
-DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996: Dekker's split)
+DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996, the reference's Dekker split)
 
 # per row, how its outputs were decided: by the float64 values (NONE), after the exact re-sum (RESUM), in
 # double-double (DD), or left open even by the double-double value (UNDECIDED, never seen)
@@ -140,12 +142,13 @@ def decided_dd32(h: float, lo: float, err: float) -> Any:
 def sum_without_max(row: Any, m: float, e: Any) -> Any:
     """``r = sum_{j != a} exp(x_j - m)`` as ``(hi, lo)``: the exps below the max ``m`` (finite) plus the ties but one.
 
-    If ``e`` is an array (float64, at least n entries), each ``exp(x_j - m)`` is kept in it for the pass
-    that writes the softmax. Summed in blocks of :data:`BLOCK` entries (each block vectorized), the block
-    sums added with their rounding errors carried (:func:`add_compensated`); ``lo`` is the carried error.
-    For float32 rows ``x_j - m`` is exact in float64, for float64 rows it is ``hi + lo`` by TwoSum
-    (:func:`two_diff_lo`) and ``exp(hi + lo) = exp(hi) * (1 + lo)``.
+    float32 rows (``x_j - m`` is exact in float64): summed in blocks of :data:`BLOCK` entries (each block
+    vectorized), the block sums added with their rounding errors carried (:func:`add_compensated`); ``lo``
+    is the carried error. If ``e`` is an array (float64, at least n entries), each ``exp(x_j - m)`` is kept
+    in it for the pass that writes the softmax. float64 rows: :func:`sum_without_max64` (``e`` unused).
     """
+    if not is_float32(row):
+        return sum_without_max64(row, m)
     total, comp = 0.0, 0.0  # a nan entry (x_j - m != 0) makes them nan
     ties = 0  # entries equal to the max
     n = row.shape[0]
@@ -164,28 +167,68 @@ def sum_without_max(row: Any, m: float, e: Any) -> Any:
 
 @jit(fastmath=SUM_FLAGS, inline=True)
 def block_sum(row: Any, m: float, e: Any, j0: int, j1: int) -> Any:
-    """``(sum, ties)`` over entries ``j0 <= j < j1`` for :func:`sum_without_max`: the exps below the max, how
-    many entries equal it."""
+    """``(sum, ties)`` over entries ``j0 <= j < j1`` of a float32 row for :func:`sum_without_max`: the exps
+    below the max, how many entries equal it."""
     s = 0.0
     ties = 0
-    if is_float32(row):
-        for j in range(j0, j1):
-            d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
-            e_j = exp64(d)
-            if e is not None:
-                e[j] = e_j
-            s += e_j if d != 0.0 else 0.0
-            ties += d == 0.0
-    else:
-        for j in range(j0, j1):
-            hi = row[j] - m
-            e_j = exp64(hi)
-            e_j += e_j * two_diff_lo(row[j], m, hi)  # exp(hi + lo) = exp(hi) (1 + lo)
-            if e is not None:
-                e[j] = e_j
-            s += e_j if hi != 0.0 else 0.0
-            ties += hi == 0.0
+    for j in range(j0, j1):
+        d = np.float64(row[j]) - m  # exact: two float32 differ by a float64
+        e_j = exp64(d)
+        if e is not None:
+            e[j] = e_j
+        s += e_j if d != 0.0 else 0.0
+        ties += d == 0.0
     return s, ties
+
+
+LANES = 32  # running sums of a float64 row sum: entries j0 + k of each block of 32 go to lane k (a vector loop)
+
+
+@jit(fastmath=frozenset({"contract"}))
+def sum_without_max64(row: Any, m: float) -> Any:
+    """:func:`sum_without_max` of a float64 row, to about ``2^-60`` relative: each exp an unrounded pair
+    (:func:`~tinyops.kernels.exp.exp64_table`), its larger part added by TwoSum, its smaller part and the
+    TwoSum errors carried apart, in :data:`LANES` running sums (entry ``j`` in lane ``j % LANES``; a row
+    shorter than that in one) added in a fixed order."""
+    n = row.shape[0]
+    lanes = LANES if n >= LANES else 1
+    h = np.zeros(lanes)
+    c = np.zeros(lanes)
+    ties = 0
+    full = n - n % lanes
+    for j0 in range(0, full, lanes):
+        for k in range(lanes):  # one step of every lane: no dependence between them
+            big, small, tie = exp_term64(row, m, j0 + k)
+            h[k], c[k] = add_term64(h[k], c[k], big, small)
+            ties += tie
+    for j in range(full, n):
+        big, small, tie = exp_term64(row, m, j)
+        h[j - full], c[j - full] = add_term64(h[j - full], c[j - full], big, small)
+        ties += tie
+    hi, lo = h[0], c[0]
+    for k in range(1, lanes):
+        hi, lo = dd.dd_add(hi, lo, h[k], c[k])
+    return dd.dd_add(hi, lo, ties - 1.0, 0.0)  # the other maxima, exp(0) = 1 each
+
+
+@jit(inline=True)
+def exp_term64(row: Any, m: float, j: int) -> Any:
+    """Entry j of :func:`sum_without_max64`: ``exp(x_j - m)`` as ``(big, small)`` ((0, 0) at a tie), and
+    whether it is a tie."""
+    hi = row[j] - m
+    lo = two_diff_lo(row[j], m, hi)
+    big, small, k = exp64_table(hi, lo)
+    tie = hi == 0.0 and lo == 0.0
+    return (0.0 if tie else scale64(big, k)), (0.0 if tie else scale64(small, k)), np.int64(tie)
+
+
+@jit(inline=True)
+def add_term64(h: float, c: float, big: float, small: float) -> Any:
+    """``h + big`` by TwoSum, its rounding error and ``small`` added to the carry ``c``."""
+    s = h + big
+    bb = s - h
+    err = (h - (s - bb)) + (big - bb)
+    return s, c + (err + small)
 
 
 @jit()
@@ -206,6 +249,46 @@ def sum_without_max_exact(row: Any, m: float, e: Any) -> Any:
         lo += err
     hi, err = dd.two_sum(hi, ties - 1.0)
     return dd.fast_two_sum(hi, lo + err)
+
+
+@jit()
+def one_plus(rh: float, rl: float) -> Any:
+    """``1 + r`` of a pair ``r = rh + rl`` (r >= 0) as a pair: the softmax's divisor, unrounded."""
+    s, e = dd.two_sum(1.0, rh)
+    return dd.fast_two_sum(s, e + rl)
+
+
+@jit()
+def pair_quotient(g: float, dh: float, dl: float) -> Any:
+    """``g / (dh + dl)`` as a pair ``(qh, ql)``, to about ``2^-100`` relative: ``qh = fl(g / dh)``, and the
+    remainder ``g - qh dh`` is exact by one fused multiply-add."""
+    qh = g / dh
+    if not math.isfinite(qh):  # g or the divisor not finite: no remainder to carry
+        return qh, 0.0
+    return qh, (fma64(-qh, dh, g) - qh * dl) / dh
+
+
+@jit()
+def log1p_pair(rh: float, rl: float) -> Any:
+    """``log1p(r)`` of a pair ``r = rh + rl >= 0`` as a pair ``(lh, ll)``, within about ``2^-58`` relatively:
+    libm's ``y0 = log1p(rh)``, then one Newton step, ``log1p(r) = y0 + (r - expm1(y0)) / exp(y0)`` to
+    second order in a correction of about ``2^-53 y0``, with ``expm1(y0)`` a pair
+    (:func:`~tinyops.kernels.exp.expm1_pair`); ``rh - expm1(y0)`` is exact (the two are within a factor of 2)."""
+    y0 = math.log1p(rh)
+    eh, el = expm1_pair(y0)
+    d = ((rh - eh) + (rl - el)) / (1.0 + eh)
+    return dd.fast_two_sum(y0, d)
+
+
+@jit()
+def add_rounded(ah: float, al: float, bh: float, bl: float) -> float:
+    """``(ah + al) + (bh + bl)`` of two pairs, rounded once (TwoSum of the high parts, the rest added to its
+    error); an infinite ``ah + bh`` is returned as it is. Not inlined by numba: its operations keep their own
+    (no) fastmath flags in a caller that reassociates."""
+    s = ah + bh
+    bb = s - ah
+    e = (ah - (s - bb)) + (bh - bb)
+    return s + (e + (al + bl)) if math.isfinite(s) else s
 
 
 @jit()

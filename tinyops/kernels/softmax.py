@@ -14,11 +14,14 @@ kept out of the sum:
 
 1. the row max ``m`` (:func:`~tinyops.kernels.cross_entropy.row_max`);
 2. ``r``: the exps of the entries below the max, plus the ties but one (``exp(0) = 1`` each); for float32
-   rows ``x_j - m`` is exact in float64, for float64 rows it is ``hi + lo`` by TwoSum
-   (:func:`~tinyops.kernels.cross_entropy.two_diff_lo`) and ``exp(hi + lo) = exp(hi) * (1 + lo)``;
-3. the outputs from ``m`` and ``r``: ``lse = m + log1p(r)``; the softmax divides the exps of pass 2,
-   kept in a float64 scratch row (one per thread), by ``1 + r``; log_softmax is ``(x_j - m) - log1p(r)``
-   (plus ``lo`` for float64), two terms <= 0: nothing cancels.
+   rows ``x_j - m`` is exact in float64; for float64 rows it is ``hi + lo`` by TwoSum
+   (:func:`~tinyops.kernels.rounding.two_diff_lo`), each exp an unrounded pair from a table
+   (:func:`~tinyops.kernels.exp.exp64_table`) and the sum carries every rounding error
+   (:func:`~tinyops.kernels.rounding.sum_without_max64`);
+3. the outputs from ``m`` and ``r``: ``lse = m + log1p(r)``; the float32 softmax divides the exps of
+   pass 2, kept in a float64 scratch row (one per thread), by ``1 + r``; the float64 one recomputes each
+   exp as a pair and multiplies it by ``1 / (1 + r)`` as a pair, rounding once; log_softmax is
+   ``(x_j - m) - log1p(r)`` (plus ``lo`` for float64), two terms <= 0: nothing cancels.
 
 Each output is rounded once to x's dtype. **Accuracy** against the exact (mpmath) values, held by
 tests/test_rounding.py, tests/test_softmax_layers.py and tests/test_accuracy.py on the hard regions of
@@ -28,9 +31,10 @@ tests/test_rounding.py, tests/test_softmax_layers.py and tests/test_accuracy.py 
   does not decide the float32 rounding the row's ``r`` is summed again exactly, then, if still undecided,
   the row is computed in double-double (:mod:`tinyops.kernels.rounding`). So the reference layer, also
   correctly rounded, gives the same bits;
-- float64: within ``8 + 2 log2(n)`` ULP (held; measured within 2, softmax 3), on outputs that are normal
-  numbers; rows where logsumexp cancels or the exps fall below the normal range are computed in
-  double-double.
+- float64: within ``8 + 2 log2(n)`` ULP (held), on outputs that are normal numbers; measured in the atlas
+  of docs/accuracy.md, within about half an ULP (every sum and ``log1p(r)`` carried as pairs, each output
+  rounded once).
+  Rows where logsumexp cancels or the exps fall below the normal range are computed in double-double.
 
 The backward accumulates its row sum in float64: ``dx = y * (dy - sum(dy * y))`` (softmax) and
 ``dx = dy - exp(y) * sum(dy)`` (log_softmax; ``exp`` in y's dtype, as y is rounded to it), each entry
@@ -61,7 +65,7 @@ from numba import prange
 from . import dd
 from ._numba import jit, launch, threads_available, use_threads
 from .cross_entropy import row_max
-from .exp import exp64, exp_of, is_float32
+from .exp import exp64, exp64_table, exp_of, fma64, is_float32, scale64
 from .rounding import (
     BLOCK,
     DD_ERR,
@@ -76,14 +80,18 @@ from .rounding import (
     TINY_R,
     U,
     add_compensated,
+    add_rounded,
     d_of,
     dd_exp_of,
     dd_row,
     dd_sum_err,
     decided32,
     decided_dd32,
+    log1p_pair,
     midpoint_reach,
     near_midpoint32,
+    one_plus,
+    pair_quotient,
     round_dd32,
     sum_without_max,
     sum_without_max_exact,
@@ -124,8 +132,21 @@ def softmax_into(e: Any, den: float, out: Any, rel: float) -> int:
 
 
 @jit(fastmath=FLAGS)
-def log_softmax_into(row: Any, m: float, log1p_r: float, out: Any, err: float) -> int:
-    """``out_j = (x_j - m) - log1p(r)``: two terms <= 0 (``+ lo``, the TwoSum error of ``x_j - m``, for float64).
+def softmax64_into(row: Any, m: float, rh: float, rl: float, out: Any) -> None:
+    """``out_j = exp(x_j - m) / (1 + r)`` of a float64 row, each rounded once from pairs: ``x_j - m`` by TwoSum,
+    its exp unrounded (:func:`~tinyops.kernels.exp.exp64_table`), ``1 / (1 + r)`` to about ``2^-100``."""
+    dh, dl = one_plus(rh, rl)
+    sh, sl = pair_quotient(1.0, dh, dl)
+    for j in range(row.shape[0]):
+        hi = row[j] - m
+        big, small, k = exp64_table(hi, two_diff_lo(row[j], m, hi))  # exp(x_j - m) = (big + small) 2^k
+        out[j] = scale64(fma64(big, sh, big * sl + small * sh), k)
+
+
+@jit(fastmath=FLAGS)
+def log_softmax_into(row: Any, m: float, log1p_r: float, log1p_r_lo: float, out: Any, err: float) -> int:
+    """``out_j = (x_j - m) - log1p(r)``: two terms <= 0. float64 rows: both are pairs (``x_j - m`` by TwoSum,
+    ``log1p(r) = log1p_r + log1p_r_lo``), rounded once; float32 rows: ``log1p_r_lo`` is not used.
 
     Returns how many float32 entries are not decided, the float64 value within ``err + 2u |v|``."""
     undecided = 0
@@ -138,7 +159,7 @@ def log_softmax_into(row: Any, m: float, log1p_r: float, out: Any, err: float) -
     else:
         for j in range(row.shape[0]):
             hi = row[j] - m
-            out[j] = (hi - log1p_r) + two_diff_lo(row[j], m, hi)
+            out[j] = add_rounded(hi, two_diff_lo(row[j], m, hi), -log1p_r, -log1p_r_lo)
     return undecided
 
 
@@ -210,7 +231,7 @@ def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: 
         den = 1.0 + r
         undecided += softmax_into(e, den, y[i], EXP_ERR + r_err * (r / den) + 5 * U)
     elif op == LOG_SOFTMAX:
-        undecided += log_softmax_into(row, m, log1p_r, y[i], l_err * log1p_r)
+        undecided += log_softmax_into(row, m, log1p_r, 0.0, y[i], l_err * log1p_r)
     return undecided
 
 
@@ -243,16 +264,16 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
         if outputs32(row, op, lse, y, i, e, m, rh, R_ERR) > 0:
             fell[i] = forward_redo(row, op, lse, y, i, e, m, rh)
         return
-    log1p_r = math.log1p(rh) + rl / (1.0 + rh)  # the sum's carried error, to first order
+    lh, ll = log1p_pair(rh, rl)
     redo = 0.0 < rh < TINY_R
     if op == LSE or op == LSE_PROBS:
-        v = m + log1p_r
+        v = add_rounded(m, 0.0, lh, ll)
         lse[i] = v
-        redo |= m < 0.0 and log1p_r > 0.25 * abs(v)  # m + log1p(r) cancels
+        redo |= m < 0.0 and lh > 0.25 * abs(v)  # m + log1p(r) cancels
     if op == LSE_PROBS or op == SOFTMAX:
-        softmax_into(e, (1.0 + rh) + rl, y[i], 0.0)
+        softmax64_into(row, m, rh, rl, y[i])
     elif op == LOG_SOFTMAX:
-        log_softmax_into(row, m, log1p_r, y[i], 0.0)
+        log_softmax_into(row, m, lh, ll, y[i], 0.0)
     if redo:
         fell[i] = fallback_row(row, op, lse, y, i, m, rh)
 
