@@ -72,9 +72,10 @@ def test_exp_of_a_pair_within_half_an_ulp() -> None:
         err = np.array([float(abs(mpmath.mpf(float(o)) - e)) for o, e in zip(out, exact, strict=True)])
     err /= np.spacing(np.abs(np.array([float(e) for e in exact])))
     assert err.max() <= 0.51, f"{err.max():.4f} ulp at hi = {hi[np.argmax(err)]!r}, lo = {lo[np.argmax(err)]!r}"
-    edges = np.array([np.inf, -np.inf, np.nan, 0.0, 710.0, -746.0])
-    exp64_pair_array(edges, np.zeros(edges.size), got := np.empty(edges.size))
-    np.testing.assert_array_equal(got, [np.inf, 0.0, np.nan, 1.0, np.inf, 0.0])
+    edges = np.array([np.inf, -np.inf, np.nan, 0.0, 710.0, -746.0, -1.0783978e68, 1.0783978e68])
+    lo = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 6.2e51, -6.2e51])  # TwoSum errors of huge differences are huge
+    exp64_pair_array(edges, lo, got := np.empty(edges.size))
+    np.testing.assert_array_equal(got, [np.inf, 0.0, np.nan, 1.0, np.inf, 0.0, 0.0, np.inf])
 
 
 @numba.njit

@@ -189,6 +189,7 @@ def any_finite(draw: st.DrawFn) -> tuple[Array, Array]:
 @example((np.array([[TH[F64] + 1, TH[F64], -TH[F64]]], np.float64), np.array([0])), 0)
 @example((np.array([[-7.1e37, 0.0]] * 3 + [[-7.1e37, 5.7e37]], np.float32), np.array([0, 0, 0, 0])), 0)
 @example((np.array([[-8e307, 0.0], [-8e307, 0.0], [-8e307, 8e307]], np.float64), np.array([0, 0, 0])), 0)
+@example((np.array([[1.07839787e68, 6.23973758e51]]), np.array([0])), 0)  # x - m and its huge TwoSum error
 def test_stable_ops_raise_no_floating_point_error(case: tuple[Array, Array], seed: int) -> None:
     x, target = case
     with np.errstate(over="raise", invalid="raise", divide="raise"):

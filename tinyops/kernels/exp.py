@@ -208,11 +208,13 @@ def exp64_table(hi: Any, lo: Any) -> tuple[Any, Any, Any]:
     3. ``exp(x) = 2^(n // 64) * 2^(j / 64) * (1 + q)``, ``j = n mod 64``, with ``2^(j / 64)`` a pair from
        the table: ``big = T_hi`` and ``small = T_hi q + T_lo``, and ``k = n // 64``.
 
-    Edges as :func:`exp64` (the clamp is on ``hi``; a non-finite ``hi`` needs ``lo = 0``)."""
+    Edges as :func:`exp64`: the clamp is on ``hi``, and a clamped ``hi`` drops ``lo`` (the TwoSum error of a
+    huge difference is itself huge, but the result is 0 or inf either way)."""
+    inside = -746.0 <= hi <= 710.0  # nan: not inside, and passes the clamps below
     x = -746.0 if hi < -746.0 else hi
     x = 710.0 if hi > 710.0 else x
     n = (x * INV_C + ROUND_64) - ROUND_64  # round(x * 64 / ln 2)
-    r = ((x - n * C_HI) - n * C_LO) + lo  # |r| <= ln(2) / 128 + a little
+    r = ((x - n * C_HI) - n * C_LO) + (lo if inside else 0.0)  # |r| <= ln(2) / 128 + a little
     q = 1.0 / 720.0  # exp(r) - 1 = r + r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720)
     q = q * r + 1.0 / 120.0
     q = q * r + 1.0 / 24.0
