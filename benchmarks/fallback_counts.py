@@ -4,7 +4,7 @@ For every region of tinyops.testing.regions (fixed seed; 512 rows of 64 classes,
 long_row) and for random normal logits at the loss benchmark's shapes, it counts the rows whose results
 the float64 evaluation did not decide:
 
-- compiled (tinyops/kernels): rows decided after summing r again exactly (the second tier), rows
+- compiled (tinyops/kernels): rows decided by the second tier (the row again in float64 pairs), rows
   computed in double-double, and rows a double-double value still left open (none expected);
 - reference (tinyops/ops): rows computed in double-double, and rows left open.
 
@@ -68,8 +68,8 @@ def reference_fell(x: Array, t: Array) -> dict[str, Array]:
 
 
 def cell(fell_c: Array, fell_r: Array) -> str:
-    """``compiled re-sum / dd / open ; reference dd / open``, in rows."""
-    c = [int((fell_c == code).sum()) for code in (rounding.FELL_RESUM, rounding.FELL_DD, rounding.FELL_UNDECIDED)]
+    """``compiled pairs / dd / open ; reference dd / open``, in rows."""
+    c = [int((fell_c == code).sum()) for code in (rounding.FELL_PAIRS, rounding.FELL_DD, rounding.FELL_UNDECIDED)]
     r = [int((fell_r == code).sum()) for code in (1, 2)]
     return f"{c[0]} / {c[1]} / {c[2]} ; {r[0]} / {r[1]}"
 
@@ -134,7 +134,7 @@ def main() -> None:
         return
     for dt in args.dtypes.split(","):
         dtype = np.dtype(dt)
-        print(f"\n**{dt}**: rows redone, compiled re-sum / double-double / open ; reference double-double / open\n")
+        print(f"\n**{dt}**: rows redone, compiled pairs / double-double / open ; reference double-double / open\n")
         print("| region | rows | " + " | ".join(QUANTITIES) + " |")
         print("| --- | ---: | " + " | ".join("---:" for _ in QUANTITIES) + " |")
         for name, x, t in cases(dtype, args.seed):

@@ -232,7 +232,8 @@ def test_float64_bounds_on_every_region(name: str) -> None:
 
 
 def fell_counts(x: Array, t: Array) -> dict[str, int]:
-    """Rows redone in double-double, per quantity and layer (the counts docs/accuracy.md reports)."""
+    """Rows the first evaluation did not decide, per quantity and layer: redone in pairs (the compiled
+    second tier) or in double-double."""
     out = {}
     for op, name in ((ksm.LSE, "lse"), (ksm.SOFTMAX, "softmax"), (ksm.LOG_SOFTMAX, "log_softmax")):
         out[f"compiled {name}"] = int((ksm.forward_counted(x, op, 1)[2] > 0).sum())
@@ -267,6 +268,22 @@ def test_fallback_on_log_normalized_rows() -> None:
     x, t = regions.log_normalized(np.random.default_rng(4), F32, 32, 40)
     counts = fell_counts(x, t)
     assert counts["compiled lse"] >= 16 and counts["reference lse"] >= 16, counts
+
+
+def test_the_second_tier_decides_log_normalized_rows() -> None:
+    """The compiled layer's second tier (the row again in float64 pairs, within about 2^-55) decides the
+    cancelling logsumexp of float32 log-normalized rows and the loss on its own: no row goes on to
+    double-double, and the results are the reference layer's (which redoes them in double-double)."""
+    x, t = regions.log_normalized(np.random.default_rng(4), F32, 32, 40)
+    lse, _, fell = ksm.forward_counted(x, ksm.LSE, 1)
+    assert (fell == rounding.FELL_PAIRS).sum() >= 16 and not (fell == rounding.FELL_DD).any(), fell
+    loss, lse_ce, state = kce.ce_rows_forward(x, t)
+    assert (state.stats[kce.FELL] == rounding.FELL_PAIRS).sum() >= 16
+    assert not (state.stats[kce.FELL] == rounding.FELL_DD).any()
+    ref_loss, ref_lse, _ = oce.ce_rows_forward(x, t, backend="reference")
+    np.testing.assert_array_equal(loss, ref_loss)
+    np.testing.assert_array_equal(lse_ce, ref_lse)
+    np.testing.assert_array_equal(lse, ref_lse)
 
 
 def midpoints(k: int) -> tuple[Array, Array]:

@@ -51,28 +51,30 @@ from numba import prange
 from .._checks import Array
 from . import dd
 from ._numba import MAX_FLAGS, SUM_FLAGS, jit, launch, threads_available
-from .exp import exp64, exp64_table, exp_of, fma64, is_float32, scale64
+from .exp import exp64, exp_of, is_float32
 from .rounding import (
     DD_ERR,
+    E_PAIR_ERR,
     EXP_ERR,
     FELL_DD,
     FELL_NONE,
-    FELL_RESUM,
+    FELL_PAIRS,
     FELL_UNDECIDED,
     L_ERR,
-    L_ERR_EXACT,
+    L_PAIR_ERR,
     LOG1P_ERR,
     R_ERR,
-    R_ERR_EXACT,
     TINY_R,
     U,
-    add_rounded,
+    add_pairs,
     d_of,
     dd_exp_of,
     dd_row,
     dd_sum_err,
     decided32,
     decided_dd32,
+    entry_pair,
+    entry_rounded,
     log1p_pair,
     midpoint_reach,
     near_midpoint32,
@@ -80,15 +82,15 @@ from .rounding import (
     pair_quotient,
     round_dd32,
     sum_without_max,
-    sum_without_max_exact,
+    sum_without_max64,
     two_diff_lo,
 )
 
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
 # rows of its ``stats`` (7, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
-# needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_DD, FELL_UNDECIDED); LOSS64, LOSS_ERR: the
-# loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean needs);
-# DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (float64 rows; 0 for the others)
+# needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_PAIRS, FELL_DD, FELL_UNDECIDED); LOSS64,
+# LOSS_ERR: the loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean
+# needs); DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (float64 rows; 0 for the others)
 SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR, DEN_LO = 0, 1, 2, 3, 4, 5, 6
 STATS = 7
 
@@ -198,8 +200,8 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     else:
         lh, ll = log1p_pair(rh, rl)
         gap = m - xt
-        loss_i = add_rounded(gap, two_diff_lo(m, xt, gap), lh, ll)  # (m - x_t) + log1p(r), pairs
-        lse_i = add_rounded(m, 0.0, lh, ll)
+        loss_i = add_pairs(gap, two_diff_lo(m, xt, gap), lh, ll)[0]  # (m - x_t) + log1p(r), pairs
+        lse_i = add_pairs(m, 0.0, lh, ll)[0]
         redo = bool(0.0 < rh < TINY_R or (m < 0.0 and lh > 0.25 * abs(lse_i)))  # lse cancels
         stats[LOSS_ERR, i] = np.inf
     out[LOSS, i] = loss_i
@@ -215,21 +217,22 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
 
 @jit()
 def accurate_redo(row: Any, t: int, m: float, r_fast: float, out: Any, stats: Any, i: int) -> None:
-    """The slow tiers of a row whose loss or lse the float64 values did not decide: for float32 rows, ``r``
-    summed exactly (the second tier) and the two decided again; then the double-double row."""
+    """The slow tiers of a row whose loss or lse the first evaluation did not decide: for float32 rows, the
+    row in pairs as float64 rows are computed (the second tier) and the two decided again; then the
+    double-double row."""
     if is_float32(row):
-        rh, _ = sum_without_max_exact(row, m, None)
-        log1p_r = math.log1p(rh)
-        loss_i = (m - np.float64(row[t])) + log1p_r
-        lse_i = m + log1p_r
-        err = L_ERR_EXACT * log1p_r
-        if decided32(loss_i, err + 2 * U * loss_i) and decided32(lse_i, err + 2 * U * abs(lse_i)):
-            out[LOSS, i] = loss_i
-            out[LSE, i] = lse_i
-            stats[DTARGET, i] = math.expm1(-loss_i)
-            stats[FELL, i] = FELL_RESUM
-            stats[LOSS64, i] = loss_i
-            stats[LOSS_ERR, i] = err + U * loss_i
+        rh, rl = sum_without_max64(row, m)
+        lh, ll = log1p_pair(rh, rl)
+        vh, vl = add_pairs(m - np.float64(row[t]), 0.0, lh, ll)  # loss; m - x_t exact
+        wh, wl = add_pairs(m, 0.0, lh, ll)  # lse
+        err = L_PAIR_ERR * lh
+        if decided_dd32(vh, vl, err) and decided_dd32(wh, wl, err):
+            out[LOSS, i] = round_dd32(vh, vl)
+            out[LSE, i] = round_dd32(wh, wl)
+            stats[DTARGET, i] = math.expm1(-vh)
+            stats[FELL, i] = FELL_PAIRS
+            stats[LOSS64, i] = vh
+            stats[LOSS_ERR, i] = err + abs(vl)
             return
     accurate_fallback(row, t, m, r_fast, out, stats, i)
 
@@ -307,11 +310,23 @@ def grad_row32(
 
 @jit()
 def backward_redo(src: Any, t: int, g: Any, shift: float, dtarget: float, drow: Any) -> int:
-    """The slow tiers of a float32 row whose gradient the float64 values did not decide: ``1 + r`` summed
-    exactly (the second tier), then, if still undecided, the double-double row. Returns its FELL_* status."""
-    rh, rl = sum_without_max_exact(src, shift, None)
-    if grad_row32(src, t, g, shift, (1.0 + rh) + rl, dtarget, drow, R_ERR_EXACT, L_ERR) == 0:
-        return FELL_RESUM
+    """The slow tiers of a float32 row whose gradient the float64 values did not decide: the row in pairs
+    (the second tier: ``r`` by :func:`sum_without_max64`, each entry by :func:`entry_pair`), then, if an entry
+    is still undecided, the double-double row. Returns its FELL_* status."""
+    rh, rl = sum_without_max64(src, shift)
+    dh, dl = one_plus(rh, rl)
+    qh, ql = pair_quotient(np.float64(g), dh, dl)  # g / (1 + r)
+    undecided = 0
+    for j in range(src.shape[0]):
+        vh, vl = entry_pair(src, j, shift, qh, ql)
+        drow[j] = round_dd32(vh, vl)
+        undecided += not decided_dd32(vh, vl, E_PAIR_ERR * abs(vh))
+    if src.shape[0] > 0:
+        v = g * dtarget  # g * (softmax_t - 1), as the first tier
+        drow[t] = v
+        undecided += not decided32(v, (L_ERR + LOG1P_ERR + 4 * U) * abs(v))
+    if undecided == 0:
+        return FELL_PAIRS
     return backward_fallback(src, t, np.float64(g), shift, drow)  # type: ignore[no-any-return]
 
 
@@ -338,11 +353,9 @@ def backward_row(
             if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR, L_ERR) > 0:
                 status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
-        sh, sl = pair_quotient(np.float64(g), den, den_lo)  # g / (1 + r), a pair
+        qh, ql = pair_quotient(np.float64(g), den, den_lo)  # g / (1 + r), a pair
         for j in range(row.shape[0]):
-            hi = row[j] - shift
-            big, small, k = exp64_table(hi, two_diff_lo(row[j], shift, hi))  # exp(x_j - m) = (big + small) 2^k
-            drow[j] = scale64(fma64(big, sh, big * sl + small * sh), k)  # e * g / den, rounded once
+            drow[j] = entry_rounded(row, j, shift, qh, ql)  # exp(x_j - m) g / (1 + r)
     else:
         scale_x = g / den  # x's dtype
         for j in range(row.shape[0]):

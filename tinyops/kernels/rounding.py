@@ -2,18 +2,19 @@
 
 Every output of a float32 row is computed in float64 (``v``) together with a bound ``err`` on
 ``|v - exact|``; if ``v - err`` and ``v + err`` round to the same float32, so does the exact value (rounding
-is monotone), and that float32 is the correctly rounded result (:func:`decided32`). Otherwise the row's
-``r`` is summed again with every rounding error carried (:func:`sum_without_max_exact`, a bound 15 times
-smaller) and the outputs decided again; if some still are not, the row is computed in double-double
-(:mod:`tinyops.kernels.dd`), whose error is below ``2**-88`` of the terms, and that value is rounded
-(:func:`round_dd32`). docs/derivations.md derives the bounds; the constants:
+is monotone), and that float32 is the correctly rounded result (:func:`decided32`). Otherwise the row is
+computed again as float64 rows are, in pairs of float64 numbers (the second tier: each exp an unrounded
+pair, the sum with every rounding error carried, ``log1p(r)`` and each output as pairs, within about
+``2^-55`` of the exact values, a bound 100 times smaller), and the outputs decided again; if some still
+are not, the row is computed in double-double (:mod:`tinyops.kernels.dd`), whose error is below
+``2**-88`` of the terms, and that value is rounded (:func:`round_dd32`). docs/derivations.md derives the
+bounds; the constants:
 
     u = 2^-53                  the float64 unit roundoff
     EXP_ERR   = 2u             exp64 (measured: at most 1.23 u over 3e6 arguments)
     LOG1P_ERR = 2u             libm's log1p and expm1 (measured: at most 1.1 u)
     SUM_ERR   = (BLOCK + 1) u  the row sum: blocks of BLOCK entries summed in any order ((BLOCK - 1) u),
-                               the block sums added by Neumaier's compensated sum (2u); 3u for the exact
-                               re-sum of the second tier (R_ERR_EXACT, L_ERR_EXACT)
+                               the block sums added by Neumaier's compensated sum (2u)
     R_ERR  = EXP_ERR + SUM_ERR + u           relative error of r = sum_{j != a} exp(x_j - m)
     L_ERR  = R_ERR + LOG1P_ERR + 2u          relative error of log1p(r) (r / (1 + r) <= log1p(r))
 
@@ -24,6 +25,14 @@ so that, with ``L = log1p(r)`` and ``rho = r / (1 + r)``,
     g * (softmax_t - 1) = g * expm1(-loss):                             err = (L_ERR + LOG1P_ERR + 4u) |v|
 
 (the ``2u |v|`` and the extra ``u``'s cover the last float64 rounding and the rounding of ``v +- err``).
+The second tier's outputs are pairs, never rounded to float64, decided by :func:`decided_dd32`:
+
+    R_PAIR_ERR = 2^-56   r from sum_without_max64 (its exp pairs: measured within 2^-58.6)
+    L_PAIR_ERR = 2^-55   log1p(r) from log1p_pair (measured within 2^-57.8), with r's error
+    E_PAIR_ERR = 2^-55   an entry g e_j / (1 + r) from entry_pair: the exp's, r's and the quotient's errors
+
+    lse, loss, log_softmax_j:   err = L_PAIR_ERR * L
+    softmax_j, g * e_j / (1 + r): err = E_PAIR_ERR |v|
 
 float64 rows have no wider type for the decision. They carry pairs instead: each exp an unrounded pair,
 the sum with every rounding error kept (:func:`sum_without_max64`), ``log1p(r)`` a pair
@@ -45,8 +54,8 @@ from .exp import bits_of_f64, exp64, exp64_table, expm1_pair, fma64, is_float32,
 
 # entries per block of a row sum. The sum is vectorized within a block and its bound grows with the block,
 # (BLOCK - 1) u: blocks of 8 to 32 keep the bound small but made the (1024, 8192) float32 forward 1.5 to 1.7
-# times slower than blocks of 64 (measured, medians); a row the bound leaves undecided is summed again
-# exactly instead (sum_without_max_exact, the second tier), which the fallback counts show is rare.
+# times slower than blocks of 64 (measured, medians); a row the bound leaves undecided is computed again
+# in pairs instead (the second tier), which the fallback counts show is rare.
 BLOCK = 64
 U = 2.0**-53
 EXP_ERR = 2 * U
@@ -54,15 +63,16 @@ LOG1P_ERR = 2 * U
 SUM_ERR = (BLOCK + 1) * U
 R_ERR = EXP_ERR + SUM_ERR + U
 L_ERR = R_ERR + LOG1P_ERR + 2 * U
-R_ERR_EXACT = EXP_ERR + 3 * U  # the second tier: each exp64 summed with its rounding error carried
-L_ERR_EXACT = R_ERR_EXACT + LOG1P_ERR + 2 * U
+R_PAIR_ERR = 2.0**-56  # the second tier (see above)
+L_PAIR_ERR = 2.0**-55
+E_PAIR_ERR = 2.0**-55
 DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
 TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative precision (float64 rows)
 DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996, the reference's Dekker split)
 
-# per row, how its outputs were decided: by the float64 values (NONE), after the exact re-sum (RESUM), in
-# double-double (DD), or left open even by the double-double value (UNDECIDED, never seen)
-FELL_NONE, FELL_DD, FELL_UNDECIDED, FELL_RESUM = 0, 1, 2, 3
+# per row, how its outputs were decided: by the float64 values (NONE), by the second tier's pairs (PAIRS),
+# in double-double (DD), or left open even by the double-double value (UNDECIDED, never seen)
+FELL_NONE, FELL_DD, FELL_UNDECIDED, FELL_PAIRS = 0, 1, 2, 3
 
 
 # ----------------------------------------------------------------------------- the decision
@@ -232,26 +242,6 @@ def add_term64(h: float, c: float, big: float, small: float) -> Any:
 
 
 @jit()
-def sum_without_max_exact(row: Any, m: float, e: Any) -> Any:
-    """:func:`sum_without_max` (float32 rows) with every exp added by TwoSum, the errors carried to the end:
-    the sum's own error is then below 3u, and that of r is EXP_ERR + 3u (the second tier). Not vectorized."""
-    hi, lo = 0.0, 0.0
-    ties = 0
-    for j in range(row.shape[0]):
-        d = np.float64(row[j]) - m
-        e_j = exp64(d)
-        if e is not None:
-            e[j] = e_j
-        if d == 0.0:
-            ties += 1
-            continue
-        hi, err = dd.two_sum(hi, e_j)
-        lo += err
-    hi, err = dd.two_sum(hi, ties - 1.0)
-    return dd.fast_two_sum(hi, lo + err)
-
-
-@jit()
 def one_plus(rh: float, rl: float) -> Any:
     """``1 + r`` of a pair ``r = rh + rl`` (r >= 0) as a pair: the softmax's divisor, unrounded."""
     s, e = dd.two_sum(1.0, rh)
@@ -281,14 +271,44 @@ def log1p_pair(rh: float, rl: float) -> Any:
 
 
 @jit()
-def add_rounded(ah: float, al: float, bh: float, bl: float) -> float:
-    """``(ah + al) + (bh + bl)`` of two pairs, rounded once (TwoSum of the high parts, the rest added to its
-    error); an infinite ``ah + bh`` is returned as it is. Not inlined by numba: its operations keep their own
-    (no) fastmath flags in a caller that reassociates."""
+def add_pairs(ah: float, al: float, bh: float, bl: float) -> Any:
+    """``(ah + al) + (bh + bl)`` of two pairs as a pair ``(h, l)``, ``h`` the sum rounded once (TwoSum of the
+    high parts, the rest added to its error); an infinite ``ah + bh`` is ``(ah + bh, 0)``. Not inlined by
+    numba: its operations keep their own (no) fastmath flags in a caller that reassociates."""
     s = ah + bh
+    if not math.isfinite(s):
+        return s, 0.0
     bb = s - ah
     e = (ah - (s - bb)) + (bh - bb)
-    return s + (e + (al + bl)) if math.isfinite(s) else s
+    return dd.fast_two_sum(s, e + (al + bl))
+
+
+@jit(inline=True)
+def entry_parts(row: Any, j: int, m: float, qh: float, ql: float) -> Any:
+    """``exp(x_j - m) * (qh + ql) = (big qh + rest) 2^k``: ``(big, rest, k)``, ``rest`` the small products.
+    ``x_j - m`` by TwoSum, its exp an unrounded pair (:func:`~tinyops.kernels.exp.exp64_table`)."""
+    hi = row[j] - m
+    big, small, k = exp64_table(hi, two_diff_lo(row[j], m, hi))
+    return big, big * ql + small * qh, k
+
+
+@jit()
+def entry_rounded(row: Any, j: int, m: float, qh: float, ql: float) -> Any:
+    """``exp(x_j - m) * (qh + ql)`` rounded once to float64, within about ``0.5 ulp + 2^-55`` relatively (the
+    product of the two larger parts fused with the rest): the softmax (``q = 1 / (1 + r)``) and the
+    cross-entropy gradient (``q = g / (1 + r)``) of float64 rows."""
+    big, rest, k = entry_parts(row, j, m, qh, ql)
+    return scale64(fma64(big, qh, rest), k)
+
+
+@jit()
+def entry_pair(row: Any, j: int, m: float, qh: float, ql: float) -> Any:
+    """:func:`entry_rounded` unrounded, as a pair ``(h, l)``, within about ``2^-55`` relatively (the second
+    tier of float32 rows): the product of the two larger parts is exact by one fused multiply-add."""
+    big, rest, k = entry_parts(row, j, m, qh, ql)
+    p = big * qh
+    h, lo = dd.fast_two_sum(p, fma64(big, qh, -p) + rest)
+    return scale64(h, k), scale64(lo, k)
 
 
 @jit()

@@ -65,28 +65,31 @@ from numba import prange
 from . import dd
 from ._numba import jit, launch, threads_available, use_threads
 from .cross_entropy import row_max
-from .exp import exp64, exp64_table, exp_of, fma64, is_float32, scale64
+from .exp import exp64, exp_of, is_float32
 from .rounding import (
     BLOCK,
     DD_ERR,
+    E_PAIR_ERR,
     EXP_ERR,
     FELL_DD,
     FELL_NONE,
-    FELL_RESUM,
+    FELL_PAIRS,
     FELL_UNDECIDED,
+    L_PAIR_ERR,
     LOG1P_ERR,
     R_ERR,
-    R_ERR_EXACT,
     TINY_R,
     U,
     add_compensated,
-    add_rounded,
+    add_pairs,
     d_of,
     dd_exp_of,
     dd_row,
     dd_sum_err,
     decided32,
     decided_dd32,
+    entry_pair,
+    entry_rounded,
     log1p_pair,
     midpoint_reach,
     near_midpoint32,
@@ -94,7 +97,7 @@ from .rounding import (
     pair_quotient,
     round_dd32,
     sum_without_max,
-    sum_without_max_exact,
+    sum_without_max64,
     two_diff_lo,
 )
 
@@ -133,14 +136,12 @@ def softmax_into(e: Any, den: float, out: Any, rel: float) -> int:
 
 @jit(fastmath=FLAGS)
 def softmax64_into(row: Any, m: float, rh: float, rl: float, out: Any) -> None:
-    """``out_j = exp(x_j - m) / (1 + r)`` of a float64 row, each rounded once from pairs: ``x_j - m`` by TwoSum,
-    its exp unrounded (:func:`~tinyops.kernels.exp.exp64_table`), ``1 / (1 + r)`` to about ``2^-100``."""
+    """``out_j = exp(x_j - m) / (1 + r)`` of a float64 row, each rounded once from pairs
+    (:func:`~tinyops.kernels.rounding.entry_rounded`, with ``1 / (1 + r)`` as a pair)."""
     dh, dl = one_plus(rh, rl)
-    sh, sl = pair_quotient(1.0, dh, dl)
+    qh, ql = pair_quotient(1.0, dh, dl)
     for j in range(row.shape[0]):
-        hi = row[j] - m
-        big, small, k = exp64_table(hi, two_diff_lo(row[j], m, hi))  # exp(x_j - m) = (big + small) 2^k
-        out[j] = scale64(fma64(big, sh, big * sl + small * sh), k)
+        out[j] = entry_rounded(row, j, m, qh, ql)
 
 
 @jit(fastmath=FLAGS)
@@ -159,7 +160,7 @@ def log_softmax_into(row: Any, m: float, log1p_r: float, log1p_r_lo: float, out:
     else:
         for j in range(row.shape[0]):
             hi = row[j] - m
-            out[j] = add_rounded(hi, two_diff_lo(row[j], m, hi), -log1p_r, -log1p_r_lo)
+            out[j] = add_pairs(hi, two_diff_lo(row[j], m, hi), -log1p_r, -log1p_r_lo)[0]
     return undecided
 
 
@@ -237,11 +238,31 @@ def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: 
 
 @jit()
 def forward_redo(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r_fast: float) -> int:
-    """The slow tiers of a float32 row with undecided outputs: ``r`` summed exactly (the second tier) and
-    the outputs decided again; then the double-double row. Returns its FELL_* status."""
-    r, _ = sum_without_max_exact(row, m, e)
-    if outputs32(row, op, lse, y, i, e, m, r, R_ERR_EXACT) == 0:
-        return FELL_RESUM
+    """The slow tiers of a float32 row with undecided outputs: the row in pairs, as float64 rows are
+    computed (the second tier), each output decided again from its pair; then the double-double row.
+    Returns its FELL_* status."""
+    rh, rl = sum_without_max64(row, m)
+    lh, ll = log1p_pair(rh, rl)
+    err = L_PAIR_ERR * lh  # of lse and of each log_softmax entry
+    undecided = 0
+    if op == LSE or op == LSE_PROBS:
+        vh, vl = add_pairs(m, 0.0, lh, ll)
+        lse[i] = round_dd32(vh, vl)
+        undecided += not decided_dd32(vh, vl, err)
+    if op == LSE_PROBS or op == SOFTMAX:
+        dh, dl = one_plus(rh, rl)
+        qh, ql = pair_quotient(1.0, dh, dl)  # 1 / (1 + r)
+        for j in range(row.shape[0]):
+            vh, vl = entry_pair(row, j, m, qh, ql)
+            y[i, j] = round_dd32(vh, vl)
+            undecided += not decided_dd32(vh, vl, E_PAIR_ERR * abs(vh))
+    elif op == LOG_SOFTMAX:
+        for j in range(row.shape[0]):
+            vh, vl = add_pairs(np.float64(row[j]) - m, 0.0, -lh, -ll)  # x_j - m exact
+            y[i, j] = round_dd32(vh, vl)
+            undecided += not decided_dd32(vh, vl, err)
+    if undecided == 0:
+        return FELL_PAIRS
     return fallback_row(row, op, lse, y, i, m, r_fast)  # type: ignore[no-any-return]
 
 
@@ -267,7 +288,7 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
     lh, ll = log1p_pair(rh, rl)
     redo = 0.0 < rh < TINY_R
     if op == LSE or op == LSE_PROBS:
-        v = add_rounded(m, 0.0, lh, ll)
+        v = add_pairs(m, 0.0, lh, ll)[0]
         lse[i] = v
         redo |= m < 0.0 and lh > 0.25 * abs(v)  # m + log1p(r) cancels
     if op == LSE_PROBS or op == SOFTMAX:
