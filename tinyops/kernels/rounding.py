@@ -139,10 +139,16 @@ def dd_sum_err(a: float, log1p_r: float) -> float:
 
 @jit()
 def decided_dd32(h: float, lo: float, err: float) -> Any:
-    """Whether the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding."""
+    """Whether the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding.
+
+    The two ends ``h + (lo -+ err)`` are renormalized first (TwoSum): :func:`round_dd32` reads the low part
+    only as a tie-break, and ``err`` may be far above an ulp of ``h`` (a logsumexp that cancels to 1e-13
+    beside an error bound of 1e-16)."""
     if not math.isfinite(h):
         return True
-    return round_dd32(h, lo - err) == round_dd32(h, lo + err)
+    ah, al = dd.two_sum(h, lo - err)
+    bh, bl = dd.two_sum(h, lo + err)
+    return round_dd32(ah, al) == round_dd32(bh, bl)
 
 
 # ----------------------------------------------------------------------------- the fast row sum

@@ -176,8 +176,13 @@ def round_dd32(h: Array, lo: Array) -> Array:
 
 
 def decided_dd32(h: Array, lo: Array, err: Array) -> npt.NDArray[np.bool_]:
-    """Where the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding."""
-    out: npt.NDArray[np.bool_] = ~np.isfinite(h) | (round_dd32(h, lo - err) == round_dd32(h, lo + err))
+    """Where the double-double ``h + lo``, within ``err`` of the exact value, decides its float32 rounding.
+
+    The two ends are renormalized first (TwoSum): :func:`round_dd32` reads the low part only as a
+    tie-break, and ``err`` may be far above an ulp of ``h`` (a logsumexp that cancels)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        below, above = _dd.two_sum(h, lo - err), _dd.two_sum(h, lo + err)
+    out: npt.NDArray[np.bool_] = ~np.isfinite(h) | (round_dd32(*below) == round_dd32(*above))
     return out
 
 
