@@ -180,8 +180,9 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     """'accurate' on one row, in float64: ``r`` = the sum of the exps without one largest term, then
     ``loss = (m - x_t) + log1p(r)``, ``lse = m + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
 
-    float32 rows: loss and lse are checked to decide their rounding, else the row is redone in
-    double-double; float64 rows are redone where ``lse`` cancels or ``r < 2^-960``."""
+    float32 rows: loss and lse are checked to decide their rounding, else the row goes on to the slow
+    tiers (:func:`accurate_redo`); float64 rows, in pairs, are redone in double-double where ``lse``
+    cancels or ``r < 2^-960``."""
     mx = row_max(row)
     if not math.isfinite(mx):
         bad_row(row, mx, out, stats, i)

@@ -28,8 +28,8 @@ tests/test_rounding.py, tests/test_softmax_layers.py and tests/test_accuracy.py 
 :mod:`tinyops.testing.regions`:
 
 - float32: correctly rounded. Each output's float64 value comes with an error bound; where the bound
-  does not decide the float32 rounding the row's ``r`` is summed again exactly, then, if still undecided,
-  the row is computed in double-double (:mod:`tinyops.kernels.rounding`). So the reference layer, also
+  does not decide the float32 rounding the row is computed again in float64 pairs (the second tier), then,
+  if still undecided, in double-double (:mod:`tinyops.kernels.rounding`). So the reference layer, also
   correctly rounded, gives the same bits;
 - float64: within ``8 + 2 log2(n)`` ULP (held), on outputs that are normal numbers; measured in the atlas
   of docs/accuracy.md, within about half an ULP (every sum and ``log1p(r)`` carried as pairs, each output
@@ -271,8 +271,9 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
     """Row ``i``: max, ``r``, then the outputs ``op`` asks for (``lse[i]`` and/or ``y[i]``); ``e`` (n,) scratch.
 
     float32 rows: each output's rounding is decided from its float64 value and error bound, else the row
-    is redone in double-double (``fell[i]`` says so). float64 rows: redone where the float64 evaluation
-    cancels (logsumexp near 0 with the max not) or keeps only absolute precision (``r < 2^-960``)."""
+    goes on to the slow tiers (:func:`forward_redo`; ``fell[i]`` says how it was decided). float64 rows, in
+    pairs: redone in double-double where logsumexp cancels (near 0 with the max not) or the exps keep only
+    absolute precision (``r < 2^-960``)."""
     row = x[i]
     mx = row_max(row)
     fell[i] = FELL_NONE
