@@ -18,7 +18,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy.special import logsumexp as scipy_logsumexp
 
@@ -90,6 +90,7 @@ def weighted_cases(draw: st.DrawFn) -> tuple[Array, Array, Any, bool]:
     return x, b, axis, draw(st.booleans())
 
 
+@example(case=(np.array([0.0, 2.0], np.float32), np.array([0.03125, 0.0], np.float32), 0, False), seed=158107023)
 @given(case=weighted_cases(), seed=st.integers(0, 2**32 - 1))
 def test_weighted_logsumexp_against_exact_scipy_and_torch(case: tuple[Array, Array, Any, bool], seed: int) -> None:
     x, b, axis, keepdims = case
@@ -126,10 +127,13 @@ def test_weighted_logsumexp_against_exact_scipy_and_torch(case: tuple[Array, Arr
         gx, gb = torch_grads(x, b, axes, dout if keepdims else np.expand_dims(dout, axes))
         with np.errstate(over="ignore"):  # an exact gradient beyond the dtype's range rounds to inf in it
             gx, gb = (np.where(np.isinf(g.astype(dtype)), g.astype(dtype), g) for g in (gx, gb))
-        scale = np.max(np.abs(dout), initial=0) * np.max(cond, initial=1) * 8 * eps * np.prod([full[i] for i in axes])
+        rel = np.max(cond, initial=1) * 8 * eps * np.prod([full[i] for i in axes])
         for got, want in ((dx, gx), (db, gb)):  # inf where the exact value rounds to inf, else close
             finite = np.isfinite(want)
-            np.testing.assert_allclose(got, want, rtol=0, atol=scale * (1 + np.abs(want[finite]).max(initial=0)))
+            # relative to the larger of dout and the gradient itself: d lse / d b_j = exp(x_j - lse) / sign
+            # is far above dout where the weights are small (b = [1/32, 0] gives 236 dout)
+            size = np.max(np.abs(dout), initial=0) + np.abs(want[finite]).max(initial=0)
+            np.testing.assert_allclose(got, want, rtol=0, atol=rel * size)
 
 
 @pytest.mark.parametrize("backend", ["compiled", "reference"])
