@@ -62,8 +62,8 @@ from .rounding import (
     FELL_UNDECIDED,
     L_ERR,
     L_PAIR_ERR,
-    LOG1P_ERR,
     R_ERR,
+    TARGET_ERR,
     TINY_R,
     U,
     add_pairs,
@@ -90,7 +90,7 @@ LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
 # rows of its ``stats`` (7, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
 # needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_PAIRS, FELL_DD, FELL_UNDECIDED); LOSS64,
 # LOSS_ERR: the loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean
-# needs); DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (float64 rows; 0 for the others)
+# needs); DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (accurate rows; 0 for the others)
 SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR, DEN_LO = 0, 1, 2, 3, 4, 5, 6
 STATS = 7
 
@@ -283,14 +283,12 @@ def backward_fallback(row: Any, t: int, g: float, shift: float, drow: Any) -> in
 
 
 @jit(fastmath=SUM_FLAGS)
-def grad_row32(
-    src: Any, t: int, g: Any, shift: float, den: float, dtarget: float, drow: Any, r_err: float, l_err: float
-) -> int:
+def grad_row32(src: Any, t: int, g: Any, shift: float, den: float, dtarget: float, drow: Any) -> int:
     """``drow = g * (softmax - onehot(t))`` of a float32 row from float64 values, the softmax's divisor
-    ``den`` with relative error ``r_err * r / (1 + r) + u``; returns how many entries are not decided. The
-    target entry ``g * expm1(-loss)`` inherits the loss's relative error (``l_err``, the forward's)."""
+    ``den`` with relative error ``R_ERR * r / (1 + r) + u``; returns how many entries are not decided. The
+    target entry ``g * expm1(-loss)`` inherits the loss's relative error (``TARGET_ERR``)."""
     scale = np.float64(g) / den
-    rel = EXP_ERR + r_err * ((den - 1.0) / den) + 5 * U
+    rel = EXP_ERR + R_ERR * ((den - 1.0) / den) + 5 * U
     reach = midpoint_reach(rel)
     undecided = 0
     for j in range(src.shape[0]):
@@ -305,7 +303,7 @@ def grad_row32(
     if src.shape[0] > 0:
         v = g * dtarget  # g * (softmax_t - 1)
         drow[t] = v
-        undecided += not decided32(v, (l_err + LOG1P_ERR + 4 * U) * abs(v))
+        undecided += not decided32(v, TARGET_ERR * abs(v))
     return undecided
 
 
@@ -325,7 +323,7 @@ def backward_redo(src: Any, t: int, g: Any, shift: float, dtarget: float, drow: 
     if src.shape[0] > 0:
         v = g * dtarget  # g * (softmax_t - 1), as the first tier
         drow[t] = v
-        undecided += not decided32(v, (L_ERR + LOG1P_ERR + 4 * U) * abs(v))
+        undecided += not decided32(v, TARGET_ERR * abs(v))
     if undecided == 0:
         return FELL_PAIRS
     return backward_fallback(src, t, np.float64(g), shift, drow)  # type: ignore[no-any-return]
@@ -351,7 +349,7 @@ def backward_row(
                 for j in range(row.shape[0]):
                     keep[j] = row[j]
                 src = keep
-            if grad_row32(src, t, g, shift, den, dtarget, drow, R_ERR, L_ERR) > 0:
+            if grad_row32(src, t, g, shift, den, dtarget, drow) > 0:
                 status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
         qh, ql = pair_quotient(np.float64(g), den, den_lo)  # g / (1 + r), a pair
@@ -372,7 +370,7 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
     for i in prange(x.shape[0]):
         gi = g[0] if uniform else g[i]
         if dx is not None and accurate and is_float32(x):  # the common case, its loop called directly
-            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], R_ERR, L_ERR):
+            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i]):
                 fell[i] = backward_redo(x[i], t[i], gi, stats[SHIFT, i], stats[DTARGET, i], dx[i])
             else:
                 fell[i] = FELL_NONE
@@ -398,7 +396,7 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool,
     for i in range(x.shape[0]):
         gi = g[0] if uniform else g[i]
         if dx is not None and accurate and is_float32(x):  # the common case, its loop called directly
-            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i], R_ERR, L_ERR):
+            if grad_row32(x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i], dx[i]):
                 fell[i] = backward_redo(x[i], t[i], gi, stats[SHIFT, i], stats[DTARGET, i], dx[i])
             else:
                 fell[i] = FELL_NONE

@@ -194,6 +194,17 @@ C_LO = -6.563929801064195e-13  # ln(2) / 64 - C_HI
 
 
 @jit(fastmath=frozenset({"contract"}))
+def exp_tail(r: Any) -> Any:
+    """``(exp(r) - 1 - r) / r^2`` for ``|r| <= ln(2) / 128``: ``1/2 + r/6 + r^2/24 + r^3/120 + r^4/720``,
+    Horner (the next term, ``r^5 / 5040``, is below ``2^-65`` of ``exp(r)``)."""
+    p = 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    return p * r + 0.5
+
+
+@jit(fastmath=frozenset({"contract"}))
 def exp64_table(hi: Any, lo: Any) -> tuple[Any, Any, Any]:
     """``exp(hi + lo) = (big + small) * 2^k`` of a float64 pair (``|lo| <= ulp(hi) / 2``, as TwoSum gives):
     ``(big, small, k)``, ``big + small`` within about ``2^-60`` of it, relatively, and ``1 <= big < 2``.
@@ -215,66 +226,11 @@ def exp64_table(hi: Any, lo: Any) -> tuple[Any, Any, Any]:
     x = 710.0 if hi > 710.0 else x
     n = (x * INV_C + ROUND_64) - ROUND_64  # round(x * 64 / ln 2)
     r = ((x - n * C_HI) - n * C_LO) + (lo if inside else 0.0)  # |r| <= ln(2) / 128 + a little
-    q = 1.0 / 720.0  # exp(r) - 1 = r + r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720)
-    q = q * r + 1.0 / 120.0
-    q = q * r + 1.0 / 24.0
-    q = q * r + 1.0 / 6.0
-    q = q * r + 0.5
-    q = r + (r * r) * q
+    q = r + (r * r) * exp_tail(r)  # exp(r) - 1
     k = np.int64(n)
     j = k & np.int64(TABLE_MASK)
     t_hi = TABLE_HI[j]
     return t_hi, t_hi * q + TABLE_LO[j], np.float64(k >> np.int64(TABLE_BITS))
-
-
-@jit(fastmath=frozenset({"contract"}))
-def exp64_pair(hi: Any, lo: Any) -> Any:
-    """``exp(hi + lo)`` of a float64 pair, rounded once (:func:`exp64_table`): within 0.51 ulp."""
-    big, small, k = exp64_table(hi, lo)
-    return scale64(big + small, k)
-
-
-@jit()
-def expm1_pair(y: Any) -> tuple[Any, Any]:
-    """``exp(y) - 1`` for ``0 <= y <= 700`` as an unevaluated pair ``(h, l)``, within about ``2^-60`` of it,
-    relatively (what a Newton step for ``log1p`` needs; compiled without fastmath, as every step is a
-    TwoSum or an exact product).
-
-    As :func:`exp64_table`, ``y = n ln(2) / 64 + r``, but ``r`` is kept as a pair (``y - n C_HI`` is exact,
-    ``- n C_LO`` adds its rounding error ``rr``) and ``exp(r) - 1 = r + (rr + r^2 P(r))``. Then, with
-    ``2^(j/64) = T_hi + T_lo`` and ``k = n // 64``,
-
-        exp(y) - 1 = (2^k T_hi - 1) + 2^k T_hi r + 2^k (T_hi (rr + r^2 P) + T_lo (1 + r))
-
-    where ``2^k T_hi - 1`` is exact (``2^k T_hi >= 1``, an integer number of its ulps), ``T_hi r`` is a
-    pair by one fused multiply-add, and only the last, small term rounds."""
-    n = np.rint(y * INV_C)  # round(y * 64 / ln 2), >= 0
-    r1 = y - n * C_HI  # exact
-    r2 = -(n * C_LO)
-    r = r1 + r2
-    bb = r - r1
-    rr = (r1 - (r - bb)) + (r2 - bb)  # TwoSum: r + rr = r1 + r2
-    p = 1.0 / 720.0  # expm1(r) - r = r^2 (1/2 + r/6 + r^2/24 + r^3/120 + r^4/720)
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    ql = rr + (r * r) * p  # expm1(r + rr) = r + ql
-    k = np.int64(n)
-    j = k & np.int64(TABLE_MASK)
-    t_hi = TABLE_HI[j]
-    t_lo = TABLE_LO[j]
-    two_k = scale64(1.0, np.float64(k >> np.int64(TABLE_BITS)))
-    ph = t_hi * r
-    pe = fma64(t_hi, r, -ph)  # t_hi r = ph + pe exactly
-    a = two_k * t_hi - 1.0  # exact
-    b = two_k * ph  # exact
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
-    small = two_k * (pe + t_hi * ql + t_lo * (1.0 + r))
-    h = s + (e + small)
-    return h, (e + small) - (h - s)
 
 
 @jit(fastmath=frozenset({"contract"}))
@@ -293,9 +249,11 @@ def exp64_array(x: Any, out: Any) -> None:
 
 @jit(fastmath=frozenset({"contract"}))
 def exp64_pair_array(hi: Any, lo: Any, out: Any) -> None:
-    """``out[i] = exp64_pair(hi[i], lo[i])`` over 1-D float64 arrays (for tests)."""
+    """``out[i] = exp(hi[i] + lo[i])`` over 1-D float64 arrays, :func:`exp64_table`'s pair rounded once (for
+    tests: within 0.51 ulp)."""
     for i in range(hi.shape[0]):
-        out[i] = exp64_pair(hi[i], lo[i])
+        big, small, k = exp64_table(hi[i], lo[i])
+        out[i] = scale64(big + small, k)
 
 
 # ---------------------------------------------------------------- by dtype, chosen when a kernel compiles

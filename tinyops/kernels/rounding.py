@@ -22,13 +22,15 @@ so that, with ``L = log1p(r)`` and ``rho = r / (1 + r)``,
 
     lse = m + L, loss = (m - x_t) + L, log_softmax_j = (x_j - m) - L:   err = L_ERR * L + 2u |v|
     softmax_j = e_j / (1 + r), g * e_j / (1 + r):                       err = (EXP_ERR + R_ERR rho + 5u) |v|
-    g * (softmax_t - 1) = g * expm1(-loss):                             err = (L_ERR + LOG1P_ERR + 4u) |v|
+    g * (softmax_t - 1) = g * expm1(-loss):                             err = TARGET_ERR |v|,
+                                                        TARGET_ERR = L_ERR + LOG1P_ERR + 4u
 
 (the ``2u |v|`` and the extra ``u``'s cover the last float64 rounding and the rounding of ``v +- err``).
 The second tier's outputs are pairs, never rounded to float64, decided by :func:`decided_dd32`:
 
-    R_PAIR_ERR = 2^-56   r from sum_without_max64 (its exp pairs: measured within 2^-58.6)
-    L_PAIR_ERR = 2^-55   log1p(r) from log1p_pair (measured within 2^-57.8), with r's error
+    r from sum_without_max64: within 2^-56 (each exp pair within 2^-58 of the exact exp, the test of
+               exp64_pair_array's 0.51 ulp; TwoSum exact; the carries' roundings far smaller)
+    L_PAIR_ERR = 2^-55   log1p(r) from log1p_pair (tested within 2^-56), with r's error
     E_PAIR_ERR = 2^-55   an entry g e_j / (1 + r) from entry_pair: the exp's, r's and the quotient's errors
 
     lse, loss, log_softmax_j:   err = L_PAIR_ERR * L
@@ -50,7 +52,22 @@ import numpy as np
 
 from . import dd
 from ._numba import SUM_FLAGS, jit
-from .exp import bits_of_f64, exp64, exp64_table, expm1_pair, fma64, is_float32, scale64
+from .exp import (
+    C_HI,
+    C_LO,
+    INV_C,
+    TABLE_BITS,
+    TABLE_HI,
+    TABLE_LO,
+    TABLE_MASK,
+    bits_of_f64,
+    exp64,
+    exp64_table,
+    exp_tail,
+    fma64,
+    is_float32,
+    scale64,
+)
 
 # entries per block of a row sum. The sum is vectorized within a block and its bound grows with the block,
 # (BLOCK - 1) u: blocks of 8 to 32 keep the bound small but made the (1024, 8192) float32 forward 1.5 to 1.7
@@ -63,8 +80,8 @@ LOG1P_ERR = 2 * U
 SUM_ERR = (BLOCK + 1) * U
 R_ERR = EXP_ERR + SUM_ERR + U
 L_ERR = R_ERR + LOG1P_ERR + 2 * U
-R_PAIR_ERR = 2.0**-56  # the second tier (see above)
-L_PAIR_ERR = 2.0**-55
+TARGET_ERR = L_ERR + LOG1P_ERR + 4 * U  # g * expm1(-loss), relative
+L_PAIR_ERR = 2.0**-55  # the second tier (see above)
 E_PAIR_ERR = 2.0**-55
 DD_ERR = 2.0**-88  # the double-double evaluation, relative to the largest term it adds
 TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative precision (float64 rows)
@@ -241,9 +258,7 @@ def exp_term64(row: Any, m: float, j: int) -> Any:
 @jit(inline=True)
 def add_term64(h: float, c: float, big: float, small: float) -> Any:
     """``h + big`` by TwoSum, its rounding error and ``small`` added to the carry ``c``."""
-    s = h + big
-    bb = s - h
-    err = (h - (s - bb)) + (big - bb)
+    s, err = dd.two_sum(h, big)
     return s, c + (err + small)
 
 
@@ -265,11 +280,36 @@ def pair_quotient(g: float, dh: float, dl: float) -> Any:
 
 
 @jit()
+def expm1_pair(y: float) -> Any:
+    """``exp(y) - 1`` for ``0 <= y <= 700`` as a pair ``(h, l)``, within about ``2^-60`` of it, relatively
+    (what :func:`log1p_pair`'s Newton step needs).
+
+    As :func:`~tinyops.kernels.exp.exp64_table`, ``y = n ln(2) / 64 + r``, but ``r`` is kept as a pair
+    (``y - n C_HI`` is exact, ``- n C_LO`` adds its rounding error ``rr``) and ``exp(r) - 1 = r + (rr + r^2
+    P(r))``. Then, with ``2^(j/64) = T_hi + T_lo`` and ``k = n // 64``,
+
+        exp(y) - 1 = (2^k T_hi - 1) + 2^k T_hi r + 2^k (T_hi (rr + r^2 P) + T_lo (1 + r))
+
+    where ``2^k T_hi - 1`` is exact (``2^k T_hi >= 1``, an integer number of its ulps), ``T_hi r`` is an
+    exact pair, and only the last, small term rounds."""
+    n = np.rint(y * INV_C)  # round(y * 64 / ln 2), >= 0
+    r, rr = dd.two_sum(y - n * C_HI, -(n * C_LO))  # y - n C_HI exact
+    ql = rr + (r * r) * exp_tail(r)  # expm1(r + rr) = r + ql
+    k = np.int64(n)
+    j = k & np.int64(TABLE_MASK)
+    t_hi = TABLE_HI[j]
+    two_k = scale64(1.0, np.float64(k >> np.int64(TABLE_BITS)))
+    ph, pe = dd.two_prod(t_hi, r)
+    s, e = dd.two_sum(two_k * t_hi - 1.0, two_k * ph)  # both exact
+    return dd.fast_two_sum(s, e + two_k * (pe + t_hi * ql + TABLE_LO[j] * (1.0 + r)))
+
+
+@jit()
 def log1p_pair(rh: float, rl: float) -> Any:
     """``log1p(r)`` of a pair ``r = rh + rl >= 0`` as a pair ``(lh, ll)``, within about ``2^-58`` relatively:
     libm's ``y0 = log1p(rh)``, then one Newton step, ``log1p(r) = y0 + (r - expm1(y0)) / exp(y0)`` to
     second order in a correction of about ``2^-53 y0``, with ``expm1(y0)`` a pair
-    (:func:`~tinyops.kernels.exp.expm1_pair`); ``rh - expm1(y0)`` is exact (the two are within a factor of 2)."""
+    (:func:`expm1_pair`); ``rh - expm1(y0)`` is exact (the two are within a factor of 2)."""
     y0 = math.log1p(rh)
     eh, el = expm1_pair(y0)
     d = ((rh - eh) + (rl - el)) / (1.0 + eh)
@@ -281,11 +321,9 @@ def add_pairs(ah: float, al: float, bh: float, bl: float) -> Any:
     """``(ah + al) + (bh + bl)`` of two pairs as a pair ``(h, l)``, ``h`` the sum rounded once (TwoSum of the
     high parts, the rest added to its error); an infinite ``ah + bh`` is ``(ah + bh, 0)``. Not inlined by
     numba: its operations keep their own (no) fastmath flags in a caller that reassociates."""
-    s = ah + bh
+    s, e = dd.two_sum(ah, bh)
     if not math.isfinite(s):
         return s, 0.0
-    bb = s - ah
-    e = (ah - (s - bb)) + (bh - bb)
     return dd.fast_two_sum(s, e + (al + bl))
 
 
@@ -312,8 +350,8 @@ def entry_pair(row: Any, j: int, m: float, qh: float, ql: float) -> Any:
     """:func:`entry_rounded` unrounded, as a pair ``(h, l)``, within about ``2^-55`` relatively (the second
     tier of float32 rows): the product of the two larger parts is exact by one fused multiply-add."""
     big, rest, k = entry_parts(row, j, m, qh, ql)
-    p = big * qh
-    h, lo = dd.fast_two_sum(p, fma64(big, qh, -p) + rest)
+    p, pe = dd.two_prod(big, qh)
+    h, lo = dd.fast_two_sum(p, pe + rest)
     return scale64(h, k), scale64(lo, k)
 
 

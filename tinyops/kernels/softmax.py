@@ -75,8 +75,8 @@ from .rounding import (
     FELL_NONE,
     FELL_PAIRS,
     FELL_UNDECIDED,
+    L_ERR,
     L_PAIR_ERR,
-    LOG1P_ERR,
     R_ERR,
     TINY_R,
     U,
@@ -218,26 +218,25 @@ def fallback_row(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: 
 
 
 @jit(fastmath=FLAGS)
-def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: float, r_err: float) -> int:
-    """The outputs ``op`` asks for of a float32 row from ``m`` and ``r`` (relative error ``r_err``): how many
+def outputs32(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r: float) -> int:
+    """The outputs ``op`` asks for of a float32 row from ``m`` and ``r`` (relative error ``R_ERR``): how many
     of them the float64 values do not decide."""
     log1p_r = math.log1p(r)
-    l_err = r_err + LOG1P_ERR + 2 * U
     undecided = 0
     if op == LSE or op == LSE_PROBS:
         v = m + log1p_r
         lse[i] = v
-        undecided += not decided32(v, l_err * log1p_r + 2 * U * abs(v))
+        undecided += not decided32(v, L_ERR * log1p_r + 2 * U * abs(v))
     if op == LSE_PROBS or op == SOFTMAX:
         den = 1.0 + r
-        undecided += softmax_into(e, den, y[i], EXP_ERR + r_err * (r / den) + 5 * U)
+        undecided += softmax_into(e, den, y[i], EXP_ERR + R_ERR * (r / den) + 5 * U)
     elif op == LOG_SOFTMAX:
-        undecided += log_softmax_into(row, m, log1p_r, 0.0, y[i], l_err * log1p_r)
+        undecided += log_softmax_into(row, m, log1p_r, 0.0, y[i], L_ERR * log1p_r)
     return undecided
 
 
 @jit()
-def forward_redo(row: Any, op: int, lse: Any, y: Any, i: int, e: Any, m: float, r_fast: float) -> int:
+def forward_redo(row: Any, op: int, lse: Any, y: Any, i: int, m: float, r_fast: float) -> int:
     """The slow tiers of a float32 row with undecided outputs: the row in pairs, as float64 rows are
     computed (the second tier), each output decided again from its pair; then the double-double row.
     Returns its FELL_* status."""
@@ -283,8 +282,8 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
     m = np.float64(mx)
     rh, rl = sum_without_max(row, m, e)
     if is_float32(row):
-        if outputs32(row, op, lse, y, i, e, m, rh, R_ERR) > 0:
-            fell[i] = forward_redo(row, op, lse, y, i, e, m, rh)
+        if outputs32(row, op, lse, y, i, e, m, rh) > 0:
+            fell[i] = forward_redo(row, op, lse, y, i, m, rh)
         return
     lh, ll = log1p_pair(rh, rl)
     redo = 0.0 < rh < TINY_R
