@@ -25,8 +25,11 @@ at the target. Two exps per element, but one (M, C) array written, and each row 
 ``den = 1 + r`` and ``softmax_t - 1 = expm1(-loss)``. For float32 rows ``x_j - mx`` is exact in float64;
 for float64 rows it is ``hi + lo`` by TwoSum, each exp is an unrounded pair from a table
 (:func:`~tinyops.kernels.exp.exp64_table`), ``r`` is summed with every rounding error carried
-(:func:`~tinyops.kernels.rounding.sum_without_max64`), ``den`` is kept as a pair and each gradient entry
-``exp(x_j - mx) * g / den`` is rounded once from pairs.
+(:func:`~tinyops.kernels.rounding.sum_without_max64`), ``r`` is kept as a pair for the backward, which
+rounds each gradient entry ``exp(x_j - mx) * g / (1 + r)`` once from pairs, and the target's, at the max,
+as ``-r g / (1 + r)`` (:func:`target_entry64`): ``softmax_t - 1`` is never formed by a cancelling
+subtraction. Where ``lse = mx + log1p(r)`` cancels (near 0 with the max not: log-probabilities), the lse
+is computed in triple-double (:mod:`tinyops.kernels.td`); the loss never cancels.
 
 **Rows whose max is not finite** (a ``+inf``, all ``-inf``, or all nan) are never shifted by it: their
 loss and gradient are nan, their lse the max itself (``+inf``/``-inf``), or nan if the row holds a nan.
@@ -59,6 +62,7 @@ from .rounding import (
     FELL_DD,
     FELL_NONE,
     FELL_PAIRS,
+    FELL_TRIPLE,
     FELL_UNDECIDED,
     L_ERR,
     L_PAIR_ERR,
@@ -85,14 +89,16 @@ from .rounding import (
     sum_without_max64,
     two_diff_lo,
 )
+from .td import logsumexp_cancelling
 
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
-# rows of its ``stats`` (7, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
-# needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_PAIRS, FELL_DD, FELL_UNDECIDED); LOSS64,
-# LOSS_ERR: the loss before its rounding to x's dtype and a bound on its error (what a correctly rounded mean
-# needs); DEN_LO: the rest of the divisor, ``den + den_lo = 1 + r`` (accurate rows; 0 for the others)
-SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR, DEN_LO = 0, 1, 2, 3, 4, 5, 6
-STATS = 7
+# rows of its ``stats`` (8, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
+# needs; FELL: how the row's outputs were decided (FELL_NONE, FELL_PAIRS, FELL_DD, FELL_UNDECIDED,
+# FELL_TRIPLE); LOSS64, LOSS_ERR: the loss before its rounding to x's dtype and a bound on its error (what a
+# correctly rounded mean needs); R, R_LO: the sum without the max as a pair, ``r = R + R_LO`` (what the
+# float64 backward needs; 0 on the other rows)
+SHIFT, DEN, DTARGET, FELL, LOSS64, LOSS_ERR, R, R_LO = 0, 1, 2, 3, 4, 5, 6, 7
+STATS = 8
 
 # ----------------------------------------------------------------------------- pieces of a row
 
@@ -122,7 +128,8 @@ def bad_row(row: Any, mx: float, out: Any, stats: Any, i: int) -> None:
     stats[FELL, i] = FELL_NONE
     stats[LOSS64, i] = np.nan
     stats[LOSS_ERR, i] = 0.0
-    stats[DEN_LO, i] = 0.0
+    stats[R, i] = np.nan  # likewise for float64 rows, whose backward divides by 1 + r
+    stats[R_LO, i] = 0.0
 
 
 # ----------------------------------------------------------------------------- forward
@@ -147,13 +154,14 @@ def fast_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     stats[FELL, i] = FELL_NONE
     stats[LOSS64, i] = lse_i - row[t]
     stats[LOSS_ERR, i] = np.inf  # no bound
-    stats[DEN_LO, i] = 0.0
+    stats[R, i] = 0.0
+    stats[R_LO, i] = 0.0
 
 
 @jit()
 def accurate_fallback(row: Any, t: int, m: float, r_fast: float, out: Any, stats: Any, i: int) -> None:
     """The row's loss and lse again, in double-double (:func:`~tinyops.kernels.rounding.dd_row`)."""
-    _, _, _, lh, ll, _, _ = dd_row(row, m, r_fast)
+    scale, rh, rl, lh, ll, _, _ = dd_row(row, m, r_fast)
     gh, gl = d_of(row, t, m)  # x_t - m exactly
     if gh == -np.inf:  # a -inf target: loss +inf
         vh, vl = np.inf, 0.0
@@ -169,6 +177,8 @@ def accurate_fallback(row: Any, t: int, m: float, r_fast: float, out: Any, stats
     else:
         out[LOSS, i] = vh
         out[LSE, i] = wh
+        stats[R, i] = math.ldexp(rh, -scale)  # r = (rh + rl) 2^-scale, for the backward's target entry
+        stats[R_LO, i] = math.ldexp(rl, -scale)
     stats[DTARGET, i] = math.expm1(-vh)
     stats[FELL, i] = status
     stats[LOSS64, i] = vh
@@ -181,8 +191,9 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
     ``loss = (m - x_t) + log1p(r)``, ``lse = m + log1p(r)``, ``softmax_t - 1 = expm1(-loss)``.
 
     float32 rows: loss and lse are checked to decide their rounding, else the row goes on to the slow
-    tiers (:func:`accurate_redo`); float64 rows, in pairs, are redone in double-double where ``lse``
-    cancels or ``r < 2^-960``."""
+    tiers (:func:`accurate_redo`); float64 rows, in pairs, are redone in double-double where
+    ``r < 2^-960``, and their lse in triple-double where it cancels
+    (:func:`~tinyops.kernels.td.logsumexp_cancelling`)."""
     mx = row_max(row)
     if not math.isfinite(mx):
         bad_row(row, mx, out, stats, i)
@@ -197,23 +208,30 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
         lse_i = m + log1p_r
         err = L_ERR * log1p_r
         redo = not decided32(loss_i, err + 2 * U * loss_i) or not decided32(lse_i, err + 2 * U * abs(lse_i))
+        cancels = False
         stats[LOSS_ERR, i] = err + U * loss_i
     else:
         lh, ll = log1p_pair(rh, rl)
         gap = m - xt
         loss_i = add_pairs(gap, two_diff_lo(m, xt, gap), lh, ll)[0]  # (m - x_t) + log1p(r), pairs
         lse_i = add_pairs(m, 0.0, lh, ll)[0]
-        redo = bool(0.0 < rh < TINY_R or (m < 0.0 and lh > 0.25 * abs(lse_i)))  # lse cancels
+        redo = bool(0.0 < rh < TINY_R)
+        cancels = bool(m < 0.0 and lh > 0.25 * abs(lse_i))  # lse = m + log1p(r) cancels
         stats[LOSS_ERR, i] = np.inf
     out[LOSS, i] = loss_i
     out[LSE, i] = lse_i
     stats[SHIFT, i] = m
-    stats[DEN, i], stats[DEN_LO, i] = one_plus(rh, rl)
+    stats[DEN, i] = one_plus(rh, rl)[0]
+    stats[R, i] = rh
+    stats[R_LO, i] = rl
     stats[DTARGET, i] = math.expm1(-loss_i)
     stats[FELL, i] = fell
     stats[LOSS64, i] = loss_i
     if redo:
         accurate_redo(row, t, m, rh, out, stats, i)
+    if cancels:
+        out[LSE, i] = logsumexp_cancelling(row)
+        stats[FELL, i] = FELL_TRIPLE
 
 
 @jit()
@@ -329,11 +347,39 @@ def backward_redo(src: Any, t: int, g: Any, shift: float, dtarget: float, drow: 
     return backward_fallback(src, t, np.float64(g), shift, drow)  # type: ignore[no-any-return]
 
 
+@jit()
+def target_entry64(row: Any, t: int, g: float, shift: float, rh: float, rl: float, qh: float, ql: float) -> Any:
+    """``g * (softmax_t - 1)`` of a float64 row, rounded once from pairs (``r = rh + rl``,
+    ``q = qh + ql = g / (1 + r)``).
+
+    A target at the max: ``-r q``, so ``1 - softmax_t = r / (1 + r)`` is never formed by a subtraction
+    that cancels. Any other target: ``exp(x_t - m) q - g``, a pair
+    (:func:`~tinyops.kernels.rounding.entry_pair`) minus ``g``, at least ``|g| / 2`` in size: nothing
+    cancels."""
+    if row[t] == shift:
+        p, pe = dd.two_prod(rh, qh)
+        return -(p + (pe + (rh * ql + rl * qh)))
+    vh, vl = entry_pair(row, t, shift, qh, ql)
+    s, e = dd.two_sum(vh, -np.float64(g))
+    return s + (e + vl)
+
+
 @jit(fastmath=SUM_FLAGS)
 def backward_row(
-    row: Any, t: int, g: Any, shift: Any, den: Any, den_lo: Any, dtarget: Any, into: Any, accurate: bool, keep: Any
+    row: Any,
+    t: int,
+    g: Any,
+    shift: Any,
+    den: Any,
+    r: float,
+    r_lo: float,
+    dtarget: Any,
+    into: Any,
+    accurate: bool,
+    keep: Any,
 ) -> int:
-    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed.
+    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed
+    (float64 rows: ``1 + r`` as a pair from ``r = r + r_lo``).
 
     ``into``: the row of dx, or None to write over ``row`` itself (one array: the compiler sees the
     loop is a map and vectorizes it; two views of one array would make it check for overlap, and fall
@@ -352,15 +398,20 @@ def backward_row(
             if grad_row32(src, t, g, shift, den, dtarget, drow) > 0:
                 status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
-        qh, ql = pair_quotient(np.float64(g), den, den_lo)  # g / (1 + r), a pair
+        dh, dl = one_plus(r, r_lo)
+        qh, ql = pair_quotient(np.float64(g), dh, dl)  # g / (1 + r), a pair
+        vt = 0.0
+        if row.shape[0] > 0:
+            vt = target_entry64(row, t, g, shift, r, r_lo, qh, ql)  # g * (softmax_t - 1)
         for j in range(row.shape[0]):
             drow[j] = entry_rounded(row, j, shift, qh, ql)  # exp(x_j - m) g / (1 + r)
     else:
         scale_x = g / den  # x's dtype
         for j in range(row.shape[0]):
             drow[j] = exp_of(row[j] - shift) * scale_x
+        vt = g * dtarget
     if row.shape[0] > 0:
-        drow[t] = g * dtarget  # g * (softmax_t - 1)
+        drow[t] = vt  # g * (softmax_t - 1), computed before row may be written over
     return status
 
 
@@ -382,7 +433,8 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
             gi,
             stats[SHIFT, i],
             stats[DEN, i],
-            stats[DEN_LO, i],
+            stats[R, i],
+            stats[R_LO, i],
             stats[DTARGET, i],
             into,
             accurate,
@@ -403,7 +455,17 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool,
             continue
         into = None if dx is None else dx[i]  # dx None: over the logits
         fell[i] = backward_row(
-            x[i], t[i], gi, stats[SHIFT, i], stats[DEN, i], stats[DEN_LO, i], stats[DTARGET, i], into, accurate, keep[0]
+            x[i],
+            t[i],
+            gi,
+            stats[SHIFT, i],
+            stats[DEN, i],
+            stats[R, i],
+            stats[R_LO, i],
+            stats[DTARGET, i],
+            into,
+            accurate,
+            keep[0],
         )
 
 
@@ -430,7 +492,7 @@ class RowsState(NamedTuple):
 
     x: Array  # (M, C) the caller's logits, not copied
     target: npt.NDArray[np.intp]  # (M,)
-    stats: Array  # (STATS, M) [shift; den; dtarget; fell; loss64; loss_err; den_lo]: float64 if accurate,
+    stats: Array  # (STATS, M) [shift; den; dtarget; fell; loss64; loss_err; r; r_lo]: float64 if accurate,
     # else x's dtype.
     # shift: the row max (0 on a row whose max is not finite); den: the softmax's divisor, 1 + r (accurate) or
     # s (fast), nan on such a row; dtarget: softmax_t - 1 = expm1(-loss)

@@ -38,9 +38,10 @@ The second tier's outputs are pairs, never rounded to float64, decided by :func:
 
 float64 rows have no wider type for the decision. They carry pairs instead: each exp an unrounded pair,
 the sum with every rounding error kept (:func:`sum_without_max64`), ``log1p(r)`` a pair
-(:func:`log1p_pair`), and each output rounded once from pairs. They fall back to double-double where
-even that loses digits: a logsumexp that cancels (``m < 0`` and ``L > |m + L| / 4``) and rows whose exps
-fall below the normal range (``r < 2**-960``, where each exp keeps only its absolute precision).
+(:func:`log1p_pair`), and each output rounded once from pairs. Rows whose exps fall below the normal
+range (``r < 2**-960``, where each exp keeps only its absolute precision) are redone in double-double; a
+logsumexp that cancels (``m < 0`` and ``L > |m + L| / 4``), whose result can be as small as float64's own
+rounding of ``|m|``, is computed in triple-double (:mod:`tinyops.kernels.td`).
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ TINY_R = 2.0**-960  # below this, r is a sum of exps that lost their relative pr
 DD_SCALE = 900  # such a row is summed with every exp scaled by 2^DD_SCALE (below 2^996, the reference's Dekker split)
 
 # per row, how its outputs were decided: by the float64 values (NONE), by the second tier's pairs (PAIRS),
-# in double-double (DD), or left open even by the double-double value (UNDECIDED, never seen)
-FELL_NONE, FELL_DD, FELL_UNDECIDED, FELL_PAIRS = 0, 1, 2, 3
+# in double-double (DD), or left open even by the double-double value (UNDECIDED, never seen); a float64
+# row whose logsumexp cancels has it in triple-double (TRIPLE, tinyops.kernels.td)
+FELL_NONE, FELL_DD, FELL_UNDECIDED, FELL_PAIRS, FELL_TRIPLE = 0, 1, 2, 3, 4
 
 
 # ----------------------------------------------------------------------------- the decision

@@ -34,7 +34,8 @@ tests/test_rounding.py, tests/test_softmax_layers.py and tests/test_accuracy.py 
 - float64: within ``8 + 2 log2(n)`` ULP (held), on outputs that are normal numbers; measured in the atlas
   of docs/accuracy.md, within about half an ULP (every sum and ``log1p(r)`` carried as pairs, each output
   rounded once).
-  Rows where logsumexp cancels or the exps fall below the normal range are computed in double-double.
+  Rows whose exps fall below the normal range are computed in double-double, and a logsumexp that cancels
+  (near 0 with the max not) in triple-double (:mod:`tinyops.kernels.td`).
 
 The backward accumulates its row sum in float64: ``dx = y * (dy - sum(dy * y))`` (softmax) and
 ``dx = dy - exp(y) * sum(dy)`` (log_softmax; ``exp`` in y's dtype, as y is rounded to it), each entry
@@ -74,6 +75,7 @@ from .rounding import (
     FELL_DD,
     FELL_NONE,
     FELL_PAIRS,
+    FELL_TRIPLE,
     FELL_UNDECIDED,
     L_ERR,
     L_PAIR_ERR,
@@ -100,6 +102,7 @@ from .rounding import (
     sum_without_max64,
     two_diff_lo,
 )
+from .td import logsumexp_cancelling
 
 # what a forward computes (a constant of each compiled call site: one driver serves all four)
 LSE = 0  # logsumexp only
@@ -271,8 +274,9 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
 
     float32 rows: each output's rounding is decided from its float64 value and error bound, else the row
     goes on to the slow tiers (:func:`forward_redo`; ``fell[i]`` says how it was decided). float64 rows, in
-    pairs: redone in double-double where logsumexp cancels (near 0 with the max not) or the exps keep only
-    absolute precision (``r < 2^-960``)."""
+    pairs: redone in double-double where the exps keep only absolute precision (``r < 2^-960``), and
+    logsumexp in triple-double where it cancels, near 0 with the max not
+    (:func:`~tinyops.kernels.td.logsumexp_cancelling`)."""
     row = x[i]
     mx = row_max(row)
     fell[i] = FELL_NONE
@@ -286,17 +290,17 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
             fell[i] = forward_redo(row, op, lse, y, i, m, rh)
         return
     lh, ll = log1p_pair(rh, rl)
-    redo = 0.0 < rh < TINY_R
     if op == LSE or op == LSE_PROBS:
-        v = add_pairs(m, 0.0, lh, ll)[0]
-        lse[i] = v
-        redo |= m < 0.0 and lh > 0.25 * abs(v)  # m + log1p(r) cancels
+        lse[i] = add_pairs(m, 0.0, lh, ll)[0]
     if op == LSE_PROBS or op == SOFTMAX:
         softmax64_into(row, m, rh, rl, y[i])
     elif op == LOG_SOFTMAX:
         log_softmax_into(row, m, lh, ll, y[i], 0.0)
-    if redo:
+    if 0.0 < rh < TINY_R:
         fell[i] = fallback_row(row, op, lse, y, i, m, rh)
+    if (op == LSE or op == LSE_PROBS) and m < 0.0 and lh > 0.25 * abs(lse[i]):  # m + log1p(r) cancels
+        lse[i] = logsumexp_cancelling(row)
+        fell[i] = FELL_TRIPLE
 
 
 @jit(parallel=True)
@@ -312,7 +316,8 @@ def forward_serial(x: Any, op: int, lse: Any, y: Any, e: Any, fell: Any) -> None
 
 
 def forward_counted(x: Any, op: int, threads: int) -> tuple[Any, Any, Any]:
-    """:func:`forward`, and ``fell`` (R,) int8: per row FELL_NONE, FELL_DD or FELL_UNDECIDED."""
+    """:func:`forward`, and ``fell`` (R,) int8: per row one of the FELL_* codes of
+    :mod:`tinyops.kernels.rounding`."""
     R, n = x.shape
     lse = np.empty(R if op in (LSE, LSE_PROBS) else 0, x.dtype)  # (R,)
     y = np.empty((R, n) if op != LSE else (0, 0), x.dtype)  # (R, n)
