@@ -16,13 +16,13 @@ absolute terms. Then one Newton step on libm's ``y0 = log(t0)``:
 ``d`` a triple too (its leading digits cancel exactly in the triple subtraction), and
 ``log1p(d) = d - d^2 / 2`` to far below an ULP; ``y0 + log1p(d)`` is rounded once. Within about half an ULP
 of the result (held by tests/test_rounding.py against mpmath) unless the result is below about
-``2^-90`` (the triple's absolute error is then an ULP).
+``2^-80`` (its ULP is then near the triple's absolute error, summed over the row).
 
 A triple ``(a0, a1, a2)`` stands for the exact sum ``a0 + a1 + a2``. The operations are the textbook
 ones (TwoSum and the exact product by one fused multiply-add, as :mod:`tinyops.kernels.dd`), each ending
 in :func:`renorm`; every product or sum below about ``2^-150`` of the result is dropped. Compiled without
 any fastmath flag (TwoSum needs every operation rounded as written). Written for clarity: a triple-double
-exp costs about a microsecond, and only the cancelling rows pay it.
+exp costs several hundred float64 operations, and only the cancelling rows pay it.
 """
 
 from __future__ import annotations
