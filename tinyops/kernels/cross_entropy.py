@@ -10,8 +10,9 @@ Per row, the forward makes two passes over the row (the first brings it into the
 1. the row max ``mx``;
 2. the sum of ``exp(x_j - mx)``;
 
-and keeps three numbers a row (the shift ``mx``, the divisor ``den`` and the target entry of the
-gradient, ``softmax_t - 1``) plus a reference to ``x``: no (M, C) state. The backward makes one pass that
+and keeps a few numbers a row (the shift ``mx``, the divisor ``den``, the target entry of the gradient,
+``softmax_t - 1``, and what the float64 backward and the mean need; ``stats`` below) plus a reference to
+``x``: no (M, C) state. The backward makes one pass that
 recomputes each exp and writes ``dx_j = exp(x_j - mx) * (g / den)``, then puts ``g * (softmax_t - 1)``
 at the target. Two exps per element, but one (M, C) array written, and each row read from memory twice.
 
