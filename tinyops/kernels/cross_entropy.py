@@ -90,7 +90,7 @@ from .rounding import (
     sum_without_max64,
     two_diff_lo,
 )
-from .td import logsumexp_cancelling
+from .td import logsumexp_cancelling, lse_cancels
 
 LOSS, LSE = 0, 1  # rows of the forward's ``out`` (2, M), x's dtype
 # rows of its ``stats`` (8, M): float64 (accurate) or x's dtype (fast). SHIFT, DEN, DTARGET: what the backward
@@ -217,7 +217,7 @@ def accurate_row(row: Any, t: int, out: Any, stats: Any, i: int) -> None:
         loss_i = add_pairs(gap, two_diff_lo(m, xt, gap), lh, ll)[0]  # (m - x_t) + log1p(r), pairs
         lse_i = add_pairs(m, 0.0, lh, ll)[0]
         redo = bool(0.0 < rh < TINY_R)
-        cancels = bool(m < 0.0 and lh > 0.25 * abs(lse_i))  # lse = m + log1p(r) cancels
+        cancels = lse_cancels(m, lh, lse_i)
         stats[LOSS_ERR, i] = np.inf
     out[LOSS, i] = loss_i
     out[LSE, i] = lse_i
@@ -366,21 +366,9 @@ def target_entry64(row: Any, t: int, g: float, shift: float, rh: float, rl: floa
 
 
 @jit(fastmath=SUM_FLAGS)
-def backward_row(
-    row: Any,
-    t: int,
-    g: Any,
-    shift: Any,
-    den: Any,
-    r: float,
-    r_lo: float,
-    dtarget: Any,
-    into: Any,
-    accurate: bool,
-    keep: Any,
-) -> int:
-    """``drow = g * (softmax(row) - onehot(t))`` with ``softmax = exp(row - shift) / den`` recomputed
-    (float64 rows: ``1 + r`` as a pair from ``r = r + r_lo``).
+def backward_row(row: Any, t: int, g: Any, stats: Any, i: int, into: Any, accurate: bool, keep: Any) -> int:
+    """``drow = g * (softmax(row) - onehot(t))`` of row ``i``, with ``softmax = exp(row - shift) / den``
+    recomputed from the forward's ``stats`` (float64 rows: ``1 + r`` as a pair from the pair ``r``).
 
     ``into``: the row of dx, or None to write over ``row`` itself (one array: the compiler sees the
     loop is a map and vectorizes it; two views of one array would make it check for overlap, and fall
@@ -388,6 +376,7 @@ def backward_row(
     writing over it, so that a float32 row whose roundings are not all decided can be redone
     (:func:`backward_fallback`). Returns the row's FELL_* status."""
     drow = row if into is None else into
+    shift, den, dtarget = stats[SHIFT, i], stats[DEN, i], stats[DTARGET, i]
     status = FELL_NONE
     if accurate:
         if is_float32(row):
@@ -399,6 +388,7 @@ def backward_row(
             if grad_row32(src, t, g, shift, den, dtarget, drow) > 0:
                 status = backward_redo(src, t, g, shift, dtarget, drow)
             return status
+        r, r_lo = stats[R, i], stats[R_LO, i]
         dh, dl = one_plus(r, r_lo)
         qh, ql = pair_quotient(np.float64(g), dh, dl)  # g / (1 + r), a pair
         vt = 0.0
@@ -428,19 +418,7 @@ def backward_parallel(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: boo
                 fell[i] = FELL_NONE
             continue
         into = None if dx is None else dx[i]  # dx None: over the logits
-        fell[i] = backward_row(
-            x[i],
-            t[i],
-            gi,
-            stats[SHIFT, i],
-            stats[DEN, i],
-            stats[R, i],
-            stats[R_LO, i],
-            stats[DTARGET, i],
-            into,
-            accurate,
-            keep[numba.get_thread_id()],
-        )
+        fell[i] = backward_row(x[i], t[i], gi, stats, i, into, accurate, keep[numba.get_thread_id()])
 
 
 @jit()
@@ -455,19 +433,7 @@ def backward_serial(x: Any, t: Any, g: Any, stats: Any, dx: Any, accurate: bool,
                 fell[i] = FELL_NONE
             continue
         into = None if dx is None else dx[i]  # dx None: over the logits
-        fell[i] = backward_row(
-            x[i],
-            t[i],
-            gi,
-            stats[SHIFT, i],
-            stats[DEN, i],
-            stats[R, i],
-            stats[R_LO, i],
-            stats[DTARGET, i],
-            into,
-            accurate,
-            keep[0],
-        )
+        fell[i] = backward_row(x[i], t[i], gi, stats, i, into, accurate, keep[0])
 
 
 @jit()

@@ -102,7 +102,7 @@ from .rounding import (
     sum_without_max64,
     two_diff_lo,
 )
-from .td import logsumexp_cancelling
+from .td import logsumexp_cancelling, lse_cancels
 
 # what a forward computes (a constant of each compiled call site: one driver serves all four)
 LSE = 0  # logsumexp only
@@ -298,7 +298,7 @@ def forward_row(x: Any, op: int, lse: Any, y: Any, i: int, e: Any, fell: Any) ->
         log_softmax_into(row, m, lh, ll, y[i], 0.0)
     if 0.0 < rh < TINY_R:
         fell[i] = fallback_row(row, op, lse, y, i, m, rh)
-    if (op == LSE or op == LSE_PROBS) and m < 0.0 and lh > 0.25 * abs(lse[i]):  # m + log1p(r) cancels
+    if (op == LSE or op == LSE_PROBS) and lse_cancels(m, lh, lse[i]):
         lse[i] = logsumexp_cancelling(row)
         fell[i] = FELL_TRIPLE
 

@@ -28,12 +28,12 @@ exp costs several hundred float64 operations, and only the cancelling rows pay i
 from __future__ import annotations
 
 import math
-from decimal import Context, Decimal
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from ..ops._dd import LN2, LOG2E
 from ._numba import jit
 from .dd import two_prod, two_sum
 from .exp import scale64
@@ -50,12 +50,17 @@ def triple(v: Fraction) -> Triple:
     return parts[0], parts[1], parts[2]
 
 
-LN2 = triple(Fraction(Decimal(2).ln(Context(prec=60))))  # ln 2 to 60 digits (199 bits)
-LOG2E = 1.0 / math.log(2.0)
 DEGREE = 13  # expm1 of |z| <= ln(2) / 512 by Taylor: the first term left out, z^14 / 14!, is below 2^-160
 SQUARINGS = 8  # exp(t) = exp(t / 2^8)^(2^8)
 INV_FACT = np.array([triple(Fraction(1, math.factorial(k))) for k in range(DEGREE + 1)])  # (DEGREE + 1, 3)
 LOWEST = -745.2  # exp(x) below this is 0 in float64, and below 2^-1075 of the row's sum here
+
+
+@jit()
+def lse_cancels(m: float, log1p_r: float, lse: float) -> Any:
+    """Whether ``lse = m + log1p(r)`` cancels: ``m < 0`` and ``log1p(r) > |lse| / 4`` (the rows that
+    :func:`logsumexp_cancelling` computes)."""
+    return m < 0.0 and log1p_r > 0.25 * abs(lse)
 
 
 @jit()
